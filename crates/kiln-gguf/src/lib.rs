@@ -1,0 +1,1 @@
+//! GGUF container (being written).
