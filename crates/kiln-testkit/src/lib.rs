@@ -5,7 +5,7 @@
 //! llama.cpp maintains — and numpy). It is created on first use in `target/oracle-venv` with
 //! `python3 -m venv` and `pip install` from the configured package index, under a file lock so that
 //! parallel test binaries share one environment. Set `KILN_ORACLE_PYTHON` to use an interpreter of
-//! your own instead.
+//! your own instead. [`model`] fetches a known model (see `kiln_fetch`) into the shared cache.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -77,4 +77,11 @@ pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Path of the known model `name` (see `kiln_fetch::MODELS`), fetched into the cache on first use.
+/// Panics with the reason if it cannot be fetched: a test without its input must fail.
+pub fn model(name: &str) -> PathBuf {
+    let spec = kiln_fetch::find(name).unwrap_or_else(|e| panic!("{e}"));
+    kiln_fetch::ensure(spec, false).unwrap_or_else(|e| panic!("fetching test model {name}: {e}"))
 }
