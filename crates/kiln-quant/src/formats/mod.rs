@@ -1,6 +1,7 @@
 //! One module per block format, each exporting its `TRAITS` table entry.
 
 pub mod bf16;
+pub mod common;
 pub mod f16;
 pub mod f32;
 pub mod q2_k;
@@ -15,3 +16,4 @@ pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
 pub mod q8_k;
+mod kquant_common;

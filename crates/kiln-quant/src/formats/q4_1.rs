@@ -1,9 +1,178 @@
-// PLACEHOLDER (scaffolding, to be replaced by the real implementation before landing)
-use crate::{GgmlType, TypeTraits};
+//! Q4_1: ggml's `block_q4_1`, 32 values in 20 bytes.
+//!
+//! Layout: `f16 d`, `f16 m` (little-endian), then `qs[16]`; value `j` (0–15) is the low nibble
+//! of `qs[j]`, value `j + 16` its high nibble. A value is `q · d + m`. The dot product takes Q8_1
+//! activations, whose per-block `s = d_y · Σ q_y` turns the offset into one product per block.
+//!
+//! ```
+//! use kiln_quant::formats::q4_1;
+//! // d = 0.5 (0x3800), m = −1 (0xbc00); qs[0] = 0x3f: value 0 is 15·0.5 − 1 = 6.5,
+//! // value 16 is 3·0.5 − 1 = 0.5; zero codes give m.
+//! let mut block = [0u8; 20];
+//! block[..4].copy_from_slice(&[0x00, 0x38, 0x00, 0xbc]);
+//! block[4] = 0x3f;
+//! let mut y = [0f32; 32];
+//! q4_1::dequantize(&block, &mut y);
+//! assert_eq!((y[0], y[16], y[1]), (6.5, 0.5, -1.0));
+//! ```
+
+use super::common::{c_cast_i32, f16_le, f32_to_f16};
+use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
+
+/// Values per block.
+pub const QK: usize = 32;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 4 + QK / 2;
+
+/// The Q4_1 table entry.
 pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q4_1,
-    dequantize: |_, _| unimplemented!(),
-    quantize: None,
+    dequantize,
+    quantize: Some(quantize),
     vec_dot_type: GgmlType::Q8_1,
-    vec_dot: None,
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+#[cfg(not(target_arch = "x86_64"))]
+const AVX2: Option<UnsafeDotFn> = None;
+
+/// `dequantize_row_q4_1`: whole blocks of `src` into `dst` (32 values per block).
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.as_chunks::<BLOCK_BYTES>().0.iter().zip(dst.as_chunks_mut::<QK>().0) {
+        let [d0, d1, m0, m1, qs @ ..] = b;
+        let d = f16_le([*d0, *d1]);
+        let m = f16_le([*m0, *m1]);
+        let (lo, hi) = y.split_at_mut(QK / 2);
+        for ((q, a), b) in qs.iter().zip(lo).zip(hi) {
+            *a = (q & 0x0f) as f32 * d + m;
+            *b = (q >> 4) as f32 * d + m;
+        }
+    }
+}
+
+/// `quantize_row_q4_1_ref`: `d = (max − min) / 15`, `m = min`,
+/// `q = min(15, (int8)((x − min) · (1/d) + 0.5))`.
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.as_chunks::<QK>().0.iter().zip(dst.as_chunks_mut::<BLOCK_BYTES>().0) {
+        let mut min = f32::MAX;
+        let mut max = -f32::MAX;
+        for &v in x {
+            if v < min {
+                min = v;
+            }
+            if v > max {
+                max = v;
+            }
+        }
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let [d0, d1, m0, m1, qs @ ..] = b;
+        [*d0, *d1] = f32_to_f16(d).to_le_bytes();
+        [*m0, *m1] = f32_to_f16(min).to_le_bytes();
+        let code = |v: f32| (c_cast_i32((v - min) * id + 0.5) as i8 as i32).min(15) as u8;
+        for (j, q) in qs.iter_mut().enumerate() {
+            *q = code(x[j]) | (code(x[j + QK / 2]) << 4);
+        }
+    }
+}
+
+/// Portable Q4_1 · Q8_1 dot product, as `ggml_vec_dot_q4_1_q8_1_generic`: per block
+/// `sumf += (d_x·d_y)·sumi + m_x·s_y` in `f32`.
+pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in w.as_chunks::<BLOCK_BYTES>().0.iter().zip(act.as_chunks::<36>().0) {
+        let [xd0, xd1, xm0, xm1, xq @ ..] = x;
+        let [yd0, yd1, ys0, ys1, yq @ ..] = y;
+        let (mut sumi0, mut sumi1) = (0i32, 0i32);
+        for (j, q) in xq.iter().enumerate() {
+            sumi0 += (q & 0x0f) as i32 * yq[j] as i8 as i32;
+            sumi1 += (q >> 4) as i32 * yq[j + QK / 2] as i8 as i32;
+        }
+        let dd = f16_le([*xd0, *xd1]) * f16_le([*yd0, *yd1]);
+        sumf += dd * (sumi0 + sumi1) as f32 + f16_le([*xm0, *xm1]) * f16_le([*ys0, *ys1]);
+    }
+    sumf
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK_BYTES;
+    use crate::formats::common::x86::{
+        dot_u8_i8, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles,
+    };
+
+    /// Per-lane integer sums of one block's products.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; 36]) -> __m256i {
+        let ([_, _, _, _, xq @ ..], [_, _, _, _, yq @ ..]) = (x, y);
+        // Codes 0..15 are the unsigned operand; exact for every activation byte.
+        dot_u8_i8(unpack_nibbles(xq), load32(yq))
+    }
+
+    /// AVX2 Q4_1 · Q8_1.
+    /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
+    /// reduced together into one vector (lane k = block k's exact `sumi`), one multiply-add with
+    /// the eight `d_x·d_y`, and one with the eight `m_x·s_y` (all 32 halves converted eight at a
+    /// time). The last (< 8) blocks go one by one.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
+        let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
+        let (yb, _) = act.as_chunks::<36>();
+        let (x8, _) = xb.as_chunks::<8>();
+        let (y8, _) = yb.as_chunks::<8>();
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = _mm256_setzero_ps();
+        for (x, y) in x8.iter().zip(y8) {
+            let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
+            let mx = halves8(x.each_ref().map(|b| [b[2], b[3]]));
+            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
+            let sy = halves8(y.each_ref().map(|b| [b[2], b[3]]));
+            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k])));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
+            acc_m = _mm256_fmadd_ps(mx, sy, acc_m);
+        }
+        let done = x8.len().min(y8.len()) * 8;
+        let mut summs = 0f32;
+        for (x, y) in xb.iter().zip(yb).skip(done) {
+            let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
+            summs += f16_le([x[2], x[3]]) * f16_le([y[2], y[3]]);
+        }
+        hsum_f32x8(acc) + hsum_f32x8(acc_m) + summs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_worked_block() {
+        // min = −1, max = 2: d = 3/15 = 0.2, codes (x + 1)·5 + 0.5 truncated.
+        let mut x = [0f32; 32];
+        x[0] = -1.0; // 0.5 → 0
+        x[1] = 2.0; // 15.5 → 15
+        x[16] = 0.5; // 1.5 · 5 + 0.5 = 8.0 → 8
+        x[17] = 0.09; // 5.45 + 0.5 = 5.95 → 5
+        let mut b = [0u8; BLOCK_BYTES];
+        quantize(&x, &mut b);
+        assert_eq!(u16::from_le_bytes([b[0], b[1]]), f32_to_f16(0.2));
+        assert_eq!(&b[2..4], &[0x00, 0xbc]); // −1 as a half
+        assert_eq!(b[4], 0x80);
+        assert_eq!(b[5], 0x5f);
+        assert_eq!(b[6] & 0x0f, 5); // zeros: 5.5 → 5
+        let mut y = [0f32; 32];
+        dequantize(&b, &mut y);
+        let d = f16_le([b[0], b[1]]);
+        assert_eq!(y[1], 15.0 * d - 1.0);
+        assert_eq!(y[16], 8.0 * d - 1.0);
+    }
+}

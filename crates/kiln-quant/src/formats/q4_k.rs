@@ -1,9 +1,327 @@
-// PLACEHOLDER (scaffolding, to be replaced by the real implementation before landing)
-use crate::{GgmlType, TypeTraits};
+//! Q4_K: ggml's `block_q4_K`, 256 values in 144 bytes (4.5 bits per weight).
+//!
+//! Layout: `f16 d`, `f16 dmin`, `u8 scales[12]` (eight 6-bit scales and eight 6-bit mins, packed
+//! as `get_scale_min_k4` reads them), `u8 qs[128]` (4-bit quants). Sub-block `j` (32 values) has
+//! scale `d·sc[j]` and offset `dmin·m[j]`; sub-blocks `2i` and `2i + 1` share `qs[32i..32i + 32]`,
+//! low nibbles then high nibbles. A value is `(d·sc)·q − dmin·m`, in that order, in `f32`.
+
+use super::kquant_common::{
+    Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int,
+    pack_scales_mins_k4, put_f16, scales_mins_k4,
+};
+use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
+use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
+
+/// Bytes per 256-element block.
+pub const BLOCK_BYTES: usize = 2 + 2 + 12 + QK_K / 2;
+
+/// The Q4_K table entry.
 pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q4_K,
-    dequantize: |_, _| unimplemented!(),
-    quantize: None,
+    dequantize,
+    quantize: Some(quantize),
     vec_dot_type: GgmlType::Q8_K,
-    vec_dot: None,
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: Option<UnsafeDotFn> = Some(dot_avx2);
+#[cfg(not(target_arch = "x86_64"))]
+const AVX2: Option<UnsafeDotFn> = None;
+
+/// ggml's `dequantize_row_q4_K`, bit for bit, over the whole blocks that fit both slices.
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(QK_K)) {
+        let d = f16_at(b, 0);
+        let dmin = f16_at(b, 2);
+        let (sc, m) = scales_mins_k4(&b[4..16]);
+        for (i, (q, y)) in b[16..].chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+            let (d1, m1) = (d * sc[2 * i] as f32, dmin * m[2 * i] as f32);
+            let (d2, m2) = (d * sc[2 * i + 1] as f32, dmin * m[2 * i + 1] as f32);
+            let (lo, hi) = y.split_at_mut(32);
+            for l in 0..32 {
+                lo[l] = d1 * (q[l] & 0xF) as f32 - m1;
+                hi[l] = d2 * (q[l] >> 4) as f32 - m2;
+            }
+        }
+    }
+}
+
+/// ggml's `quantize_row_q4_K_ref`, bit for bit: per 32-value sub-block a weighted
+/// `make_qkx2_quants` search (weights `rms(x) + |x|`, 21 candidate scales), then 6-bit scales and
+/// mins relative to the block's largest, then the quants recomputed against the stored scales.
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+        quantize_block(x, y);
+    }
+}
+
+fn quantize_block(x: &[f32], y: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let mut max_scale = 0f32;
+    let mut max_min = 0f32;
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, &v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        let (s, m) = make_qkx2_quants(
+            15,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            &mut laux,
+            -1.0,
+            0.1,
+            20,
+            false,
+        );
+        scales[j] = s;
+        mins[j] = m;
+        if s > max_scale {
+            max_scale = s;
+        }
+        if m > max_min {
+            max_min = m;
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..8 {
+        // ggml stores nearest_int's result in a uint8_t before clamping: keep the wrap.
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    let packed = pack_scales_mins_k4(&ls, &lm);
+    put_f16(y, 0, max_scale / 63.0);
+    put_f16(y, 2, max_min / 63.0);
+    y[4..16].copy_from_slice(&packed);
+    let d_all = f16_round_trip(max_scale / 63.0);
+    let dmin_all = f16_round_trip(max_min / 63.0);
+    for j in 0..8 {
+        let d = d_all * ls[j] as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin_all * lm[j] as f32;
+        for ii in 0..32 {
+            let q = nearest_int((x[32 * j + ii] + dm) / d);
+            l[32 * j + ii] = q.clamp(0, 15) as u8;
+        }
+    }
+    for (i, q) in y[16..].chunks_exact_mut(32).enumerate() {
+        for (k, b) in q.iter_mut().enumerate() {
+            *b = l[64 * i + k] | (l[64 * i + k + 32] << 4);
+        }
+    }
+}
+
+/// ggml-cpu's portable `ggml_vec_dot_q4_K_q8_K_generic`: integer sums per sub-block in eight
+/// lanes, scaled by `d_w·d_a` per block; the min terms from the activation's `bsums`. Summation
+/// order as ggml's, so the result is bit-identical to ggml's portable build (without FMA).
+pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
+    let mut sums = [0f32; 8];
+    let mut sumf = 0f32;
+    for (x, yb) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+        let y = Q8kBlock::new(yb);
+        let (scales, mins) = scales_mins_k4(&x[4..16]);
+        let mut sumi = 0i32;
+        for (j, &b) in y.bsums.iter().enumerate() {
+            sumi += b as i32 * mins[j / 2] as i32;
+        }
+        let mut a = [0i8; QK_K];
+        for (q4, a) in x[16..].chunks_exact(32).zip(a.chunks_exact_mut(64)) {
+            for l in 0..32 {
+                a[l] = (q4[l] & 0xF) as i8;
+                a[l + 32] = (q4[l] >> 4) as i8;
+            }
+        }
+        let mut aux32 = [0i32; 8];
+        for (j, &sc) in scales.iter().enumerate() {
+            acc_scaled(&mut aux32, &y.qs[32 * j..32 * j + 32], &a[32 * j..32 * j + 32], sc as i32);
+        }
+        let d = f16_at(x, 0) * y.d;
+        for (s, &a) in sums.iter_mut().zip(&aux32) {
+            *s += d * a as f32;
+        }
+        let dmin = f16_at(x, 2) * y.d;
+        sumf -= dmin * sumi as f32;
+    }
+    for s in sums {
+        sumf += s;
+    }
+    sumf
+}
+
+/// The same dot product with AVX2 + FMA: per 64 values one 32-byte load of nibbles, two
+/// `maddubs` (u4 × i8 → i16 pairs) and two `madd` by the sub-block scales; the mins enter once per
+/// block through the activation's `bsums`. Accumulates as ggml's AVX2 kernel does (eight float
+/// lanes for the scales, four for the mins), so it agrees with ggml's x86 build bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_avx2(w: &[u8], act: &[u8]) -> f32 {
+    use super::kquant_common::x86::{hsum_f32x4, hsum_f32x8, load256};
+    use std::arch::x86_64::*;
+
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+        let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        let d = yd * f16_at(x, 0);
+        let dmin = -yd * f16_at(x, 2);
+        let (sc, mn) = scales_mins_k4(&x[4..16]);
+
+        // Min terms: Σ_j m[j] · (sum of the 32 activations of sub-block j).
+        let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn)));
+        let bsums = load256(y, 4 + QK_K);
+        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+        let prod = _mm_madd_epi16(mins, q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+
+        let mut sumi = _mm256_setzero_si256();
+        for i in 0..4 {
+            let q4 = load256(x, 16 + 32 * i);
+            let q4l = _mm256_and_si256(q4, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+            let q8l = load256(y, 4 + 64 * i);
+            let q8h = load256(y, 4 + 64 * i + 32);
+            // Nibble ≤ 15, so a pair sum is at most 2·15·128: no i16 saturation.
+            let pl = _mm256_madd_epi16(
+                _mm256_set1_epi16(sc[2 * i] as i16),
+                _mm256_maddubs_epi16(q4l, q8l),
+            );
+            let ph = _mm256_madd_epi16(
+                _mm256_set1_epi16(sc[2 * i + 1] as i16),
+                _mm256_maddubs_epi16(q4h, q8h),
+            );
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32x8(acc) + hsum_f32x4(acc_m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::kquant_common::f32_to_f16_bits;
+
+    /// A block with d = 0.5, dmin = 0.25, scales (1, 2, …, 8), mins (8, 7, …, 1); sub-block j's
+    /// quants are `(l + j) % 16`.
+    fn hand_block() -> [u8; BLOCK_BYTES] {
+        let mut b = [0u8; BLOCK_BYTES];
+        b[0..2].copy_from_slice(&f32_to_f16_bits(0.5).to_le_bytes());
+        b[2..4].copy_from_slice(&f32_to_f16_bits(0.25).to_le_bytes());
+        // Scales and mins below 16, so the packing is: bytes 0–3 scales 1–4, bytes 4–7 mins 8–5,
+        // bytes 8–11 = scale (low nibble) | min << 4 for sub-blocks 4–7.
+        b[4..16].copy_from_slice(&[
+            1,
+            2,
+            3,
+            4,
+            8,
+            7,
+            6,
+            5,
+            5 | 4 << 4,
+            6 | 3 << 4,
+            7 | 2 << 4,
+            8 | 1 << 4,
+        ]);
+        for i in 0..4 {
+            for l in 0..32 {
+                let lo = (l + 2 * i) % 16;
+                let hi = (l + 2 * i + 1) % 16;
+                b[16 + 32 * i + l] = (lo | hi << 4) as u8;
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn dequantize_hand_worked() {
+        let b = hand_block();
+        let mut y = [0f32; QK_K];
+        dequantize(&b, &mut y);
+        for j in 0..8 {
+            let scale = 0.5 * (j + 1) as f32;
+            let min = 0.25 * (8 - j) as f32;
+            for l in 0..32 {
+                let q = ((l + j) % 16) as f32;
+                assert_eq!(y[32 * j + l], scale * q - min, "j={j} l={l}");
+            }
+        }
+        // Spot values: sub-block 0, l = 0 → 0.5·0 − 2 = −2; sub-block 7, l = 8 → 4·15 − 0.25.
+        assert_eq!(y[0], -2.0);
+        assert_eq!(y[7 * 32 + 8], 59.75);
+    }
+
+    #[test]
+    fn dot_hand_worked() {
+        // Activations: d = 0.5, all quants 2 except the first of each sub-block, which is −3.
+        let mut a = [0u8; Q8K_BYTES];
+        a[..4].copy_from_slice(&0.5f32.to_le_bytes());
+        for i in 0..QK_K {
+            a[4 + i] = if i % 32 == 0 { -3i8 as u8 } else { 2 };
+        }
+        for j in 0..16 {
+            let s: i16 = if j % 2 == 0 { -3 + 15 * 2 } else { 16 * 2 };
+            a[4 + QK_K + 2 * j..6 + QK_K + 2 * j].copy_from_slice(&s.to_le_bytes());
+        }
+        let b = hand_block();
+        // By hand: Σ_j Σ_l (scale_j·q − min_j)·act, act = 1.0 (q8 2 · 0.5) or −1.5 at l = 0.
+        let mut want = 0f64;
+        for j in 0..8 {
+            let scale = 0.5 * (j + 1) as f64;
+            let min = 0.25 * (8 - j) as f64;
+            for l in 0..32 {
+                let act = if l == 0 { -1.5 } else { 1.0 };
+                want += (scale * ((l + j) % 16) as f64 - min) * act;
+            }
+        }
+        assert_eq!(dot_scalar(&b, &a) as f64, want);
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx2_fma() {
+            // SAFETY: AVX2 and FMA were detected.
+            assert_eq!(unsafe { dot_avx2(&b, &a) } as f64, want);
+        }
+    }
+
+    #[test]
+    fn quantize_constant_block_hand_worked() {
+        // x = 59.0625 = 945/16 everywhere: each sub-block has min 0 (clamped), scale x/15 =
+        // 3.9375; the block scale is d = 3.9375/63 = 1/16 (exact in f16), every 6-bit scale is 63,
+        // every min 0 and every quant 15, which decodes to exactly 59.0625.
+        let x = [59.0625f32; QK_K];
+        let mut b = [0u8; BLOCK_BYTES];
+        quantize(&x, &mut b);
+        assert_eq!(&b[0..4], &[0x00, 0x2C, 0x00, 0x00]); // d = 0x2C00 = 1/16, dmin = 0
+        assert_eq!(&b[4..16], &[0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0x0F, 0x0F, 0x0F, 0x0F]);
+        assert!(b[16..].iter().all(|&q| q == 0xFF));
+        let mut y = [0f32; QK_K];
+        dequantize(&b, &mut y);
+        assert!(y.iter().all(|&v| v == 59.0625));
+    }
+
+    #[test]
+    fn quantize_zero_block() {
+        let mut b = [0xAAu8; BLOCK_BYTES];
+        quantize(&[0.0; QK_K], &mut b);
+        assert!(b.iter().all(|&v| v == 0));
+    }
+}

@@ -1,9 +1,191 @@
-// PLACEHOLDER (scaffolding, to be replaced by the real implementation before landing)
-use crate::{GgmlType, TypeTraits};
+//! Q5_0: ggml's `block_q5_0`, 32 values in 22 bytes.
+//!
+//! Layout: `f16 d` (little-endian), `qh` (4 bytes, a little-endian `u32`), then `qs[16]`. The
+//! 5-bit code of value `j` (0–15) is the low nibble of `qs[j]` plus bit `j` of `qh` as its fifth
+//! bit; value `j + 16` takes the high nibble of `qs[j]` and bit `j + 16`. A value is
+//! `(q − 16) · d`. The dot product takes Q8_0 activations.
+//!
+//! ```
+//! use kiln_quant::formats::q5_0;
+//! // d = 0.5 (0x3800); qh bit 0 set and qs[0] = 0x0f: value 0 has code 31 → 15·0.5 = 7.5;
+//! // value 16 has code 0 → −16·0.5 = −8.
+//! let mut block = [0u8; 22];
+//! block[..2].copy_from_slice(&[0x00, 0x38]);
+//! block[2] = 0x01;
+//! block[6] = 0x0f;
+//! let mut y = [0f32; 32];
+//! q5_0::dequantize(&block, &mut y);
+//! assert_eq!((y[0], y[16]), (7.5, -8.0));
+//! ```
+
+use super::common::{c_cast_i32, f16_le, f32_to_f16};
+use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
+
+/// Values per block.
+pub const QK: usize = 32;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 2 + 4 + QK / 2;
+
+/// The Q5_0 table entry.
 pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q5_0,
-    dequantize: |_, _| unimplemented!(),
-    quantize: None,
+    dequantize,
+    quantize: Some(quantize),
     vec_dot_type: GgmlType::Q8_0,
-    vec_dot: None,
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+#[cfg(not(target_arch = "x86_64"))]
+const AVX2: Option<UnsafeDotFn> = None;
+
+/// The two signed codes `(q_j − 16, q_{j+16} − 16)` of byte `j` of a block.
+#[inline]
+fn codes(q: u8, qh: u32, j: usize) -> (i32, i32) {
+    let h0 = ((qh >> j) << 4) & 0x10;
+    let h1 = (qh >> (j + 12)) & 0x10;
+    (((q & 0x0f) as u32 | h0) as i32 - 16, ((q >> 4) as u32 | h1) as i32 - 16)
+}
+
+/// `dequantize_row_q5_0`: whole blocks of `src` into `dst` (32 values per block).
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.as_chunks::<BLOCK_BYTES>().0.iter().zip(dst.as_chunks_mut::<QK>().0) {
+        let [d0, d1, h0, h1, h2, h3, qs @ ..] = b;
+        let d = f16_le([*d0, *d1]);
+        let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
+        let (lo, hi) = y.split_at_mut(QK / 2);
+        for (j, ((q, a), b)) in qs.iter().zip(lo).zip(hi).enumerate() {
+            let (x0, x1) = codes(*q, qh, j);
+            *a = x0 as f32 * d;
+            *b = x1 as f32 * d;
+        }
+    }
+}
+
+/// `quantize_row_q5_0_ref`: `d = max / −16` where `max` is the value of largest magnitude (the
+/// first one on ties), `q = min(31, (int8)(x · (1/d) + 16.5))`.
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.as_chunks::<QK>().0.iter().zip(dst.as_chunks_mut::<BLOCK_BYTES>().0) {
+        let mut amax = 0f32;
+        let mut max = 0f32;
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let [d0, d1, h0, h1, h2, h3, qs @ ..] = b;
+        [*d0, *d1] = f32_to_f16(d).to_le_bytes();
+        let code = |v: f32| (c_cast_i32(v * id + 16.5) as i8 as i32).min(31) as u8;
+        let mut qh = 0u32;
+        for (j, q) in qs.iter_mut().enumerate() {
+            let (x0, x1) = (code(x[j]), code(x[j + QK / 2]));
+            *q = (x0 & 0x0f) | ((x1 & 0x0f) << 4);
+            qh |= (((x0 & 0x10) >> 4) as u32) << j;
+            qh |= (((x1 & 0x10) >> 4) as u32) << (j + QK / 2);
+        }
+        [*h0, *h1, *h2, *h3] = qh.to_le_bytes();
+    }
+}
+
+/// Portable Q5_0 · Q8_0 dot product, as `ggml_vec_dot_q5_0_q8_0_generic`: exact integer sums
+/// per block, then `sumf += (d_x·d_y) · sumi` in `f32`.
+pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in w.as_chunks::<BLOCK_BYTES>().0.iter().zip(act.as_chunks::<34>().0) {
+        let [xd0, xd1, h0, h1, h2, h3, xq @ ..] = x;
+        let [yd0, yd1, yq @ ..] = y;
+        let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
+        let (mut sumi0, mut sumi1) = (0i32, 0i32);
+        for (j, q) in xq.iter().enumerate() {
+            let (x0, x1) = codes(*q, qh, j);
+            sumi0 += x0 * yq[j] as i8 as i32;
+            sumi1 += x1 * yq[j + QK / 2] as i8 as i32;
+        }
+        sumf += (f16_le([*xd0, *xd1]) * f16_le([*yd0, *yd1])) * (sumi0 + sumi1) as f32;
+    }
+    sumf
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK_BYTES;
+    use crate::formats::common::x86::{
+        dot_i8_i8, expand_bits, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles,
+    };
+
+    /// Per-lane integer sums of one block's products.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; 34]) -> __m256i {
+        let ([_, _, h0, h1, h2, h3, xq @ ..], [_, _, yq @ ..]) = (x, y);
+        // q − 16 as a signed byte: the nibble, with 0xf0 set where the fifth bit is clear.
+        let hi = _mm256_andnot_si256(
+            expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])),
+            _mm256_set1_epi8(0xf0u8 as i8),
+        );
+        let q = _mm256_or_si256(unpack_nibbles(xq), hi);
+        // Activations first: they may hold −128; the weights are in −16..15.
+        dot_i8_i8(load32(yq), q)
+    }
+
+    /// AVX2 Q5_0 · Q8_0.
+    /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
+    /// reduced together into one vector (lane k = block k's exact `sumi`), then one multiply-add
+    /// with the eight block scales (their halves converted at once). The last (< 8) blocks go one
+    /// by one.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
+        let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
+        let (yb, _) = act.as_chunks::<34>();
+        let (x8, _) = xb.as_chunks::<8>();
+        let (y8, _) = yb.as_chunks::<8>();
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x8.iter().zip(y8) {
+            let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
+            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
+            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k])));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        let done = x8.len().min(y8.len()) * 8;
+        for (x, y) in xb.iter().zip(yb).skip(done) {
+            let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_worked_block() {
+        // max = −4 is the largest magnitude: d = −4/−16 = 0.25, id = 4.
+        let mut x = [0f32; 32];
+        x[0] = -4.0; // −16 + 16.5 = 0.5 → 0
+        x[1] = 3.9; // 15.6 + 16.5 = 32.1 → 32, clamped to 31
+        x[16] = 1.0; // 4 + 16.5 = 20.5 → 20 = 0b1_0100
+        x[31] = -0.1; // −0.4 + 16.5 = 16.1 → 16 = 0b1_0000
+        let mut b = [0u8; BLOCK_BYTES];
+        quantize(&x, &mut b);
+        assert_eq!(&b[..2], &[0x00, 0x34]); // 0.25 as a half
+        // Fifth bits: value 1 (31), values 2..=15 and 17..=30 (16 each), 16 (20), 31 (16).
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        assert_eq!(qh, !1u32);
+        assert_eq!(b[6], 0x40); // value 0 → 0, value 16 → 20 & 15 = 4
+        assert_eq!(b[7], 0x0f); // value 1 → 31 & 15, value 17 → 16 & 15 = 0
+        let mut y = [0f32; 32];
+        dequantize(&b, &mut y);
+        assert_eq!((y[0], y[1], y[16], y[31], y[5]), (-4.0, 3.75, 1.0, 0.0, 0.0));
+    }
+}

@@ -1,9 +1,175 @@
-// PLACEHOLDER (scaffolding, to be replaced by the real implementation before landing)
-use crate::{GgmlType, TypeTraits};
+//! Q8_0: ggml's `block_q8_0`, 32 values in 34 bytes; the weight format of many tensors and the
+//! activation format that Q4_0, Q5_0, Q8_0 and MXFP4 weights take in a dot product.
+//!
+//! Layout: `f16 d` (little-endian), then `qs[32]` as `i8`. A value is `q · d`.
+//!
+//! ```
+//! use kiln_quant::formats::q8_0;
+//! // d = 0.5 (0x3800); qs[0] = −3 (0xfd), qs[31] = 127: values −1.5 and 63.5.
+//! let mut block = [0u8; 34];
+//! block[..2].copy_from_slice(&[0x00, 0x38]);
+//! block[2] = 0xfd;
+//! block[33] = 127;
+//! let mut y = [0f32; 32];
+//! q8_0::dequantize(&block, &mut y);
+//! assert_eq!((y[0], y[31], y[1]), (-1.5, 63.5, 0.0));
+//! ```
+
+use super::common::{c_cast_i32, f16_le, f32_to_f16};
+use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
+
+/// Values per block.
+pub const QK: usize = 32;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 2 + QK;
+
+/// The Q8_0 table entry.
 pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q8_0,
-    dequantize: |_, _| unimplemented!(),
-    quantize: None,
+    dequantize,
+    quantize: Some(quantize),
     vec_dot_type: GgmlType::Q8_0,
-    vec_dot: None,
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };
+
+#[cfg(target_arch = "x86_64")]
+const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+#[cfg(not(target_arch = "x86_64"))]
+const AVX2: Option<UnsafeDotFn> = None;
+
+/// `dequantize_row_q8_0`: whole blocks of `src` into `dst` (32 values per block).
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.as_chunks::<BLOCK_BYTES>().0.iter().zip(dst.as_chunks_mut::<QK>().0) {
+        let [d0, d1, qs @ ..] = b;
+        let d = f16_le([*d0, *d1]);
+        for (q, y) in qs.iter().zip(y) {
+            *y = *q as i8 as f32 * d;
+        }
+    }
+}
+
+/// The scale and codes of one block as `quantize_row_q8_0_ref` / `quantize_row_q8_1_ref`
+/// compute them: `amax = MAX(amax, |x|)` (ggml's macro, so a NaN is forgotten unless it is the
+/// last value), `d = amax / 127`, `q = (int8)roundf(x · (1/d))`. Returns `d` before rounding to a
+/// half.
+pub(crate) fn quantize_block(x: &[f32; QK], qs: &mut [u8; QK]) -> f32 {
+    let mut amax = 0f32;
+    for v in x {
+        let a = v.abs();
+        amax = if amax > a { amax } else { a };
+    }
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (v, q) in x.iter().zip(qs) {
+        *q = c_cast_i32((v * id).round()) as u8;
+    }
+    d
+}
+
+/// `quantize_row_q8_0_ref`: `d = amax / 127`, `q = roundf(x / d)` (halves away from zero).
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.as_chunks::<QK>().0.iter().zip(dst.as_chunks_mut::<BLOCK_BYTES>().0) {
+        let [d0, d1, qs @ ..] = b;
+        let d = quantize_block(x, qs);
+        [*d0, *d1] = f32_to_f16(d).to_le_bytes();
+    }
+}
+
+/// Portable Q8_0 · Q8_0 dot product, as `ggml_vec_dot_q8_0_q8_0_generic`: exact integer sums
+/// per block, then `sumf += sumi · (d_x·d_y)` in `f32`.
+pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, y) in w.as_chunks::<BLOCK_BYTES>().0.iter().zip(act.as_chunks::<BLOCK_BYTES>().0) {
+        let [xd0, xd1, xq @ ..] = x;
+        let [yd0, yd1, yq @ ..] = y;
+        let sumi: i32 = xq.iter().zip(yq).map(|(a, b)| *a as i8 as i32 * *b as i8 as i32).sum();
+        sumf += sumi as f32 * (f16_le([*xd0, *xd1]) * f16_le([*yd0, *yd1]));
+    }
+    sumf
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK_BYTES;
+    use crate::formats::common::x86::{dot_i8_i8, f16_le, halves8, hsum_f32x8, load32, sum_lanes8};
+
+    /// Per-lane integer sums of one block's products.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; BLOCK_BYTES]) -> __m256i {
+        let ([_, _, xq @ ..], [_, _, yq @ ..]) = (x, y);
+        // Weights first: exact for any weight byte; activations from the Q8_0 quantizer never
+        // hold −128 (ggml's AVX2 kernel assumes the same).
+        dot_i8_i8(load32(xq), load32(yq))
+    }
+
+    /// AVX2 Q8_0 · Q8_0.
+    /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
+    /// reduced together into one vector (lane k = block k's exact `sumi`), then one multiply-add
+    /// with the eight block scales (their halves converted at once). The last (< 8) blocks go one
+    /// by one.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
+        let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
+        let (yb, _) = act.as_chunks::<BLOCK_BYTES>();
+        let (x8, _) = xb.as_chunks::<8>();
+        let (y8, _) = yb.as_chunks::<8>();
+        let mut acc = _mm256_setzero_ps();
+        for (x, y) in x8.iter().zip(y8) {
+            let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
+            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
+            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k])));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        let done = x8.len().min(y8.len()) * 8;
+        for (x, y) in xb.iter().zip(yb).skip(done) {
+            let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_worked_block() {
+        // amax = 127 → d = 1, id = 1: codes are roundf(x), halves away from zero.
+        let mut x = [0f32; 32];
+        x[0] = -127.0;
+        x[1] = 2.5; // → 3
+        x[2] = -2.5; // → −3
+        x[3] = 0.49; // → 0
+        x[4] = 100.5; // → 101
+        let mut b = [0u8; BLOCK_BYTES];
+        quantize(&x, &mut b);
+        assert_eq!(&b[..7], &[0x00, 0x3c, 0x81, 3, 0xfd, 0, 101]);
+        // Dot with itself: 127² + 9 + 9 + 101² = 16129 + 18 + 10201.
+        assert_eq!(dot_scalar(&b, &b), 26348.0);
+        assert_eq!(TRAITS.dot(&b, &b), Some(26348.0));
+    }
+
+    #[test]
+    fn weight_minus_128_is_exact_in_every_kernel() {
+        // A weight byte of −128 (never written by the quantizer, but valid input) against
+        // activations of −127 and 127: (−128)·(−127)·16 + (−128)·127·16 = 0; then one more.
+        let mut w = [0u8; BLOCK_BYTES];
+        let mut a = [0u8; BLOCK_BYTES];
+        w[..2].copy_from_slice(&[0x00, 0x3c]);
+        a[..2].copy_from_slice(&[0x00, 0x3c]);
+        for j in 0..32 {
+            w[2 + j] = 0x80;
+            a[2 + j] = if j % 2 == 0 { 0x81 } else { 0x7f };
+        }
+        a[2] = 0x7f; // now 17 × 127 and 15 × −127: (−128)·(2·127) = −32512
+        assert_eq!(dot_scalar(&w, &a), -32512.0);
+        assert_eq!(TRAITS.dot(&w, &a), Some(-32512.0));
+    }
+}
