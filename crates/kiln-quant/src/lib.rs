@@ -57,6 +57,10 @@ pub struct TypeTraits {
     pub dequantize: fn(&[u8], &mut [f32]),
     /// ggml's reference quantizer (`quantize_row_*_ref`), bit for bit, where one exists.
     pub quantize: Option<fn(&[f32], &mut [u8])>,
+    /// ggml-cpu's activation quantizer (`type_traits_cpu[t].from_float`), where it rounds
+    /// differently from the reference one: for Q8_0 and Q8_1 the x86 SIMD code computes
+    /// `id = 127 / amax` and rounds ties to even. `None`: `from_float` is `quantize`.
+    pub from_float: Option<fn(&[f32], &mut [u8])>,
     /// The format activations are quantized to before a dot product with this type (ggml's
     /// `vec_dot_type`: Q8_0 for Q4_0/Q5_0/Q8_0/MXFP4, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants,
     /// the type itself for F32/F16/BF16).
@@ -141,11 +145,15 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
 }
 
 /// Quantizes activations `x` into the format that weights of type `weight_ty` take in a dot
-/// product (their `vec_dot_type`).
+/// product (their `vec_dot_type`), the way ggml-cpu does it before a matrix product
+/// ([`TypeTraits::from_float`], else the reference quantizer).
 pub fn quantize_activations(weight_ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, QuantError> {
     let act_ty = checked_traits(weight_ty)?.vec_dot_type;
+    let t = checked_traits(act_ty)?;
+    let q = t.from_float.or(t.quantize).ok_or(QuantError::Unsupported { ty: act_ty, op: "quantize" })?;
     let mut out = vec![0u8; act_ty.row_bytes(x.len() as u64)? as usize];
-    quantize(act_ty, x, &mut out)?;
+    check_row(act_ty, x.len(), out.len())?;
+    q(x, &mut out);
     Ok(out)
 }
 

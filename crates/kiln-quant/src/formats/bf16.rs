@@ -16,6 +16,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::BF16,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::BF16,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };

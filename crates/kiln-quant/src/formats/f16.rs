@@ -15,6 +15,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::F16,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::F16,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };

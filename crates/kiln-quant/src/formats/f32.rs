@@ -12,6 +12,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::F32,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::F32,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };

@@ -21,6 +21,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q2_K,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::Q8_K,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };

@@ -29,6 +29,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q4_0,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::Q8_0,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };

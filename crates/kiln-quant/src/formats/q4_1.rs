@@ -29,6 +29,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q4_1,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::Q8_1,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };
@@ -101,9 +102,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::BLOCK_BYTES;
-    use crate::formats::common::x86::{
-        dot_u8_i8, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles,
-    };
+    use crate::formats::common::x86::{dot_u8_i8, f16_le, hsum_f32x8, load32, unpack_nibbles};
 
     /// Per-lane integer sums of one block's products.
     #[inline]
@@ -114,11 +113,13 @@ mod avx2 {
         dot_u8_i8(unpack_nibbles(xq), load32(yq))
     }
 
-    /// AVX2 Q4_1 · Q8_1.
-    /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
-    /// reduced together into one vector (lane k = block k's exact `sumi`), one multiply-add with
-    /// the eight `d_x·d_y`, and one with the eight `m_x·s_y` (all 32 halves converted eight at a
-    /// time). The last (< 8) blocks go one by one.
+    /// AVX2 Q4_1 · Q8_1 in the order of ggml-cpu's x86 kernel (`ggml_vec_dot_q4_1_q8_1`, the
+    /// same on AVX2 and AVX-512 builds): one block at a time, its eight lanes (each the exact sum
+    /// of four products) converted to `f32` and accumulated with one multiply-add by `d_x·d_y`;
+    /// `m_x·s_y` summed in a scalar with a fused multiply-add (as GCC contracts it); at the end
+    /// the lanes are reduced pairwise and the scalar added. Following ggml's order makes the
+    /// result bit-identical to llama.cpp's, which the model tests rely on: in a deep network a
+    /// last-bit difference grows (it flips activation codes and f16 roundings further on).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
@@ -126,27 +127,14 @@ mod avx2 {
     pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
         let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
         let (yb, _) = act.as_chunks::<36>();
-        let (x8, _) = xb.as_chunks::<8>();
-        let (y8, _) = yb.as_chunks::<8>();
         let mut acc = _mm256_setzero_ps();
-        let mut acc_m = _mm256_setzero_ps();
-        for (x, y) in x8.iter().zip(y8) {
-            let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
-            let mx = halves8(x.each_ref().map(|b| [b[2], b[3]]));
-            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
-            let sy = halves8(y.each_ref().map(|b| [b[2], b[3]]));
-            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k])));
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
-            acc_m = _mm256_fmadd_ps(mx, sy, acc_m);
-        }
-        let done = x8.len().min(y8.len()) * 8;
         let mut summs = 0f32;
-        for (x, y) in xb.iter().zip(yb).skip(done) {
+        for (x, y) in xb.iter().zip(yb) {
             let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
+            summs = f16_le([x[2], x[3]]).mul_add(f16_le([y[2], y[3]]), summs);
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
-            summs += f16_le([x[2], x[3]]) * f16_le([y[2], y[3]]);
         }
-        hsum_f32x8(acc) + hsum_f32x8(acc_m) + summs
+        hsum_f32x8(acc) + summs
     }
 }
 

@@ -31,6 +31,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q5_0,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::Q8_0,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };

@@ -28,6 +28,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q8_0,
     dequantize,
     quantize: Some(quantize),
+    from_float: Some(quantize_cpu),
     vec_dot_type: GgmlType::Q8_0,
     vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
 };
@@ -64,6 +65,41 @@ pub(crate) fn quantize_block(x: &[f32; QK], qs: &mut [u8; QK]) -> f32 {
         *q = c_cast_i32((v * id).round()) as u8;
     }
     d
+}
+
+/// One block as ggml-cpu's x86 `quantize_row_q8_0` / `quantize_row_q8_1` compute it for
+/// activations: `d = amax / 127`, `id = 127 / amax` (not `1 / d`), `q = x · id` rounded to nearest
+/// with ties to even (`_mm256_round_ps`), saturated to i8 (a NaN becomes −128, as the SIMD
+/// conversion and packing make it). Returns `d` before rounding to a half.
+pub(crate) fn quantize_block_cpu(x: &[f32; QK], qs: &mut [u8; QK]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    for (v, q) in x.iter().zip(qs) {
+        *q = round_even_sat_i8(v * id) as u8;
+    }
+    d
+}
+
+/// Rounds to nearest, ties to even, and saturates to i8 as `_mm256_round_ps` +
+/// `_mm256_cvtps_epi32` + the saturating packs do (NaN and out-of-range become i32::MIN, so −128).
+/// For |v| < 2²² adding and subtracting 1.5·2²³ rounds in the FPU's default mode (ties to even)
+/// without a call to `rintf`, which is what `f32::round_ties_even` becomes on baseline x86-64.
+#[inline]
+fn round_even_sat_i8(v: f32) -> i8 {
+    const MAGIC: f32 = 12582912.0; // 1.5 · 2²³
+    let r = if v.abs() < 4194304.0 { (v + MAGIC) - MAGIC } else { v };
+    let i = if r.is_nan() || r >= 2147483648.0 || r < -2147483648.0 { i32::MIN } else { r as i32 };
+    i.clamp(-128, 127) as i8
+}
+
+/// ggml-cpu's activation quantizer for Q8_0 (see [`quantize_block_cpu`]).
+pub fn quantize_cpu(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.as_chunks::<QK>().0.iter().zip(dst.as_chunks_mut::<BLOCK_BYTES>().0) {
+        let [d0, d1, qs @ ..] = b;
+        let d = quantize_block_cpu(x, qs);
+        [*d0, *d1] = f32_to_f16(d).to_le_bytes();
+    }
 }
 
 /// `quantize_row_q8_0_ref`: `d = amax / 127`, `q = roundf(x / d)` (halves away from zero).
@@ -132,6 +168,24 @@ mod avx2 {
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
         }
         hsum_f32x8(acc)
+    }
+}
+
+#[cfg(test)]
+mod round_tests {
+    use super::round_even_sat_i8;
+
+    #[test]
+    fn ties_to_even_and_saturation() {
+        for (v, want) in [(0.5f32, 0i8), (1.5, 2), (2.5, 2), (-0.5, 0), (-1.5, -2), (126.5, 126), (127.4, 127), (200.0, 127), (-200.0, -128), (f32::NAN, -128), (3.0e9, -128), (-3.0e9, -128), (0.49999997, 0)] {
+            assert_eq!(round_even_sat_i8(v), want, "{v}");
+        }
+        // Against the definition on a sweep of values.
+        for k in -40000..40000 {
+            let v = k as f32 * 0.00731;
+            let want = (v.round_ties_even() as i32).clamp(-128, 127) as i8;
+            assert_eq!(round_even_sat_i8(v), want, "{v}");
+        }
     }
 }
 

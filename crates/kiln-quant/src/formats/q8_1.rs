@@ -33,6 +33,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q8_1,
     dequantize,
     quantize: Some(quantize),
+    from_float: Some(quantize_cpu),
     vec_dot_type: GgmlType::Q8_1,
     vec_dot: None,
 };
@@ -45,6 +46,18 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         for (q, y) in qs.iter().zip(y) {
             *y = *q as i8 as f32 * d;
         }
+    }
+}
+
+/// ggml-cpu's activation quantizer for Q8_1: codes and `d` as
+/// [`super::q8_0::quantize_block_cpu`], `s = d · Σq`.
+pub fn quantize_cpu(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src.as_chunks::<QK>().0.iter().zip(dst.as_chunks_mut::<BLOCK_BYTES>().0) {
+        let [d0, d1, s0, s1, qs @ ..] = b;
+        let d = super::q8_0::quantize_block_cpu(x, qs);
+        let sum: i32 = qs.iter().map(|q| *q as i8 as i32).sum();
+        [*d0, *d1] = f32_to_f16(d).to_le_bytes();
+        [*s0, *s1] = f32_to_f16(d * sum as f32).to_le_bytes();
     }
 }
 

@@ -16,6 +16,7 @@ pub const TRAITS: TypeTraits = TypeTraits {
     ty: GgmlType::Q8_K,
     dequantize,
     quantize: Some(quantize),
+    from_float: None,
     vec_dot_type: GgmlType::Q8_K,
     vec_dot: None,
 };
