@@ -1,5 +1,8 @@
 //! `cargo xtask` — project automation written in Rust (matklad's xtask pattern).
 
+mod llamacpp;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -23,6 +26,38 @@ enum Cmd {
     Bench {
         /// Extra arguments passed to criterion (e.g. a filter such as `dot/q4_K`).
         args: Vec<String>,
+    },
+    /// Capture llama.cpp greedy decoding (ids + reduced logits) as kiln-model test fixtures.
+    ///
+    /// Runs `greedy_ids --dump-logits` for every (model, prompt) of
+    /// crates/kiln-model/tests/fixtures/llamacpp/prompts.json and writes
+    /// <model>/<prompt>.json there (README.md in that folder describes the format).
+    LlamacppFixtures {
+        /// Folder with llama.cpp's `greedy_ids` and `llama-completion` (made by
+        /// `bash /work/shared/reference/build_llamacpp.sh DIR`: DIR/build-cpu/bin).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: PathBuf,
+        /// Models to capture (default: the `models` list of prompts.json).
+        #[arg(long, num_args = 1.., value_name = "NAME")]
+        models: Vec<String>,
+        /// Only these prompt names (default: all of prompts.json).
+        #[arg(long, num_args = 1.., value_name = "NAME")]
+        prompts: Vec<String>,
+        /// Greedy steps per --ignore-eos capture (EOS variants use their `eos_max_steps`).
+        #[arg(long, default_value_t = 24)]
+        steps: usize,
+        /// CPU threads for llama.cpp (-t); the committed fixtures use 2.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Prompt list (default: prompts.json in the fixture folder).
+        #[arg(long, value_name = "FILE")]
+        prompts_file: Option<PathBuf>,
+        /// Where fixtures go (default: crates/kiln-model/tests/fixtures/llamacpp).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// llama.cpp commit to record (default: read from `llama-completion --version`).
+        #[arg(long, value_name = "SHA")]
+        llama_commit: Option<String>,
     },
 }
 
@@ -51,6 +86,28 @@ fn main() -> Result<()> {
                 bail!("cargo bench failed: {status}");
             }
             Ok(())
+        }
+        Cmd::LlamacppFixtures {
+            bin_dir,
+            models,
+            prompts,
+            steps,
+            threads,
+            prompts_file,
+            out_dir,
+            llama_commit,
+        } => {
+            let dir = llamacpp::default_fixture_dir();
+            llamacpp::run(&llamacpp::Options {
+                bin_dir,
+                models,
+                prompts,
+                steps,
+                threads,
+                prompts_file: prompts_file.unwrap_or_else(|| dir.join("prompts.json")),
+                out_dir: out_dir.unwrap_or(dir),
+                llama_commit,
+            })
         }
     }
 }
