@@ -1,0 +1,173 @@
+//! Tokenizers for kiln: built from GGUF metadata exactly as llama.cpp builds them, or from a
+//! Hugging Face `tokenizer.json`; a streaming detokenizer that only ever emits whole UTF-8
+//! characters; and chat templates.
+//!
+//! # Tokenizers from GGUF
+//!
+//! [`Tokenizer::from_gguf`] reads `tokenizer.ggml.*` and reproduces llama.cpp's
+//! `llama_tokenize`, `llama_token_to_piece` and `llama_detokenize` (commit 0c1e570) id for id and
+//! byte for byte:
+//!
+//! * `tokenizer.ggml.model = "gpt2"`: byte-level BPE over `tokenizer.ggml.merges`, after the
+//!   pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`. Supported: `default`, `gpt-2` and
+//!   its aliases, `llama-bpe`/`llama3` (with `ignore_merges`), `dbrx`, `smaug-bpe`, `qwen2`,
+//!   `stablelm2`, `smollm`/`starcoder` and aliases, `gpt-4o`/`llama4` and aliases, `tekken`; any
+//!   other name is [`TokenizerError::UnsupportedPre`]. Tested against llama.cpp: `smollm`,
+//!   `gpt-4o` (the gpt-oss vocabulary), and with SmolLM2's vocabulary `default`, `gpt-2`,
+//!   `llama-bpe`, `qwen2`, `starcoder`, `tekken`.
+//! * `tokenizer.ggml.model = "llama"`: SentencePiece the way llama.cpp runs it (score-driven
+//!   bigram merges with a heap, `<0xXX>` byte fallback, `add_space_prefix`, spaces as `▁`), as
+//!   Gemma 3 uses it.
+//! * Other models (`bert`, `t5`, `rwkv`, `none`, …) are [`TokenizerError::Unsupported`].
+//!
+//! Special tokens follow llama.cpp: `tokenizer.ggml.token_type` gives each token its
+//! [`TokenAttr`]; control-token text in a prompt becomes the token only with `parse_special`,
+//! user-defined tokens always; BOS/EOS/EOT/… come from metadata with llama.cpp's per-model
+//! defaults, and [`Tokenizer::eog_ids`] is llama.cpp's end-of-generation set (EOS, EOT, EOM, FIM
+//! pad/repo/separator and tokens such as `<|im_end|>`, `<|return|>`, `<|call|>`,
+//! `<end_of_turn>`; not gpt-oss's `<|end|>`).
+//!
+//! One choice is offered: llama.cpp runs the o200k (`gpt-4o`) split regex on a copy of the text
+//! where every non-ASCII letter is both "upper" and "lower" case and combining marks are not
+//! letters, so its ids differ from tiktoken's on text with combining marks (including U+FE0F in
+//! emoji) and on a non-ASCII capital after a lower-case letter. [`SplitMode::LlamaCpp`] (the
+//! default) gives llama.cpp's ids; [`SplitMode::Reference`] gives tiktoken's.
+//!
+//! ```no_run
+//! use kiln_tokenizer::Tokenizer;
+//! let tok = Tokenizer::from_gguf_path("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let ids = tok.encode("<|im_start|>user\nHi!<|im_end|>\n", true, true)?;
+//! assert_eq!(ids[0], tok.token_id("<|im_start|>").unwrap());
+//! let text = tok.decode(&ids, true)?;
+//! # Ok::<(), kiln_tokenizer::TokenizerError>(())
+//! ```
+//!
+//! A tokenizer can also be made from metadata written with [`kiln_gguf::GgufWriter`] (here a toy
+//! byte-level vocabulary: the 256 byte characters and one merge):
+//!
+//! ```
+//! use kiln_gguf::{GgufFile, GgufWriter};
+//! use kiln_tokenizer::{Detokenizer, Tokenizer};
+//!
+//! // GPT-2's byte-to-character map: printable bytes are themselves, the rest U+0100 and up.
+//! let mut tokens: Vec<String> = Vec::new();
+//! let mut next = 0x100;
+//! for b in 0..=255u32 {
+//!     let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+//!     let c = if printable { b } else { next += 1; next - 1 };
+//!     tokens.push(char::from_u32(c).unwrap().to_string());
+//! }
+//! tokens.push("ĠĠ".into()); // two spaces, id 256
+//! tokens.push("<|end|>".into()); // id 257
+//! let mut types = vec![1i32; 257];
+//! types.push(3); // control
+//!
+//! let mut w = GgufWriter::new();
+//! w.add("tokenizer.ggml.model", "gpt2")?;
+//! w.add("tokenizer.ggml.pre", "smollm")?;
+//! w.add("tokenizer.ggml.tokens", tokens)?;
+//! w.add("tokenizer.ggml.token_type", types)?;
+//! w.add("tokenizer.ggml.merges", vec!["Ġ Ġ"])?;
+//! w.add("tokenizer.ggml.eos_token_id", 257u32)?;
+//! let tok = Tokenizer::from_gguf(&GgufFile::from_bytes(w.to_bytes()?)?)?;
+//!
+//! let ids = tok.encode("hi   é<|end|>", false, true)?;
+//! assert_eq!(ids, [104, 105, 256, 32, 195, 169, 257]);
+//! assert_eq!(tok.eog_ids(), [257]);
+//! assert_eq!(tok.decode(&ids, false)?, "hi   é");
+//! assert_eq!(tok.decode(&ids, true)?, "hi   é<|end|>");
+//!
+//! // Streaming: "é" is two byte tokens; it comes out whole, once its second byte is in.
+//! let mut detok = Detokenizer::new(&tok);
+//! let pieces: Vec<String> = ids.iter().map(|&id| detok.push(id)).collect::<Result<_, _>>()?;
+//! assert_eq!(pieces, ["h", "i", "  ", " ", "", "é", ""]);
+//! assert_eq!(detok.flush(), "");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Streaming detokenization
+//!
+//! [`Detokenizer`] turns ids into text one at a time and returns only complete characters; the
+//! concatenation of its output equals [`Tokenizer::decode`] of the whole sequence.
+//!
+//! # Chat templates
+//!
+//! [`ChatTemplate`] / [`render_chat`] render a model's Jinja chat template with minijinja set up
+//! like `transformers` (trim/lstrip blocks, `raise_exception`, `strftime_now`, Python-style
+//! `tojson`, Python string and dict methods).
+//!
+//! ```
+//! use kiln_tokenizer::{Message, render_chat};
+//! let chatml = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}\
+//!               {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+//! let prompt = render_chat(chatml, &[Message::new("user", "Hi")], true, "", "")?;
+//! assert_eq!(prompt, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+//! # Ok::<(), kiln_tokenizer::TokenizerError>(())
+//! ```
+//!
+//! # Tokenizers from `tokenizer.json`
+//!
+//! [`Tokenizer::from_tokenizer_json`] runs Hugging Face `tokenizers` (pure Rust, `fancy-regex`).
+//! Pieces for [`Tokenizer::token_to_piece`] and the [`Detokenizer`] are derived from the
+//! decoder: byte-level decoders give exact bytes; otherwise `▁` becomes a space and `<0xXX>`
+//! tokens their byte.
+//!
+//! Nothing here panics on any input: bad metadata is an error, and an id outside the vocabulary
+//! is [`TokenizerError::IdOutOfRange`].
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod bpe;
+mod chat;
+mod error;
+mod hf;
+mod pretok;
+mod special;
+mod spm;
+mod stream;
+mod tokenizer;
+mod unicode;
+mod unicode_data;
+mod vocab;
+
+pub use chat::{ChatOptions, ChatTemplate, Message, render_chat};
+pub use error::TokenizerError;
+pub use pretok::SplitMode;
+pub use stream::Detokenizer;
+pub use tokenizer::{Tokenizer, TokenizerKind, TokenizerOptions};
+pub use vocab::TokenAttr;
+
+impl Tokenizer {
+    /// Renders `messages` with this model's chat template ([`chat_template`](Self::chat_template)),
+    /// with `bos_token` / `eos_token` set to the BOS and EOS tokens' texts.
+    pub fn render_chat(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
+        let template = self
+            .chat_template()
+            .ok_or_else(|| TokenizerError::Template("the model has no chat template".into()))?;
+        let text = |id: Option<u32>| {
+            id.and_then(|i| self.token_text(i))
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .unwrap_or_default()
+        };
+        render_chat(
+            template,
+            messages,
+            add_generation_prompt,
+            &text(self.bos_id()),
+            &text(self.eos_id()),
+        )
+    }
+}
+
+/// The crate is usable across threads.
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Tokenizer>();
+    is::<ChatTemplate>();
+}

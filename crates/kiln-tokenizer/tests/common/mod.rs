@@ -1,0 +1,314 @@
+//! Shared by the integration tests: the fixtures (made by fixtures/gen_fixtures.py with llama.cpp),
+//! the test models, and the GGUF files the tests build themselves.
+#![allow(dead_code)]
+
+use kiln_gguf::{GgufFile, GgufWriter};
+use kiln_tokenizer::Tokenizer;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// What llama.cpp said about one vocabulary (see gen_fixtures.py / tokenize_oracle.cpp).
+#[derive(Deserialize)]
+pub struct Fixture {
+    pub source: String,
+    pub n_vocab: usize,
+    pub add_bos: bool,
+    pub add_eos: bool,
+    pub bos: i64,
+    pub eos: i64,
+    pub eot: i64,
+    pub sep: i64,
+    pub pad: i64,
+    pub fim: [i64; 6],
+    pub eog: Vec<u32>,
+    pub attr_runs: Vec<[u64; 3]>,
+    pub piece_digests_plain: Vec<String>,
+    pub piece_digests_special: Vec<String>,
+    pub cases: Vec<Case>,
+    pub mixed: Mixed,
+}
+
+#[derive(Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub ids: HashMap<String, Vec<u32>>,
+    pub detokenize: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+pub struct Mixed {
+    pub ids: Option<Vec<u32>>,
+    pub n_ids: usize,
+    pub ids_fnv: String,
+    pub detokenize_keep_fnv: String,
+}
+
+#[derive(Deserialize)]
+pub struct CorpusEntry {
+    pub name: String,
+    pub text: String,
+}
+
+pub fn fixture(name: &str) -> Fixture {
+    let path = fixtures_dir().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn corpus() -> Vec<CorpusEntry> {
+    let text = std::fs::read_to_string(fixtures_dir().join("corpus.json")).expect("corpus.json");
+    serde_json::from_str(&text).expect("corpus.json parses")
+}
+
+/// ~110 KB of deterministic mixed text (see gen_fixtures.py `make_mixed`).
+pub fn mixed() -> String {
+    std::fs::read_to_string(fixtures_dir().join("mixed.txt")).expect("mixed.txt")
+}
+
+/// FNV-1a 64, as hex (the digest tokenize_oracle.cpp uses).
+pub fn fnv(data: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+pub fn smollm2_path() -> PathBuf {
+    kiln_testkit::model("smollm2-135m-instruct-q4_1")
+}
+
+pub fn gemma3_path() -> PathBuf {
+    kiln_testkit::model("gemma3-270m-q4_k_m")
+}
+
+/// SmolLM2's vocabulary under another `tokenizer.ggml.pre` (the same list as gen_fixtures.py).
+pub const VARIANTS: &[(&str, &str, &[&str])] = &[
+    ("smollm2-pre-default", "default", &[]),
+    ("smollm2-pre-gpt-2", "gpt-2", &[]),
+    (
+        "smollm2-pre-llama-bpe",
+        "llama-bpe",
+        &["tokenizer.ggml.add_bos_token"],
+    ),
+    ("smollm2-pre-qwen2", "qwen2", &[]),
+    ("smollm2-pre-starcoder", "starcoder", &[]),
+    ("smollm2-pre-tekken", "tekken", &[]),
+    ("smollm2-pre-gpt-4o", "gpt-4o", &[]),
+];
+
+/// A metadata-only GGUF with `src`'s `tokenizer.*` keys and `general.name`, `tokenizer.ggml.pre`
+/// set to `pre` and the keys in `drop` left out.
+pub fn tokenizer_variant(src: &GgufFile, pre: &str, drop: &[&str]) -> GgufFile {
+    let mut w = GgufWriter::new();
+    for (key, value) in src.metadata() {
+        if !(key.starts_with("tokenizer.") || key == "general.name") || drop.contains(&key) {
+            continue;
+        }
+        if key == "tokenizer.ggml.pre" {
+            w.add(key, pre).unwrap();
+        } else {
+            w.add(key, value.to_value()).unwrap();
+        }
+    }
+    GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+}
+
+/// The fixture name → the GGUF it was made from.
+pub fn gguf_for(name: &str) -> GgufFile {
+    match name {
+        "smollm2" => GgufFile::open(smollm2_path()).unwrap(),
+        "gemma3" => GgufFile::open(gemma3_path()).unwrap(),
+        "gptoss" => GgufFile::from_bytes(gptoss_gguf_bytes().clone()).unwrap(),
+        _ => {
+            let (_, pre, drop) = VARIANTS
+                .iter()
+                .find(|v| v.0 == name)
+                .expect("known fixture");
+            tokenizer_variant(&GgufFile::open(smollm2_path()).unwrap(), pre, drop)
+        }
+    }
+}
+
+pub fn tokenizer_for(name: &str) -> Tokenizer {
+    Tokenizer::from_gguf(&gguf_for(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+// ---- the gpt-oss vocabulary, built from tiktoken-rs's o200k data --------------------------------
+
+/// The o200k_base token bytes by rank (0..199,998), from tiktoken-rs.
+pub fn o200k_ranks() -> &'static Vec<Vec<u8>> {
+    static R: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    R.get_or_init(|| {
+        let bpe = tiktoken_rs::o200k_harmony().unwrap();
+        (0..199_998u32)
+            .map(|r| bpe.decode_bytes(&[r]).expect("every rank decodes"))
+            .collect()
+    })
+}
+
+/// GPT-2's byte → character map.
+pub fn byte_chars() -> [char; 256] {
+    let mut t = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..256u32 {
+        let printable =
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        t[b as usize] = if printable {
+            char::from_u32(b).unwrap()
+        } else {
+            next += 1;
+            char::from_u32(next - 1).unwrap()
+        };
+    }
+    t
+}
+
+pub fn byte_encode(bytes: &[u8]) -> String {
+    let t = byte_chars();
+    bytes.iter().map(|&b| t[b as usize]).collect()
+}
+
+/// The harmony special tokens of the gpt-oss `tokenizer.json` (id, text), all `special: true`.
+pub fn harmony_specials() -> Vec<(u32, String)> {
+    let named: [(u32, &str); 9] = [
+        (199_998, "<|startoftext|>"),
+        (199_999, "<|endoftext|>"),
+        (200_002, "<|return|>"),
+        (200_003, "<|constrain|>"),
+        (200_005, "<|channel|>"),
+        (200_006, "<|start|>"),
+        (200_007, "<|end|>"),
+        (200_008, "<|message|>"),
+        (200_012, "<|call|>"),
+    ];
+    (199_998..=200_018u32)
+        .map(|id| match named.iter().find(|n| n.0 == id) {
+            Some(&(_, t)) => (id, t.to_owned()),
+            None if id == 200_018 => (id, "<|endofprompt|>".to_owned()),
+            None => (id, format!("<|reserved_{id}|>")),
+        })
+        .collect()
+}
+
+/// BPE merges from tiktoken ranks, as `transformers`' tiktoken converter derives them: for each
+/// token by rank, every split of it into two tokens, sorted by the two pieces' ranks; the whole
+/// list stably sorted by the merged token's rank.
+pub fn o200k_merges() -> Vec<String> {
+    let ranks = o200k_ranks();
+    let index: HashMap<&[u8], u32> = ranks
+        .iter()
+        .enumerate()
+        .map(|(r, t)| (t.as_slice(), r as u32))
+        .collect();
+    let mut merges: Vec<(u32, u32, u32)> = Vec::new(); // (merged rank, left rank, right rank)
+    for (rank, token) in ranks.iter().enumerate() {
+        if token.len() < 2 {
+            continue;
+        }
+        let mut local = Vec::new();
+        for i in 1..token.len() {
+            if let (Some(&l), Some(&r)) = (index.get(&token[..i]), index.get(&token[i..])) {
+                local.push((rank as u32, l, r));
+            }
+        }
+        local.sort_by_key(|&(_, l, r)| (l, r));
+        merges.extend(local);
+    }
+    merges.sort_by_key(|m| m.0); // stable
+    merges
+        .into_iter()
+        .map(|(_, l, r)| {
+            format!(
+                "{} {}",
+                byte_encode(&ranks[l as usize]),
+                byte_encode(&ranks[r as usize])
+            )
+        })
+        .collect()
+}
+
+/// The tokenizer metadata `make_tiny_gptoss.py --vocab harmony` writes (tokens padded to 201,088
+/// with `[PAD{i}]`, types, merges, gpt2 / gpt-4o, BOS/EOS/PAD ids, add_bos false), built from
+/// tiktoken-rs's o200k data instead of the gpt-oss `tokenizer.json` (the test
+/// `gptoss_vocabulary_equals_make_tiny_gptoss` checks that the two are identical). No tensors.
+pub fn gptoss_gguf_bytes() -> &'static Vec<u8> {
+    static B: OnceLock<Vec<u8>> = OnceLock::new();
+    B.get_or_init(|| {
+        let ranks = o200k_ranks();
+        let specials = harmony_specials();
+        let mut tokens: Vec<String> = ranks.iter().map(|t| byte_encode(t)).collect();
+        let mut types = vec![1i32; tokens.len()];
+        for (_, text) in &specials {
+            tokens.push(text.clone());
+            types.push(3);
+        }
+        while tokens.len() < 201_088 {
+            tokens.push(format!("[PAD{}]", tokens.len()));
+            types.push(5);
+        }
+        let mut w = GgufWriter::new();
+        w.add("general.architecture", "gpt-oss").unwrap();
+        w.add("tokenizer.ggml.model", "gpt2").unwrap();
+        w.add("tokenizer.ggml.pre", "gpt-4o").unwrap();
+        w.add("tokenizer.ggml.tokens", tokens).unwrap();
+        w.add("tokenizer.ggml.token_type", types).unwrap();
+        w.add("tokenizer.ggml.merges", o200k_merges()).unwrap();
+        w.add("tokenizer.ggml.bos_token_id", 199_998u32).unwrap();
+        w.add("tokenizer.ggml.eos_token_id", 200_002u32).unwrap();
+        w.add("tokenizer.ggml.padding_token_id", 199_999u32)
+            .unwrap();
+        w.add("tokenizer.ggml.add_bos_token", false).unwrap();
+        w.to_bytes().unwrap()
+    })
+}
+
+/// The gpt-oss vocabulary as a Hugging Face `tokenizer.json` (the structure of the published
+/// gpt-oss one: BPE with `ignore_merges`, the o200k split regex, ByteLevel without its regex).
+pub fn gptoss_tokenizer_json() -> String {
+    let ranks = o200k_ranks();
+    let vocab: serde_json::Map<String, serde_json::Value> = ranks
+        .iter()
+        .enumerate()
+        .map(|(r, t)| (byte_encode(t), serde_json::json!(r)))
+        .collect();
+    let added: Vec<serde_json::Value> = harmony_specials()
+        .into_iter()
+        .map(|(id, content)| {
+            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let pattern = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": true,
+            "vocab": vocab, "merges": o200k_merges()}
+    })
+    .to_string()
+}
