@@ -19,9 +19,12 @@
 //!   that times `block_elems / block_bytes` (docs/PERFORMANCE.md lists both).
 //! - `dot/{type}/dispatch`: one activation row (quantized once, outside the timing, with
 //!   `quantize_activations`) against every weight row, through `TypeTraits::dot`, the runtime-
-//!   dispatching entry the inference path uses (AVX2+FMA kernel where one exists and the CPU has
-//!   it). `dot/{type}/scalar`: the same through `Dot::scalar`, benched only for types that also
-//!   have an AVX2 kernel (otherwise dispatch *is* scalar). Throughput is
+//!   dispatching entry the inference path uses (the AVX-512 VNNI kernel where one exists and the
+//!   CPU has it, else the AVX2+FMA one, else scalar). `dot/{type}/scalar`, `dot/{type}/avx2` and
+//!   `dot/{type}/vnni`: the same through `Dot::scalar`, `Dot::avx2` and `Dot::vnni` called
+//!   directly; `scalar` is benched only for types that have a SIMD kernel (otherwise dispatch
+//!   *is* scalar), `avx2` and `vnni` only where the kernel exists and the CPU supports it
+//!   (`KILN_NO_VNNI` / `KILN_NO_SIMD` turn them off like the dispatch). Throughput is
 //!   `Throughput::Elements(2 · N · ROWS)`, one multiply and one add per weight, so criterion's
 //!   "elem/s" reads as FLOP/s.
 //!
@@ -159,10 +162,7 @@ fn bench_dot(c: &mut Criterion) {
         };
         let x: Vec<f32> = (0..N).map(|_| rng.normal()).collect();
         let Ok(Ok(act)) = std::panic::catch_unwind(|| quantize_activations(ty, &x)) else {
-            eprintln!(
-                "dot/{ty}: skipped (quantize_activations into {} failed)",
-                t.vec_dot_type
-            );
+            eprintln!("dot/{ty}: skipped (quantize_activations into {} failed)", t.vec_dot_type);
             continue;
         };
         let row_bytes = w.len() / ROWS;
@@ -183,12 +183,30 @@ fn bench_dot(c: &mut Criterion) {
                 black_box(s)
             })
         });
-        if d.avx2.is_some() {
+        if d.avx2.is_some() || d.vnni.is_some() {
             g.bench_function(BenchmarkId::new(ty.name(), "scalar"), |b| {
                 b.iter(|| {
                     let mut s = 0f32;
                     for row in w.chunks_exact(row_bytes) {
                         s += (d.scalar)(black_box(row), black_box(&act));
+                    }
+                    black_box(s)
+                })
+            });
+        }
+        let simd = [
+            ("avx2", d.avx2.filter(|_| kiln_quant::simd::has_avx2_fma())),
+            ("vnni", d.vnni.filter(|_| kiln_quant::simd::has_avx512_vnni())),
+        ];
+        for (name, f) in simd {
+            let Some(f) = f else { continue };
+            g.bench_function(BenchmarkId::new(ty.name(), name), |b| {
+                b.iter(|| {
+                    let mut s = 0f32;
+                    for row in w.chunks_exact(row_bytes) {
+                        // SAFETY: the kernel's CPU features were detected at run time (the
+                        // `has_*` filter above).
+                        s += unsafe { f(black_box(row), black_box(&act)) };
                     }
                     black_box(s)
                 })

@@ -37,18 +37,32 @@ pub use types::{GgmlType, Layout, QK_K};
 /// [`TypeTraits::dot`], which check that.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 
-/// The same kernel compiled for AVX2 + FMA. Calling it on a CPU without both is undefined
-/// behaviour; [`TypeTraits::dot`] only calls it after runtime detection.
+/// The same kernel compiled for a set of CPU features (see [`Dot`]). Calling it on a CPU without
+/// them is undefined behaviour; [`TypeTraits::dot`] only calls it after runtime detection.
 pub type UnsafeDotFn = unsafe fn(&[u8], &[u8]) -> f32;
 
 /// Dot product kernels of one weight type against its activation type.
+///
+/// The quantized formats write their SIMD kernel once, generic over the integer dot-product
+/// instructions, and instantiate it for both x86 feature sets (`formats::common` explains how).
+/// On inputs where the AVX2 kernel's integer sums are exact (every input, except Q8_0 weights
+/// `< 0` against activation bytes of −128, which no quantizer writes for finite values) the VNNI
+/// kernel returns the same bits as the AVX2 one; it is exact on every input.
 #[derive(Clone, Copy)]
 pub struct Dot {
     /// Portable implementation; always present and always tested.
     pub scalar: DotFn,
-    /// AVX2 + FMA implementation, where one exists (x86_64 only).
+    /// AVX2 + FMA + F16C implementation, where one exists (x86_64 only); requires
+    /// [`simd::has_avx2_fma`].
     pub avx2: Option<UnsafeDotFn>,
+    /// AVX-512 VNNI implementation (`vpdpbusd` / `vpdpwssd` on 256-bit registers, compiled with
+    /// AVX2, FMA, F16C, AVX512F, AVX512VL, AVX512BW and AVX512VNNI), where one exists (x86_64,
+    /// the integer-quantized formats); requires [`simd::has_avx512_vnni`].
+    pub vnni: Option<UnsafeDotFn>,
 }
+
+/// A quantizer: `f32` values (whole blocks) into the bytes of a type.
+pub type QuantizeFn = fn(&[f32], &mut [u8]);
 
 /// Everything kiln knows how to compute for one type: one row of ggml's `type_traits`.
 pub struct TypeTraits {
@@ -56,11 +70,11 @@ pub struct TypeTraits {
     /// Dequantize whole blocks: `src.len() == n / block_elems * block_bytes`, `dst.len() == n`.
     pub dequantize: fn(&[u8], &mut [f32]),
     /// ggml's reference quantizer (`quantize_row_*_ref`), bit for bit, where one exists.
-    pub quantize: Option<fn(&[f32], &mut [u8])>,
+    pub quantize: Option<QuantizeFn>,
     /// ggml-cpu's activation quantizer (`type_traits_cpu[t].from_float`), where it rounds
     /// differently from the reference one: for Q8_0 and Q8_1 the x86 SIMD code computes
     /// `id = 127 / amax` and rounds ties to even. `None`: `from_float` is `quantize`.
-    pub from_float: Option<fn(&[f32], &mut [u8])>,
+    pub from_float: Option<QuantizeFn>,
     /// The format activations are quantized to before a dot product with this type (ggml's
     /// `vec_dot_type`: Q8_0 for Q4_0/Q5_0/Q8_0/MXFP4, Q8_1 for Q4_1/Q5_1, Q8_K for K-quants,
     /// the type itself for F32/F16/BF16).
@@ -70,16 +84,22 @@ pub struct TypeTraits {
 }
 
 impl TypeTraits {
-    /// Runs the fastest dot kernel this CPU supports. Slices must be validated by the caller
-    /// (see [`vec_dot`] for the checked entry point).
+    /// Runs the fastest dot kernel this CPU supports: VNNI, else AVX2, else scalar. Slices must
+    /// be validated by the caller (see [`vec_dot`] for the checked entry point).
     #[inline]
     pub fn dot(&self, w: &[u8], act: &[u8]) -> Option<f32> {
         let d = self.vec_dot.as_ref()?;
-        if let Some(f) = d.avx2 {
-            if simd::has_avx2_fma() {
-                // SAFETY: AVX2 and FMA were detected at run time.
-                return Some(unsafe { f(w, act) });
-            }
+        if let Some(f) = d.vnni
+            && simd::has_avx512_vnni()
+        {
+            // SAFETY: AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI were detected at run time.
+            return Some(unsafe { f(w, act) });
+        }
+        if let Some(f) = d.avx2
+            && simd::has_avx2_fma()
+        {
+            // SAFETY: AVX2, FMA and F16C were detected at run time.
+            return Some(unsafe { f(w, act) });
         }
         Some((d.scalar)(w, act))
     }
@@ -150,7 +170,10 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
 pub fn quantize_activations(weight_ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, QuantError> {
     let act_ty = checked_traits(weight_ty)?.vec_dot_type;
     let t = checked_traits(act_ty)?;
-    let q = t.from_float.or(t.quantize).ok_or(QuantError::Unsupported { ty: act_ty, op: "quantize" })?;
+    let q = t
+        .from_float
+        .or(t.quantize)
+        .ok_or(QuantError::Unsupported { ty: act_ty, op: "quantize" })?;
     let mut out = vec![0u8; act_ty.row_bytes(x.len() as u64)? as usize];
     check_row(act_ty, x.len(), out.len())?;
     q(x, &mut out);
@@ -161,7 +184,7 @@ pub fn quantize_activations(weight_ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, Q
 pub fn vec_dot(ty: GgmlType, w: &[u8], act: &[u8]) -> Result<f32, QuantError> {
     let t = checked_traits(ty)?;
     let l = ty.layout();
-    if w.len() % l.block_bytes != 0 {
+    if !w.len().is_multiple_of(l.block_bytes) {
         return Err(QuantError::Length {
             ty,
             n: w.len() / l.block_bytes * l.block_elems,

@@ -123,13 +123,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_0,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
-const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+const AVX2: Option<UnsafeDotFn> = Some(x86::dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(x86::dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// `dequantize_row_mxfp4`: `KVALUES[code] · 2^(e − 128)` for every value of whole blocks.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -202,23 +206,41 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::{BLOCK_BYTES, E8M0_HALF, KVALUES};
+    use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::{
-        dot_i8_i8, f16_le, halves8, hsum_f32x8, load16, load32, sum_lanes8, unpack_nibbles,
+        Isa, f16_le, halves8, hsum_f32x8, load16, load32, sum_lanes8, unpack_nibbles,
     };
 
-    /// Per-lane integer sums of one block's products; `table` holds [`KVALUES`] in both
-    /// 128-bit lanes, and a byte shuffle through it turns codes into (doubled) values.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; 34], table: __m256i) -> __m256i {
+    /// [`KVALUES`] plus 12: the doubled E2M1 values as unsigned bytes 0..24.
+    const KVALUES_PLUS_12: [u8; 16] = {
+        let mut t = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            t[i] = (KVALUES[i] + 12) as u8;
+            i += 1;
+        }
+        t
+    };
+
+    /// Per-lane integer sums of one block's products; `table` holds [`KVALUES_PLUS_12`] in both
+    /// 128-bit lanes, and a byte shuffle through it turns codes into (doubled) values plus 12,
+    /// which `I::dot_offset` multiplies as unsigned bytes and takes the 12 back off: exact in
+    /// both implementations for every activation byte.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn ints<I: Isa>(x: &[u8; BLOCK_BYTES], y: &[u8; 34], table: __m256i) -> __m256i {
         let ([_, xq @ ..], [_, _, yq @ ..]) = (x, y);
-        let q = _mm256_shuffle_epi8(table, unpack_nibbles(xq));
-        // Activations first: they may hold −128; the weights are in −12..12.
-        dot_i8_i8(load32(yq), q)
+        // SAFETY: the caller's features (this function's contract).
+        unsafe {
+            let q = _mm256_shuffle_epi8(table, unpack_nibbles(xq));
+            I::dot_offset(q, _mm256_set1_epi8(12), load32(yq))
+        }
     }
 
     /// `ggml_e8m0_to_fp32_half` of eight scale bytes at once, by the same bit construction:
@@ -233,36 +255,50 @@ mod avx2 {
         _mm256_castsi256_ps(_mm256_blendv_epi8(normal, tiny, is_tiny))
     }
 
-    /// AVX2 MXFP4 · Q8_0.
+    /// SIMD MXFP4 · Q8_0.
     /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
     /// reduced together into one vector (lane k = block k's exact `sumi`), then one multiply-add
     /// with the eight block scales (their halves converted at once). The last (< 8) blocks go one
     /// by one.
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
-        let table = _mm256_broadcastsi128_si256(load16(&KVALUES.map(|v| v as u8)));
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
         let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
         let (yb, _) = act.as_chunks::<34>();
         let (x8, _) = xb.as_chunks::<8>();
         let (y8, _) = yb.as_chunks::<8>();
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in x8.iter().zip(y8) {
-            let dx = e8m0_half8(x.each_ref().map(|b| b[0]));
-            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
-            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k], table)));
-            // ggml's order: d = d_y · 2^(e−128), then d · sumi.
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(dy, dx), _mm256_cvtepi32_ps(sumi), acc);
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(load16(&KVALUES_PLUS_12));
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in x8.iter().zip(y8) {
+                let dx = e8m0_half8(x.each_ref().map(|b| b[0]));
+                let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
+                // A loop, not `array::from_fn`: a closure would not be compiled with the entry
+                // point's target features, and LLVM does not always inline it.
+                let mut p = [_mm256_setzero_si256(); 8];
+                for (k, p) in p.iter_mut().enumerate() {
+                    *p = ints::<I>(&x[k], &y[k], table);
+                }
+                let sumi = sum_lanes8(p);
+                // ggml's order: d = d_y · 2^(e−128), then d · sumi.
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(dy, dx), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            let done = x8.len().min(y8.len()) * 8;
+            for (x, y) in xb.iter().zip(yb).skip(done) {
+                let d = f16_le([y[0], y[1]]) * E8M0_HALF[x[0] as usize];
+                let sumi = ints::<I>(x, y, table);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
         }
-        let done = x8.len().min(y8.len()) * 8;
-        for (x, y) in xb.iter().zip(yb).skip(done) {
-            let d = f16_le([y[0], y[1]]) * E8M0_HALF[x[0] as usize];
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y, table)), acc);
-        }
-        hsum_f32x8(acc)
     }
+
+    dot_entry_points!(dot);
 
     #[cfg(test)]
     mod tests {

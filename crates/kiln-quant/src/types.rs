@@ -183,7 +183,7 @@ impl GgmlType {
     /// size overflows `u64`.
     pub fn row_bytes(self, n: u64) -> Result<u64, QuantError> {
         let Layout { block_elems, block_bytes } = self.layout();
-        if n % block_elems as u64 != 0 {
+        if !n.is_multiple_of(block_elems as u64) {
             return Err(QuantError::PartialBlock { ty: self, n, block_elems });
         }
         (n / block_elems as u64)

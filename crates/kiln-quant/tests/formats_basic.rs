@@ -6,7 +6,7 @@
 //! | `dequantize_matches_gguf_py` | [`dequantize`] on random bytes (every scale byte and code for MXFP4), bit for bit | gguf-py 0.19.0 `gguf.quants.dequantize` (numpy ports of ggml's `dequantize_row_*`) |
 //! | `quantize_matches_gguf_py` | [`quantize`] on rows built to hit ties, clamps, zero/constant blocks, tiny and huge magnitudes, bit for bit | gguf-py `gguf.quants.quantize` (ports of ggml's `quantize_row_*_ref`); Q8_1, which gguf-py lacks, from gguf-py's Q8_0 plus `s` computed in numpy |
 //! | `mxfp4_scale_follows_libm_log2f` | the MXFP4 scale byte for magnitudes just below and at powers of two | the C library's `log2f` called through Python `ctypes` (what ggml calls) |
-//! | `dot_*` | [`vec_dot`], `Dot::scalar` and `Dot::avx2` on rows of 1, 2, 3, 7, 8, 90 and 128 blocks | an `f64` sum over the dequantized weights and activations |
+//! | `dot_*` | [`vec_dot`], `Dot::scalar`, `Dot::avx2` and `Dot::vnni` on rows of 1, 2, 3, 7, 8, 90 and 128 blocks | an `f64` sum over the dequantized weights and activations; `Dot::vnni` also bit for bit against `Dot::avx2` (same float order, exact integer sums) |
 //!
 //! The Python oracle is `kiln_testkit::oracle_python()`; inputs go to it through files.
 
@@ -432,6 +432,26 @@ fn random_weights(ty: GgmlType, rng: &mut Rng, n: usize, raw: bool) -> Vec<u8> {
     b
 }
 
+/// Whether `ty` has a VNNI kernel on x86_64: every integer-quantized type does, the float
+/// types (nothing for VNNI to do) do not.
+fn expects_vnni(ty: GgmlType) -> bool {
+    cfg!(target_arch = "x86_64") && !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// The VNNI kernel of `dot`, if it exists and this CPU runs it (with a note when it exists but
+/// cannot run here).
+fn runnable_vnni(ty: GgmlType, dot: &kiln_quant::Dot) -> Option<kiln_quant::UnsafeDotFn> {
+    let f = dot.vnni?;
+    if kiln_quant::simd::has_avx512_vnni() {
+        Some(f)
+    } else {
+        eprintln!(
+            "{ty}: Dot::vnni not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)"
+        );
+        None
+    }
+}
+
 fn check_dot(ty: GgmlType, seed: u64) {
     let mut rng = Rng(seed);
     let t = traits(ty).unwrap();
@@ -440,6 +460,8 @@ fn check_dot(ty: GgmlType, seed: u64) {
     if cfg!(target_arch = "x86_64") {
         assert!(dot.avx2.is_some(), "{ty}: AVX2 kernel expected on x86_64");
     }
+    assert_eq!(dot.vnni.is_some(), expects_vnni(ty), "{ty}: VNNI kernel presence");
+    let vnni = runnable_vnni(ty, &dot);
     let mut checked = 0;
     let lengths: &[usize] = if ty.block_elems() == 1 {
         &[1, 7, 8, 31, 32, 33, 100, 2880, 4099]
@@ -468,14 +490,40 @@ fn check_dot(ty: GgmlType, seed: u64) {
                 (checked_api - want).abs() <= tol,
                 "{ty} n={n}: vec_dot {checked_api} vs {want}"
             );
+            let mut avx2 = None;
             if let (Some(f), true) = (dot.avx2, simd) {
                 // SAFETY: AVX2, FMA and F16C were detected at run time.
-                let v = unsafe { f(&w, &act) } as f64;
+                let v = unsafe { f(&w, &act) };
+                avx2 = Some(v);
+                let v = v as f64;
                 assert!(
                     (v - want).abs() <= tol,
                     "{ty} n={n} rep={rep}: avx2 {v} vs f64 {want} (tol {tol})"
                 );
                 assert!((v - scalar).abs() <= tol, "{ty} n={n}: avx2 {v} vs scalar {scalar}");
+            }
+            if let Some(f) = vnni {
+                // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected at run time.
+                let v = unsafe { f(&w, &act) };
+                // The weights hold any code (Q8_0's −128 included) but the activations come
+                // from the quantizer (no −128 for finite inputs): the AVX2 integer sums are
+                // exact, so the two kernels must agree to the bit.
+                assert_eq!(
+                    v.to_bits(),
+                    avx2.expect("VNNI CPU runs AVX2").to_bits(),
+                    "{ty} n={n} rep={rep}: vnni {v} vs avx2 {avx2:?}"
+                );
+                assert_eq!(
+                    vec_dot(ty, &w, &act).unwrap().to_bits(),
+                    v.to_bits(),
+                    "{ty}: dispatch should pick the VNNI kernel"
+                );
+                let v = v as f64;
+                assert!(
+                    (v - want).abs() <= tol,
+                    "{ty} n={n} rep={rep}: vnni {v} vs f64 {want} (tol {tol})"
+                );
+                assert!((v - scalar).abs() <= tol, "{ty} n={n}: vnni {v} vs scalar {scalar}");
             }
             checked += 1;
         }
@@ -567,6 +615,11 @@ fn mxfp4_dot_with_extreme_scales_agrees_across_kernels() {
                 let v = unsafe { f(&w, &act) } as f64;
                 assert!((v - want).abs() <= tol, "e={e}: avx2 {v:e} vs f64 {want:e}");
             }
+            if let Some(f) = runnable_vnni(GgmlType::MXFP4, &dot) {
+                // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected at run time.
+                let v = unsafe { f(&w, &act) } as f64;
+                assert!((v - want).abs() <= tol, "e={e}: vnni {v:e} vs f64 {want:e}");
+            }
         }
     }
 }
@@ -593,7 +646,21 @@ fn dot_kernels_are_panic_free_on_any_bytes() {
             let w = rng.bytes(ty.row_bytes(n as u64).unwrap() as usize);
             let act = rng.bytes(act_ty.row_bytes(n as u64).unwrap() as usize);
             vec_dot(ty, &w, &act).unwrap();
-            (t.vec_dot.unwrap().scalar)(&w, &act);
+            let d = t.vec_dot.unwrap();
+            (d.scalar)(&w, &act);
+            if let (Some(f), true) = (d.avx2, kiln_quant::simd::has_avx2_fma()) {
+                // SAFETY: AVX2, FMA and F16C were detected at run time.
+                unsafe { f(&w, &act) };
+            }
+            if let Some(f) = runnable_vnni(ty, &d) {
+                // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected at run time.
+                unsafe { f(&w, &act) };
+                // Short and mismatched slices: a caller error, but no out-of-bounds read.
+                // SAFETY: as above (the kernels read whole blocks present in both slices).
+                unsafe { f(&w[..w.len() - 1], &act) };
+                // SAFETY: as above.
+                unsafe { f(&w, &act[..act.len() / 2]) };
+            }
             let mut out = vec![0f32; n];
             dequantize(ty, &w, &mut out).unwrap();
         }

@@ -6,7 +6,7 @@
 //! | `dequantize_matches_gguf_py` | [`dequantize`] of random blocks (random bytes, finite f16 super-scales) and edge blocks, bit for bit | gguf-py 0.19.0 `gguf.quants.dequantize` (numpy ports of ggml's `dequantize_row_q*_K`) |
 //! | `q8k_dequantize_by_hand` | Q8_K [`dequantize`] of random blocks | `d · q` decoded in the test |
 //! | `q8k_quantize_properties` | Q8_K [`quantize`]: `bsums` are the sums of `qs`, the largest magnitude maps to ∓127, every value within half a step | the definition of the format |
-//! | `dot_*` | [`vec_dot`], `Dot::scalar` and `Dot::avx2` (called directly) on rows of 1, 3, 6, 11 and 16 blocks, with quantized and with raw full-range activations | an `f64` sum over the dequantized weights and activations decoded in the test; SIMD also against scalar |
+//! | `dot_*` | [`vec_dot`], `Dot::scalar`, `Dot::avx2` and `Dot::vnni` (called directly) on rows of 1, 3, 6, 11 and 16 blocks, with quantized and with raw full-range activations | an `f64` sum over the dequantized weights and activations decoded in the test; SIMD also against scalar, and `Dot::vnni` bit for bit against `Dot::avx2` |
 //! | `quantize_picks_nearest_level` | Q2_K…Q6_K [`quantize`]: every value comes back as the level of its block's stored grid nearest to it | the grid read back through [`dequantize`] with the quants overwritten |
 //! | `quantize_error_is_near_uniform_quantizer` | RMS error of quantize → dequantize on normal data | the RMS error of an ideal uniform quantizer with the same number of levels over each sub-block's range |
 //! | `arbitrary_bytes_do_not_panic` | every kernel on random bytes (NaN/inf scales included), short slices, and quantize on NaN/inf/huge/tiny inputs | — (must not panic) |
@@ -320,7 +320,13 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
     let d = t.vec_dot.expect("K-quants have a dot product");
     let avx2 = d.avx2.filter(|_| kiln_quant::simd::has_avx2_fma());
     #[cfg(target_arch = "x86_64")]
-    assert!(d.avx2.is_some(), "{ty}: no AVX2 kernel");
+    assert!(d.avx2.is_some() && d.vnni.is_some(), "{ty}: no AVX2 or VNNI kernel");
+    let vnni = d.vnni.filter(|_| kiln_quant::simd::has_avx512_vnni());
+    if d.vnni.is_some() && vnni.is_none() {
+        eprintln!(
+            "{ty}: Dot::vnni not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)"
+        );
+    }
     let mut rng = Rng(seed);
     let mut checked = 0;
     for blocks in DOT_BLOCKS {
@@ -354,6 +360,19 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
                     "{ty} n={n}: avx2 {v:e} vs scalar {scalar:e} (tol {tol:e})"
                 );
                 paths.push(("avx2", v));
+            }
+            if let Some(f) = vnni {
+                // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected at run time.
+                let v = unsafe { f(&w, &act) };
+                // Both kernels' integer sums are exact for every activation byte (−128
+                // included) and their float operations are the same: equal bits.
+                let a = paths.last().map(|p| p.1).unwrap_or(f32::NAN);
+                assert_eq!(
+                    v.to_bits(),
+                    a.to_bits(),
+                    "{ty} n={n} raw={raw_activations}: vnni {v:e} vs avx2 {a:e}"
+                );
+                paths.push(("vnni", v));
             }
             for (name, v) in paths {
                 let err = (v as f64 - exact).abs();
@@ -560,11 +579,17 @@ fn arbitrary_bytes_do_not_panic() {
             if let Some(d) = t.vec_dot {
                 let _ = (d.scalar)(&w, &act);
                 let _ = vec_dot(ty, &w, &act).unwrap();
-                if let Some(f) = d.avx2.filter(|_| kiln_quant::simd::has_avx2_fma()) {
-                    // SAFETY: AVX2 and FMA were detected at run time.
+                let simd = [
+                    d.avx2.filter(|_| kiln_quant::simd::has_avx2_fma()),
+                    d.vnni.filter(|_| kiln_quant::simd::has_avx512_vnni()),
+                ];
+                for f in simd.into_iter().flatten() {
+                    // SAFETY: the kernel's features were detected at run time (filters above).
                     let _ = unsafe { f(&w, &act) };
                     // Short or mismatched slices are a caller error, but still no panic.
+                    // SAFETY: as above.
                     let _ = unsafe { f(&w[..w.len() - 1], &act) };
+                    // SAFETY: as above.
                     let _ = unsafe { f(&w, &act[..act.len() / 2]) };
                 }
                 let _ = (d.scalar)(&w[..w.len() - 1], &act);

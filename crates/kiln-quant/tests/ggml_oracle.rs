@@ -11,7 +11,7 @@
 //! | `quant::*` | [`quantize`] bytes, bit for bit, for every type kiln has a quantizer for | ggml `from_float_ref` (Q8_K: `quantize_row_q8_K_ref`) |
 //! | `required_quantizers_present` | Q4_0, Q4_1, Q5_0, Q8_0 and MXFP4 have a quantizer | — |
 //! | `actq::*` | [`quantize_activations`] for every weight type paired with Q8_0 / Q8_1 / Q8_K, bit for bit | ggml-cpu `from_float` or ggml `from_float_ref`, consistently (see below) |
-//! | `dot::*` | [`vec_dot`] (dispatching), `Dot::scalar` and `Dot::avx2` called directly | ggml-cpu `vec_dot`, within a tolerance |
+//! | `dot::*` | [`vec_dot`] (dispatching), `Dot::scalar`, `Dot::avx2` and `Dot::vnni` called directly | ggml-cpu `vec_dot`, within a tolerance |
 //!
 //! NaN policy: dequantize and quantize compare bit patterns, NaNs included. ggml produces NaNs only
 //! in the F32/F16/BF16 fixtures, by bit manipulation (F16→F32 keeps the payload and sets the quiet
@@ -574,6 +574,12 @@ fn check_dot(ty: GgmlType) {
             "{ty}: Dot::avx2 exists but this CPU lacks AVX2+FMA (or KILN_NO_SIMD is set); not called directly"
         );
     }
+    let vnni = d.vnni.filter(|_| simd::has_avx512_vnni());
+    if d.vnni.is_some() && vnni.is_none() {
+        eprintln!(
+            "{ty}: Dot::vnni exists but this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set); not called directly"
+        );
+    }
     let mut fails = Failures::new(format!(
         "vec_dot {ty} x {} vs ggml-cpu vec_dot ({})",
         fx.aux, fx.file
@@ -624,6 +630,11 @@ fn check_dot(ty: GgmlType) {
         if let Some(f) = avx2 {
             // SAFETY: AVX2 and FMA were detected at run time (simd::has_avx2_fma).
             paths.push(("Dot::avx2", Ok(unsafe { f(w, act) })));
+        }
+        if let Some(f) = vnni {
+            // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected at run time
+            // (simd::has_avx512_vnni).
+            paths.push(("Dot::vnni", Ok(unsafe { f(w, act) })));
         }
         for (name, res) in paths {
             match res {

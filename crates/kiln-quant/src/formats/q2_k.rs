@@ -23,13 +23,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_K,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: Option<UnsafeDotFn> = Some(dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// ggml's `dequantize_row_q2_K`, bit for bit, over the whole blocks that fit both slices.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -168,53 +172,73 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// The same dot product with AVX2 + FMA: 2-bit quants through `maddubs`, `madd` by the 4-bit
-/// group scales; the min terms once per block from the activation's `bsums`. Accumulates as
-/// ggml's AVX2 kernel does (bit-identical to ggml's x86 build).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_avx2(w: &[u8], act: &[u8]) -> f32 {
-    use super::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
+pub use x86::{dot_avx2, dot_vnni};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
-        let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-        let d = yd * f16_at(x, D);
-        let dmin = -yd * f16_at(x, DMIN);
+    use super::*;
+    use crate::formats::common::dot_entry_points;
+    use crate::formats::common::x86::Isa;
+    use crate::formats::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
 
-        let sm = load128(x, 0);
-        let scales8 = _mm_and_si128(sm, m4);
-        let mins8 = _mm_and_si128(_mm_srli_epi16(sm, 4), m4);
-        let prod = _mm256_madd_epi16(_mm256_cvtepi8_epi16(mins8), load256(y, 4 + QK_K));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+    /// The SIMD dot product: 2-bit quants through `maddubs`, `I::dpwssd` by the 4-bit group
+    /// scales; the min terms once per block from the activation's `bsums`. Accumulates as ggml's
+    /// AVX2 kernel does (bit-identical to ggml's x86 build).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let m3 = _mm256_set1_epi8(3);
+            let m4 = _mm_set1_epi8(0xF);
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+                let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                let d = yd * f16_at(x, D);
+                let dmin = -yd * f16_at(x, DMIN);
 
-        let mut sumi = _mm256_setzero_si256();
-        for n in 0..2 {
-            let q2 = load256(x, QS + 32 * n);
-            let q = [
-                _mm256_and_si256(q2, m3),
-                _mm256_and_si256(_mm256_srli_epi16(q2, 2), m3),
-                _mm256_and_si256(_mm256_srli_epi16(q2, 4), m3),
-                _mm256_and_si256(_mm256_srli_epi16(q2, 6), m3),
-            ];
-            let mut p = [_mm256_setzero_si256(); 4];
-            for j in 0..4 {
-                let prod = _mm256_maddubs_epi16(q[j], load256(y, 4 + 128 * n + 32 * j));
-                p[j] = _mm256_madd_epi16(pair_scales(scales8, 8 * n + 2 * j), prod);
+                let sm = load128(x, 0);
+                let scales8 = _mm_and_si128(sm, m4);
+                let mins8 = _mm_and_si128(_mm_srli_epi16(sm, 4), m4);
+                let prod = _mm256_madd_epi16(_mm256_cvtepi8_epi16(mins8), load256(y, 4 + QK_K));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+
+                // Two integer accumulators keep the VNNI dependency chains short.
+                let mut sum_a = _mm256_setzero_si256();
+                let mut sum_b = _mm256_setzero_si256();
+                for n in 0..2 {
+                    let q2 = load256(x, QS + 32 * n);
+                    let q = [
+                        _mm256_and_si256(q2, m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q2, 2), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q2, 4), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q2, 6), m3),
+                    ];
+                    for (j, &q) in q.iter().enumerate() {
+                        let prod = _mm256_maddubs_epi16(q, load256(y, 4 + 128 * n + 32 * j));
+                        let s = pair_scales(scales8, 8 * n + 2 * j);
+                        if j % 2 == 0 {
+                            sum_a = I::dpwssd(sum_a, prod, s);
+                        } else {
+                            sum_b = I::dpwssd(sum_b, prod, s);
+                        }
+                    }
+                }
+                let sumi = _mm256_add_epi32(sum_a, sum_b);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
-            let p01 = _mm256_add_epi32(p[0], p[1]);
-            let p23 = _mm256_add_epi32(p[2], p[3]);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p01, p23));
+            hsum_f32x8(acc)
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_f32x8(acc)
+
+    dot_entry_points!(dot);
 }
 
 #[cfg(test)]
@@ -279,8 +303,15 @@ mod tests {
         assert_eq!(dot_scalar(&b, &a) as f64, want);
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected.
+            // SAFETY: AVX2, FMA and F16C were detected.
             assert_eq!(unsafe { dot_avx2(&b, &a) } as f64, want);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected.
+            assert_eq!(unsafe { dot_vnni(&b, &a) } as f64, want);
+        } else {
+            eprintln!("dot_vnni not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI is set)");
         }
     }
 

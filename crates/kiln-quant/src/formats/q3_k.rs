@@ -26,13 +26,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_K,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: Option<UnsafeDotFn> = Some(dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// The 256 signed quants (`−4..=3`) of a block, in value order.
 #[inline(always)]
@@ -158,52 +162,78 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// The same dot product with AVX2 + FMA: the 2-bit parts go through `maddubs` as unsigned bytes
-/// and the "minus 4" of a clear third bit as a second `maddubs` that is subtracted, then `madd`
-/// by the group scales. Accumulates as ggml's AVX2 kernel does (bit-identical to ggml's x86
-/// build).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_avx2(w: &[u8], act: &[u8]) -> f32 {
-    use super::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
+pub use x86::{dot_avx2, dot_vnni};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm256_set1_epi8(4);
-    let zero = _mm256_setzero_si256();
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
-        let d = f32::from_le_bytes([y[0], y[1], y[2], y[3]]) * f16_at(x, D);
-        let scales = load128(&q3_scales(&x[SC..D]).map(|v| v as u8), 0);
-        let hbits = load256(x, 0);
-        let mut sumi = _mm256_setzero_si256();
-        for n in 0..2 {
-            let q3 = load256(x, QS + 32 * n);
-            let low = [
-                _mm256_and_si256(q3, m3),
-                _mm256_and_si256(_mm256_srli_epi16(q3, 2), m3),
-                _mm256_and_si256(_mm256_srli_epi16(q3, 4), m3),
-                _mm256_and_si256(_mm256_srli_epi16(q3, 6), m3),
-            ];
-            for (j, &low) in low.iter().enumerate() {
-                let bit = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
-                // 4 where the third bit is clear, 0 where it is set.
-                let sub4 =
-                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, bit), zero), m4);
-                let q8 = load256(y, 4 + 128 * n + 32 * j);
-                // Both factors ≤ 4: no i16 saturation.
-                let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(low, q8), _mm256_maddubs_epi16(sub4, q8));
-                let s = pair_scales(scales, 8 * n + 2 * j);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+    use super::*;
+    use crate::formats::common::dot_entry_points;
+    use crate::formats::common::x86::Isa;
+    use crate::formats::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
+
+    /// The SIMD dot product: the 2-bit parts go through `maddubs` as unsigned bytes and the
+    /// "minus 4" of a clear third bit as a second `maddubs` that is subtracted, then `I::dpwssd`
+    /// by the group scales. Accumulates as ggml's AVX2 kernel does (bit-identical to ggml's x86
+    /// build).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let m3 = _mm256_set1_epi8(3);
+            let m4 = _mm256_set1_epi8(4);
+            let zero = _mm256_setzero_si256();
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+                let d = f32::from_le_bytes([y[0], y[1], y[2], y[3]]) * f16_at(x, D);
+                let scales = load128(&q3_scales(&x[SC..D]).map(|v| v as u8), 0);
+                let hbits = load256(x, 0);
+                // Two integer accumulators keep the VNNI dependency chains short.
+                let mut sum_a = _mm256_setzero_si256();
+                let mut sum_b = _mm256_setzero_si256();
+                for n in 0..2 {
+                    let q3 = load256(x, QS + 32 * n);
+                    let low = [
+                        _mm256_and_si256(q3, m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q3, 2), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q3, 4), m3),
+                        _mm256_and_si256(_mm256_srli_epi16(q3, 6), m3),
+                    ];
+                    for (j, &low) in low.iter().enumerate() {
+                        let bit = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
+                        let sub4 = _mm256_and_si256(
+                            _mm256_cmpeq_epi8(_mm256_and_si256(hbits, bit), zero),
+                            m4,
+                        );
+                        let q8 = load256(y, 4 + 128 * n + 32 * j);
+                        // |pair sums| ≤ 2·3·128 and 2·4·128: no i16 saturation, nor in the difference.
+                        let p = _mm256_sub_epi16(
+                            _mm256_maddubs_epi16(low, q8),
+                            _mm256_maddubs_epi16(sub4, q8),
+                        );
+                        let s = pair_scales(scales, 8 * n + 2 * j);
+                        if j % 2 == 0 {
+                            sum_a = I::dpwssd(sum_a, p, s);
+                        } else {
+                            sum_b = I::dpwssd(sum_b, p, s);
+                        }
+                    }
+                }
+                let sumi = _mm256_add_epi32(sum_a, sum_b);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
+            hsum_f32x8(acc)
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_f32x8(acc)
+
+    dot_entry_points!(dot);
 }
 
 #[cfg(test)]
@@ -265,8 +295,15 @@ mod tests {
         assert_eq!(dot_scalar(&b, &a) as f64, want);
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected.
+            // SAFETY: AVX2, FMA and F16C were detected.
             assert_eq!(unsafe { dot_avx2(&b, &a) } as f64, want);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected.
+            assert_eq!(unsafe { dot_vnni(&b, &a) } as f64, want);
+        } else {
+            eprintln!("dot_vnni not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI is set)");
         }
     }
 

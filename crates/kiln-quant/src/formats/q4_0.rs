@@ -31,13 +31,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_0,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
-const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+const AVX2: Option<UnsafeDotFn> = Some(x86::dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(x86::dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// `dequantize_row_q4_0`: whole blocks of `src` into `dst` (32 values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -93,52 +97,69 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::BLOCK_BYTES;
+    use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::{
-        dot_i8_i8, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles,
+        Isa, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles,
     };
 
-    /// Per-lane integer sums of one block's products.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; 34]) -> __m256i {
+    /// Per-lane integer sums of one block's products: `Σ (code − 8) · q_y` with the codes
+    /// (0..15) as the unsigned operand, exact in both implementations for every activation byte.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn ints<I: Isa>(x: &[u8; BLOCK_BYTES], y: &[u8; 34]) -> __m256i {
         let ([_, _, xq @ ..], [_, _, yq @ ..]) = (x, y);
-        let q = _mm256_sub_epi8(unpack_nibbles(xq), _mm256_set1_epi8(8));
-        // Activations first: they may hold −128; the weights are in −8..7.
-        dot_i8_i8(load32(yq), q)
+        // SAFETY: the caller's features (this function's contract).
+        unsafe { I::dot_offset(unpack_nibbles(xq), _mm256_set1_epi8(8), load32(yq)) }
     }
 
-    /// AVX2 Q4_0 · Q8_0.
+    /// SIMD Q4_0 · Q8_0.
     /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
     /// reduced together into one vector (lane k = block k's exact `sumi`), then one multiply-add
     /// with the eight block scales (their halves converted at once). The last (< 8) blocks go one
     /// by one.
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
         let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
         let (yb, _) = act.as_chunks::<34>();
         let (x8, _) = xb.as_chunks::<8>();
         let (y8, _) = yb.as_chunks::<8>();
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in x8.iter().zip(y8) {
-            let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
-            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
-            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k])));
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in x8.iter().zip(y8) {
+                let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
+                let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
+                // A loop, not `array::from_fn`: a closure would not be compiled with the entry
+                // point's target features, and LLVM does not always inline it.
+                let mut p = [_mm256_setzero_si256(); 8];
+                for (k, p) in p.iter_mut().enumerate() {
+                    *p = ints::<I>(&x[k], &y[k]);
+                }
+                let sumi = sum_lanes8(p);
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            let done = x8.len().min(y8.len()) * 8;
+            for (x, y) in xb.iter().zip(yb).skip(done) {
+                let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
+                let sumi = ints::<I>(x, y);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
         }
-        let done = x8.len().min(y8.len()) * 8;
-        for (x, y) in xb.iter().zip(yb).skip(done) {
-            let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
-        }
-        hsum_f32x8(acc)
     }
+
+    dot_entry_points!(dot);
 }
 
 #[cfg(test)]

@@ -31,13 +31,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_1,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
-const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+const AVX2: Option<UnsafeDotFn> = Some(x86::dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(x86::dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// `dequantize_row_q4_1`: whole blocks of `src` into `dst` (32 values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -98,22 +102,14 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::BLOCK_BYTES;
-    use crate::formats::common::x86::{dot_u8_i8, f16_le, hsum_f32x8, load32, unpack_nibbles};
+    use crate::formats::common::dot_entry_points;
+    use crate::formats::common::x86::{Isa, half_pair, hsum_f32x8, load32, unpack_nibbles};
 
-    /// Per-lane integer sums of one block's products.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; 36]) -> __m256i {
-        let ([_, _, _, _, xq @ ..], [_, _, _, _, yq @ ..]) = (x, y);
-        // Codes 0..15 are the unsigned operand; exact for every activation byte.
-        dot_u8_i8(unpack_nibbles(xq), load32(yq))
-    }
-
-    /// AVX2 Q4_1 · Q8_1 in the order of ggml-cpu's x86 kernel (`ggml_vec_dot_q4_1_q8_1`, the
+    /// SIMD Q4_1 · Q8_1 in the order of ggml-cpu's x86 kernel (`ggml_vec_dot_q4_1_q8_1`, the
     /// same on AVX2 and AVX-512 builds): one block at a time, its eight lanes (each the exact sum
     /// of four products) converted to `f32` and accumulated with one multiply-add by `d_x·d_y`;
     /// `m_x·s_y` summed in a scalar with a fused multiply-add (as GCC contracts it); at the end
@@ -121,21 +117,42 @@ mod avx2 {
     /// result bit-identical to llama.cpp's, which the model tests rely on: in a deep network a
     /// last-bit difference grows (it flips activation codes and f16 roundings further on).
     ///
+    /// Each block's two halves are loaded as one 32-bit word ([`half_pair`]) and converted
+    /// together: `[d_x, m_x]` times `[d_y, s_y]` gives `d_x·d_y` in lane 0, and a multiply-add
+    /// into a vector whose lane 1 is the running `m_x·s_y` sum keeps that sum's rounding. (A
+    /// 16-bit insert per half would merge into whatever register the compiler picks, here the
+    /// running sum, which chained every block to the previous block's multiply-add latency.)
+    /// The integer sums come from `I` (codes 0..15 are the unsigned operand: exact in both
+    /// implementations for every activation byte).
+    ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
         let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
         let (yb, _) = act.as_chunks::<36>();
-        let mut acc = _mm256_setzero_ps();
-        let mut summs = 0f32;
-        for (x, y) in xb.iter().zip(yb) {
-            let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
-            summs = f16_le([x[2], x[3]]).mul_add(f16_le([y[2], y[3]]), summs);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            // Lane 1 is ggml's scalar `summs`; lane 0 collects unused products.
+            let mut summs = _mm_setzero_ps();
+            for (x, y) in xb.iter().zip(yb) {
+                let [xd0, xd1, xm0, xm1, xq @ ..] = x;
+                let [yd0, yd1, ys0, ys1, yq @ ..] = y;
+                let xs = half_pair(&[*xd0, *xd1, *xm0, *xm1]);
+                let ys = half_pair(&[*yd0, *yd1, *ys0, *ys1]);
+                let d = _mm256_broadcastss_ps(_mm_mul_ss(xs, ys));
+                summs = _mm_fmadd_ps(xs, ys, summs);
+                let sumi = I::dot_u8_i8(unpack_nibbles(xq), load32(yq));
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
         }
-        hsum_f32x8(acc) + summs
     }
+
+    dot_entry_points!(dot);
 }
 
 #[cfg(test)]

@@ -22,13 +22,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_K,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: Option<UnsafeDotFn> = Some(dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// ggml's `dequantize_row_q4_K`, bit for bit, over the whole blocks that fit both slices.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -165,56 +169,218 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// The same dot product with AVX2 + FMA: per 64 values one 32-byte load of nibbles, two
-/// `maddubs` (u4 × i8 → i16 pairs) and two `madd` by the sub-block scales; the mins enter once per
-/// block through the activation's `bsums`. Accumulates as ggml's AVX2 kernel does (eight float
-/// lanes for the scales, four for the mins), so it agrees with ggml's x86 build bit for bit.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_avx2(w: &[u8], act: &[u8]) -> f32 {
-    use super::kquant_common::x86::{hsum_f32x4, hsum_f32x8, load256};
+pub use x86::{dot_avx2, dot_vnni};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
+    use super::*;
+    use crate::formats::common::dot_entry_points;
+    use crate::formats::common::x86::Isa;
+    use crate::formats::kquant_common::x86::{hsum_f32x4, hsum_f32x8, load256};
+
+    /// The SIMD dot product: per 64 values one 32-byte load of nibbles, two `maddubs` (u4 × i8
+    /// → i16 pairs) and two `I::dpwssd` by the sub-block scales (`madd` + add on AVX2, one
+    /// `vpdpwssd` on VNNI: the same lanes); the mins enter once per block through the
+    /// activation's `bsums`. Accumulates as ggml's AVX2 kernel does (eight float lanes for the
+    /// scales, four for the mins), so it agrees with ggml's x86 build bit for bit.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let m4 = _mm256_set1_epi8(0xF);
+            let mut acc = _mm256_setzero_ps();
+            let mut acc_m = _mm_setzero_ps();
+            for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+                let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                let d = yd * f16_at(x, 0);
+                let dmin = -yd * f16_at(x, 2);
+                let (sc, mn) = scales_mins_k4(&x[4..16]);
+
+                // Min terms: Σ_j m[j] · (sum of the 32 activations of sub-block j).
+                let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn)));
+                let bsums = load256(y, 4 + QK_K);
+                let q8s = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bsums),
+                    _mm256_extracti128_si256(bsums, 1),
+                );
+                let prod = _mm_madd_epi16(mins, q8s);
+                acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+
+                // Two integer accumulators (low and high nibbles) keep the VNNI dependency chains short.
+                let mut sum_l = _mm256_setzero_si256();
+                let mut sum_h = _mm256_setzero_si256();
+                for i in 0..4 {
+                    let q4 = load256(x, 16 + 32 * i);
+                    let q4l = _mm256_and_si256(q4, m4);
+                    let q4h = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+                    let q8l = load256(y, 4 + 64 * i);
+                    let q8h = load256(y, 4 + 64 * i + 32);
+                    // Nibble ≤ 15, so a pair sum is at most 2·15·128: no i16 saturation.
+                    let pl = _mm256_maddubs_epi16(q4l, q8l);
+                    let ph = _mm256_maddubs_epi16(q4h, q8h);
+                    sum_l = I::dpwssd(sum_l, pl, _mm256_set1_epi16(sc[2 * i] as i16));
+                    sum_h = I::dpwssd(sum_h, ph, _mm256_set1_epi16(sc[2 * i + 1] as i16));
+                }
+                let sumi = _mm256_add_epi32(sum_l, sum_h);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc) + hsum_f32x4(acc_m)
+        }
+    }
+
+    dot_entry_points!(dot);
+}
+
+/// Q4_K · Q8_K summed as llama.cpp's CPU backend sums it for *repacked* weights. On x86 with
+/// AVX2, ggml-cpu interleaves the blocks of eight Q4_K rows (`block_q4_Kx8`, used when the number
+/// of rows is a multiple of 8) and multiplies them with its own GEMV and GEMM kernels
+/// (`ggml_gemv_q4_K_8x8_q8_K`, `ggml_gemm_q4_K_8x8_q8_K`), which round differently from the
+/// plain dot product: each output is one lane, `Σ d_w·d_a·(scales · quants)` and
+/// `Σ dmin_w·d_a·(mins · bsums)` are accumulated separately with fused multiply-adds and
+/// subtracted at the end. The GEMV kernel (single activation rows) adds one term per 256-value
+/// block (`per_pair == false`); the GEMM kernel (activation rows in groups of four) one per 64
+/// values (`per_pair == true`). The integer parts are exact, so this function and ggml agree to
+/// the bit.
+pub fn dot_repacked(w: &[u8], act: &[u8], per_pair: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { x86_orders::dot_repacked(w, act, per_pair) };
+    }
+    repacked_body(w, act, per_pair, pair_ints)
+}
+
+/// Q4_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it
+/// (`ggml-cpu/tiled`, taken on x86 for batches of 8 or more activation rows when the weights are
+/// not repacked): per 256-value block `(Σ scales·dots)·d_w − dmin_w·(Σ mins·bsums)` (one fused
+/// multiply-add), then multiply-added with `d_a` into the output. Exact integer parts, so this
+/// function and ggml agree to the bit.
+pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { x86_orders::dot_tiled(w, act) };
+    }
+    tiled_body(w, act, pair_ints)
+}
+
+type PairInts = fn(&[u8], &[u8]) -> ([i32; 4], [i32; 4]);
+
+#[inline(always)]
+fn repacked_body(w: &[u8], act: &[u8], per_pair: bool, ints: PairInts) -> f32 {
+    let mut acc = 0f32;
+    let mut acc_min = 0f32;
     for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
         let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-        let d = yd * f16_at(x, 0);
-        let dmin = -yd * f16_at(x, 2);
+        let (d, dmin) = (f16_at(x, 0) * yd, f16_at(x, 2) * yd);
+        let (pairs, mins) = ints(x, y);
+        if per_pair {
+            for (p, m) in pairs.iter().zip(&mins) {
+                acc = (*p as f32).mul_add(d, acc);
+                acc_min = (*m as f32).mul_add(dmin, acc_min);
+            }
+        } else {
+            acc = (pairs.iter().sum::<i32>() as f32).mul_add(d, acc);
+            acc_min = (mins.iter().sum::<i32>() as f32).mul_add(dmin, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+#[inline(always)]
+fn tiled_body(w: &[u8], act: &[u8], ints: PairInts) -> f32 {
+    let mut acc = 0f32;
+    for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+        let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        let (pairs, mins) = ints(x, y);
+        let s1 = pairs.iter().sum::<i32>() as f32 * f16_at(x, 0);
+        let r = (-f16_at(x, 2)).mul_add(mins.iter().sum::<i32>() as f32, s1);
+        acc = r.mul_add(yd, acc);
+    }
+    acc
+}
+
+/// The exact integer parts of one block's dot product, per pair `i` of 32-value sub-blocks:
+/// `sc[2i]·Σ q·a + sc[2i+1]·Σ q·a` over its 64 values, and `m[2i]·Σ a + m[2i+1]·Σ a`.
+#[inline(always)]
+fn pair_ints(x: &[u8], yb: &[u8]) -> ([i32; 4], [i32; 4]) {
+    let y = Q8kBlock::new(yb);
+    let (sc, mn) = scales_mins_k4(&x[4..16]);
+    let pairs = std::array::from_fn(|i| {
+        let q4 = &x[16 + 32 * i..16 + 32 * i + 32];
+        let (mut lo, mut hi) = (0i32, 0i32);
+        for (l, q) in q4.iter().enumerate() {
+            lo += (q & 0xF) as i32 * y.q(64 * i + l);
+            hi += (q >> 4) as i32 * y.q(64 * i + 32 + l);
+        }
+        sc[2 * i] as i32 * lo + sc[2 * i + 1] as i32 * hi
+    });
+    (pairs, pair_mins(&y, &mn))
+}
+
+#[inline(always)]
+fn pair_mins(y: &Q8kBlock<'_>, mn: &[u8; 8]) -> [i32; 4] {
+    let b = |j: usize| y.bsums[j] as i32;
+    std::array::from_fn(|i| mn[2 * i] as i32 * (b(4 * i) + b(4 * i + 1)) + mn[2 * i + 1] as i32 * (b(4 * i + 2) + b(4 * i + 3)))
+}
+
+/// [`dot_repacked`] and [`dot_tiled`] compiled with AVX2 + FMA: the fused multiply-adds are
+/// instructions (not `fmaf` calls) and the integer parts use `maddubs` / `madd`.
+#[cfg(target_arch = "x86_64")]
+mod x86_orders {
+    use std::arch::x86_64::*;
+
+    use super::*;
+    use crate::formats::kquant_common::x86::load256;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_repacked(w: &[u8], act: &[u8], per_pair: bool) -> f32 {
+        repacked_body(w, act, per_pair, pair_ints_avx2)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
+        tiled_body(w, act, pair_ints_avx2)
+    }
+
+    /// [`pair_ints`] with AVX2 (`maddubs`, `madd` by the scales, a horizontal sum). Only called
+    /// from the functions above, which require AVX2.
+    fn pair_ints_avx2(x: &[u8], yb: &[u8]) -> ([i32; 4], [i32; 4]) {
+        // SAFETY: only reached through `dot_repacked` / `dot_tiled` here, whose callers checked
+        // AVX2 and FMA at run time.
+        unsafe { pair_ints_avx2_inner(x, yb) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn pair_ints_avx2_inner(x: &[u8], yb: &[u8]) -> ([i32; 4], [i32; 4]) {
+        let y = Q8kBlock::new(yb);
         let (sc, mn) = scales_mins_k4(&x[4..16]);
-
-        // Min terms: Σ_j m[j] · (sum of the 32 activations of sub-block j).
-        let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn)));
-        let bsums = load256(y, 4 + QK_K);
-        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-        let prod = _mm_madd_epi16(mins, q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
-
-        let mut sumi = _mm256_setzero_si256();
-        for i in 0..4 {
+        let m4 = _mm256_set1_epi8(0xF);
+        let mut pairs = [0i32; 4];
+        for (i, p) in pairs.iter_mut().enumerate() {
             let q4 = load256(x, 16 + 32 * i);
             let q4l = _mm256_and_si256(q4, m4);
             let q4h = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-            let q8l = load256(y, 4 + 64 * i);
-            let q8h = load256(y, 4 + 64 * i + 32);
             // Nibble ≤ 15, so a pair sum is at most 2·15·128: no i16 saturation.
-            let pl = _mm256_madd_epi16(
-                _mm256_set1_epi16(sc[2 * i] as i16),
-                _mm256_maddubs_epi16(q4l, q8l),
-            );
-            let ph = _mm256_madd_epi16(
-                _mm256_set1_epi16(sc[2 * i + 1] as i16),
-                _mm256_maddubs_epi16(q4h, q8h),
-            );
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+            let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i] as i16), _mm256_maddubs_epi16(q4l, load256(yb, 4 + 64 * i)));
+            let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i + 1] as i16), _mm256_maddubs_epi16(q4h, load256(yb, 4 + 64 * i + 32)));
+            let v = _mm256_add_epi32(pl, ph);
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+            *p = _mm_cvtsi128_si32(s);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        (pairs, pair_mins(&y, &mn))
     }
-    hsum_f32x8(acc) + hsum_f32x4(acc_m)
 }
 
 #[cfg(test)]
@@ -298,8 +464,15 @@ mod tests {
         assert_eq!(dot_scalar(&b, &a) as f64, want);
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected.
+            // SAFETY: AVX2, FMA and F16C were detected.
             assert_eq!(unsafe { dot_avx2(&b, &a) } as f64, want);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected.
+            assert_eq!(unsafe { dot_vnni(&b, &a) } as f64, want);
+        } else {
+            eprintln!("dot_vnni not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI is set)");
         }
     }
 
@@ -324,5 +497,24 @@ mod tests {
         let mut b = [0xAAu8; BLOCK_BYTES];
         quantize(&[0.0; QK_K], &mut b);
         assert!(b.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn repacked_orders_agree_with_exact_sum() {
+        // Both ggml orders compute the same exact integer sums; in f64 they must match the
+        // dequantized dot product to f32 rounding.
+        let w: Vec<u8> = (0..2).flat_map(|_| hand_block()).collect();
+        let x: Vec<f32> = (0..2 * QK_K).map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0).collect();
+        let mut a = vec![0u8; 2 * Q8K_BYTES];
+        super::super::q8_k::quantize(&x, &mut a);
+        let mut wf = vec![0f32; 2 * QK_K];
+        dequantize(&w, &mut wf);
+        let mut af = vec![0f32; 2 * QK_K];
+        super::super::q8_k::dequantize(&a, &mut af);
+        let exact: f64 = wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
+        for per_pair in [false, true] {
+            let got = dot_repacked(&w, &a, per_pair) as f64;
+            assert!((got - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{per_pair}: {got} vs {exact}");
+        }
     }
 }

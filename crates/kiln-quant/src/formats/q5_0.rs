@@ -33,13 +33,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_0,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
-const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+const AVX2: Option<UnsafeDotFn> = Some(x86::dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(x86::dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// The two signed codes `(q_j − 16, q_{j+16} − 16)` of byte `j` of a block.
 #[inline]
@@ -112,57 +116,65 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::BLOCK_BYTES;
+    use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::{
-        dot_i8_i8, expand_bits, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles,
+        Isa, expand_bits, f16_splat8, hsum_f32x8, load32, unpack_nibbles,
     };
 
-    /// Per-lane integer sums of one block's products.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; 34]) -> __m256i {
-        let ([_, _, h0, h1, h2, h3, xq @ ..], [_, _, yq @ ..]) = (x, y);
-        // q − 16 as a signed byte: the nibble, with 0xf0 set where the fifth bit is clear.
-        let hi = _mm256_andnot_si256(
-            expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])),
-            _mm256_set1_epi8(0xf0u8 as i8),
-        );
-        let q = _mm256_or_si256(unpack_nibbles(xq), hi);
-        // Activations first: they may hold −128; the weights are in −16..15.
-        dot_i8_i8(load32(yq), q)
-    }
-
-    /// AVX2 Q5_0 · Q8_0.
-    /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
-    /// reduced together into one vector (lane k = block k's exact `sumi`), then one multiply-add
-    /// with the eight block scales (their halves converted at once). The last (< 8) blocks go one
-    /// by one.
+    /// Per-lane integer sums of one block's products: `Σ (code − 16) · q_y` with the 5-bit codes
+    /// (the nibble, plus 16 where the fifth bit is set) as the unsigned operand, exact in both
+    /// implementations for every activation byte.
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn ints<I: Isa>(x: &[u8; BLOCK_BYTES], y: &[u8; 34]) -> __m256i {
+        let ([_, _, h0, h1, h2, h3, xq @ ..], [_, _, yq @ ..]) = (x, y);
+        // SAFETY: the caller's features (this function's contract).
+        unsafe {
+            let hi = _mm256_and_si256(
+                expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])),
+                _mm256_set1_epi8(0x10),
+            );
+            let q = _mm256_or_si256(unpack_nibbles(xq), hi);
+            I::dot_offset(q, _mm256_set1_epi8(16), load32(yq))
+        }
+    }
+
+    /// SIMD Q5_0 · Q8_0 in the order of ggml-cpu's x86 kernel (`ggml_vec_dot_q5_0_q8_0`, the same on
+    /// AVX2 and AVX-512 builds, and llamafile's `tinyBLAS_Q0_AVX` that llama.cpp uses for
+    /// batches): one block at a time, its eight lanes (each the exact sum of four products)
+    /// converted to `f32` and accumulated with one multiply-add by `d_x·d_y`; the lanes reduced
+    /// pairwise at the end. The same order makes the result bit-identical to llama.cpp's.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
         let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
         let (yb, _) = act.as_chunks::<34>();
-        let (x8, _) = xb.as_chunks::<8>();
-        let (y8, _) = yb.as_chunks::<8>();
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in x8.iter().zip(y8) {
-            let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
-            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
-            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k])));
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            // Summing eight blocks' integers first would be faster but round differently from
+            // llama.cpp, which the model tests compare with bit for bit (see `q4_1.rs`).
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in xb.iter().zip(yb) {
+                // d_x·d_y in every lane (see `f16_splat8` for why not a scalar product).
+                let d = _mm256_mul_ps(f16_splat8([x[0], x[1]]), f16_splat8([y[0], y[1]]));
+                let sumi = ints::<I>(x, y);
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
         }
-        let done = x8.len().min(y8.len()) * 8;
-        for (x, y) in xb.iter().zip(yb).skip(done) {
-            let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
-        }
-        hsum_f32x8(acc)
     }
+
+    dot_entry_points!(dot);
 }
 
 #[cfg(test)]

@@ -25,13 +25,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_K,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: Option<UnsafeDotFn> = Some(dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// Quant `l` (0..32) of sub-blocks `2i` (`hi == false`) or `2i + 1`, in `0..32`.
 #[inline(always)]
@@ -177,61 +181,78 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// The same dot product with AVX2 + FMA: 5-bit quants assembled from a nibble and a `qh` bit,
-/// then `maddubs` / `madd` per sub-block as in Q4_K; the min terms once per block from `bsums`.
-/// Accumulates as ggml's AVX2 kernel does (bit-identical to ggml's x86 build).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_avx2(w: &[u8], act: &[u8]) -> f32 {
-    use super::kquant_common::x86::{hsum_f32x8, load256};
+pub use x86::{dot_avx2, dot_vnni};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    let m4 = _mm256_set1_epi8(0xF);
-    let m16 = _mm256_set1_epi8(16);
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
-    for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
-        let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-        let d = yd * f16_at(x, 0);
-        let dmin = -yd * f16_at(x, 2);
-        let (sc, mn) = scales_mins_k4(&x[4..16]);
+    use super::*;
+    use crate::formats::common::dot_entry_points;
+    use crate::formats::common::x86::Isa;
+    use crate::formats::kquant_common::x86::{hsum_f32x8, load256};
 
-        let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn)));
-        let bsums = load256(y, 4 + QK_K);
-        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
-        let prod = _mm_madd_epi16(mins, q8s);
-        let z = _mm_setzero_si128();
-        let hsum = _mm_hadd_epi32(_mm_hadd_epi32(prod, z), z);
-        summs += dmin * _mm_cvtsi128_si32(hsum) as f32;
+    /// The SIMD dot product: 5-bit quants assembled from a nibble and a `qh` bit, then `maddubs`
+    /// / `I::dpwssd` per sub-block as in Q4_K; the min terms once per block from `bsums`.
+    /// Accumulates as ggml's AVX2 kernel does (bit-identical to ggml's x86 build).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let m4 = _mm256_set1_epi8(0xF);
+            let m16 = _mm256_set1_epi8(16);
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0f32;
+            for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+                let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                let d = yd * f16_at(x, 0);
+                let dmin = -yd * f16_at(x, 2);
+                let (sc, mn) = scales_mins_k4(&x[4..16]);
 
-        let hbits = load256(x, QH);
-        let mut sumi = _mm256_setzero_si256();
-        for i in 0..4 {
-            let q5 = load256(x, QS + 32 * i);
-            // 16 where bit 2i (2i + 1) of qh is set: AND with the bit, compare, keep 16.
-            let b0 = _mm256_set1_epi8((1u8 << (2 * i)) as i8);
-            let b1 = _mm256_set1_epi8((2u8 << (2 * i)) as i8);
-            let h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b0), b0), m16);
-            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b1), b1), m16);
-            let q0 = _mm256_or_si256(_mm256_and_si256(q5, m4), h0);
-            let q1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q5, 4), m4), h1);
-            // Quant ≤ 31: a pair sum is at most 2·31·128, no i16 saturation.
-            let p0 = _mm256_madd_epi16(
-                _mm256_set1_epi16(sc[2 * i] as i16),
-                _mm256_maddubs_epi16(q0, load256(y, 4 + 64 * i)),
-            );
-            let p1 = _mm256_madd_epi16(
-                _mm256_set1_epi16(sc[2 * i + 1] as i16),
-                _mm256_maddubs_epi16(q1, load256(y, 4 + 64 * i + 32)),
-            );
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+                let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn)));
+                let bsums = load256(y, 4 + QK_K);
+                let q8s = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bsums),
+                    _mm256_extracti128_si256(bsums, 1),
+                );
+                let prod = _mm_madd_epi16(mins, q8s);
+                let z = _mm_setzero_si128();
+                let hsum = _mm_hadd_epi32(_mm_hadd_epi32(prod, z), z);
+                summs += dmin * _mm_cvtsi128_si32(hsum) as f32;
+
+                let hbits = load256(x, QH);
+                let mut sum_0 = _mm256_setzero_si256();
+                let mut sum_1 = _mm256_setzero_si256();
+                for i in 0..4 {
+                    let q5 = load256(x, QS + 32 * i);
+                    let b0 = _mm256_set1_epi8((1u8 << (2 * i)) as i8);
+                    let b1 = _mm256_set1_epi8((2u8 << (2 * i)) as i8);
+                    let h0 =
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b0), b0), m16);
+                    let h1 =
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b1), b1), m16);
+                    let q0 = _mm256_or_si256(_mm256_and_si256(q5, m4), h0);
+                    let q1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q5, 4), m4), h1);
+                    // Quant ≤ 31: a pair sum is at most 2·31·128, no i16 saturation.
+                    let p0 = _mm256_maddubs_epi16(q0, load256(y, 4 + 64 * i));
+                    let p1 = _mm256_maddubs_epi16(q1, load256(y, 4 + 64 * i + 32));
+                    sum_0 = I::dpwssd(sum_0, p0, _mm256_set1_epi16(sc[2 * i] as i16));
+                    sum_1 = I::dpwssd(sum_1, p1, _mm256_set1_epi16(sc[2 * i + 1] as i16));
+                }
+                let sumi = _mm256_add_epi32(sum_0, sum_1);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc) + summs
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_f32x8(acc) + summs
+
+    dot_entry_points!(dot);
 }
 
 #[cfg(test)]
@@ -296,8 +317,15 @@ mod tests {
         assert_eq!(dot_scalar(&b, &a) as f64, want);
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected.
+            // SAFETY: AVX2, FMA and F16C were detected.
             assert_eq!(unsafe { dot_avx2(&b, &a) } as f64, want);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected.
+            assert_eq!(unsafe { dot_vnni(&b, &a) } as f64, want);
+        } else {
+            eprintln!("dot_vnni not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI is set)");
         }
     }
 

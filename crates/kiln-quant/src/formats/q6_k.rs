@@ -27,13 +27,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: None,
     vec_dot_type: GgmlType::Q8_K,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
 const AVX2: Option<UnsafeDotFn> = Some(dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// The 256 quants of a block, minus 32 (in `-32..32`), in value order.
 #[inline(always)]
@@ -147,69 +151,134 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// The same dot product with AVX2 + FMA: the 6-bit quants are assembled unsigned (`0..64`) with
-/// shifts and masks, multiplied with `maddubs` and by the group scales with `madd`; the `−32`
-/// offset is taken off once per block as `32 · Σ scale·bsum`. Accumulates as ggml's AVX2 kernel
-/// does, so it agrees with ggml's x86 build bit for bit (given activations whose `bsums` are the
-/// sums of their quants, as [`super::q8_k::quantize`] writes them).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn dot_avx2(w: &[u8], act: &[u8]) -> f32 {
-    use super::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
+pub use x86::{dot_avx2, dot_vnni};
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    let m3 = _mm256_set1_epi8(3);
-    let m15 = _mm256_set1_epi8(15);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
-        let d = f32::from_le_bytes([y[0], y[1], y[2], y[3]]) * f16_at(x, D);
+    use super::*;
+    use crate::formats::common::dot_entry_points;
+    use crate::formats::common::x86::Isa;
+    use crate::formats::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
 
-        let scales = load128(x, SC);
-        let scales16 = _mm256_cvtepi8_epi16(scales);
-        // 32 · Σ scale·bsum, lane k holding groups 2k and 2k + 1.
-        let offset = _mm256_slli_epi32(_mm256_madd_epi16(load256(y, 4 + QK_K), scales16), 5);
+    /// The SIMD dot product: the 6-bit quants are assembled unsigned (`0..64`) with shifts and
+    /// masks, multiplied with `maddubs` and by the group scales with `I::dpwssd` (`madd` + add
+    /// on AVX2, `vpdpwssd` on VNNI: the same lanes); the `−32` offset is taken off once per block
+    /// as `32 · Σ scale·bsum`. Accumulates as ggml's AVX2 kernel does, so it agrees with ggml's
+    /// x86 build bit for bit (given activations whose `bsums` are the sums of their quants, as
+    /// [`super::super::q8_k::quantize`] writes them).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let m3 = _mm256_set1_epi8(3);
+            let m15 = _mm256_set1_epi8(15);
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+                let d = f32::from_le_bytes([y[0], y[1], y[2], y[3]]) * f16_at(x, D);
 
-        let mut sumi = _mm256_setzero_si256();
-        for h in 0..2 {
-            let ql1 = load256(x, 64 * h);
-            let ql2 = load256(x, 64 * h + 32);
-            let qh = load256(x, QH + 32 * h);
+                let scales = load128(x, SC);
+                let scales16 = _mm256_cvtepi8_epi16(scales);
+                // 32 · Σ scale·bsum, lane k holding groups 2k and 2k + 1.
+                let offset =
+                    _mm256_slli_epi32(_mm256_madd_epi16(load256(y, 4 + QK_K), scales16), 5);
 
-            // High bits moved to bits 4–5 of each byte; the masks keep shifts inside bytes.
-            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
-            let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2);
-            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
-            let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2);
+                // Two integer accumulators keep the VNNI dependency chains short.
+                let mut sum_a = _mm256_setzero_si256();
+                let mut sum_b = _mm256_setzero_si256();
+                for h in 0..2 {
+                    let ql1 = load256(x, 64 * h);
+                    let ql2 = load256(x, 64 * h + 32);
+                    let qh = load256(x, QH + 32 * h);
 
-            let q0 = _mm256_or_si256(_mm256_and_si256(ql1, m15), h0);
-            let q1 = _mm256_or_si256(_mm256_and_si256(ql2, m15), h1);
-            let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15), h2);
-            let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m15), h3);
+                    // High bits moved to bits 4–5 of each byte; the masks keep shifts inside bytes.
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+                    let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2);
+                    let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+                    let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2);
 
-            let base = 4 + 128 * h;
-            // Quant ≤ 63: a pair sum is at most 2·63·128 < 2^15, no saturation.
-            let p0 = _mm256_maddubs_epi16(q0, load256(y, base));
-            let p1 = _mm256_maddubs_epi16(q1, load256(y, base + 32));
-            let p2 = _mm256_maddubs_epi16(q2, load256(y, base + 64));
-            let p3 = _mm256_maddubs_epi16(q3, load256(y, base + 96));
+                    let q0 = _mm256_or_si256(_mm256_and_si256(ql1, m15), h0);
+                    let q1 = _mm256_or_si256(_mm256_and_si256(ql2, m15), h1);
+                    let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15), h2);
+                    let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m15), h3);
 
-            // 32 values = groups 2g and 2g + 1 (g = 4h + t): the low 8 i16 lanes take scale 2g,
-            // the high 8 scale 2g + 1.
-            let p0 = _mm256_madd_epi16(pair_scales(scales, 8 * h), p0);
-            let p1 = _mm256_madd_epi16(pair_scales(scales, 8 * h + 2), p1);
-            let p2 = _mm256_madd_epi16(pair_scales(scales, 8 * h + 4), p2);
-            let p3 = _mm256_madd_epi16(pair_scales(scales, 8 * h + 6), p3);
+                    let base = 4 + 128 * h;
+                    // Quant ≤ 63: a pair sum is at most 2·63·128 < 2^15, no saturation.
+                    let p0 = _mm256_maddubs_epi16(q0, load256(y, base));
+                    let p1 = _mm256_maddubs_epi16(q1, load256(y, base + 32));
+                    let p2 = _mm256_maddubs_epi16(q2, load256(y, base + 64));
+                    let p3 = _mm256_maddubs_epi16(q3, load256(y, base + 96));
 
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p2, p3));
+                    // 32 values = groups 2g and 2g + 1 (g = 4h + t): the low 8 i16 lanes take scale 2g,
+                    // the high 8 scale 2g + 1.
+                    sum_a = I::dpwssd(sum_a, p0, pair_scales(scales, 8 * h));
+                    sum_b = I::dpwssd(sum_b, p1, pair_scales(scales, 8 * h + 2));
+                    sum_a = I::dpwssd(sum_a, p2, pair_scales(scales, 8 * h + 4));
+                    sum_b = I::dpwssd(sum_b, p3, pair_scales(scales, 8 * h + 6));
+                }
+                let sumi = _mm256_sub_epi32(_mm256_add_epi32(sum_a, sum_b), offset);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
         }
-        sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_f32x8(acc)
+
+    dot_entry_points!(dot);
+}
+
+/// Q6_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it
+/// (`ggml-cpu/tiled`, taken on x86 for batches of 8 or more activation rows): per 256-value block
+/// the exact integer dot product, times `d_w` in `f32`, then multiply-added with `d_a` into the
+/// output (the AVX-512 VNNI microkernel's epilogue as GCC contracts it). The integer part is
+/// exact, so this function and ggml agree to the bit.
+pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { tiled_fma(w, act) };
+    }
+    tiled_body(w, act)
+}
+
+/// [`dot_tiled`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tiled_fma(w: &[u8], act: &[u8]) -> f32 {
+    tiled_body(w, act)
+}
+
+#[inline(always)]
+fn tiled_body(w: &[u8], act: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+        let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        let r = block_int(x, y) as f32 * f16_at(x, D);
+        acc = r.mul_add(yd, acc);
+    }
+    acc
+}
+
+/// The exact integer dot product of one block with its activations: Σ scale · (q − 32) · a.
+#[inline(always)]
+fn block_int(x: &[u8], yb: &[u8]) -> i32 {
+    let a = unpack(x);
+    let qs = &yb[4..4 + QK_K];
+    let mut sum = 0i32;
+    for j in 0..16 {
+        let mut g = 0i32;
+        for i in 16 * j..16 * j + 16 {
+            g += a[i] as i32 * qs[i] as i8 as i32;
+        }
+        sum += x[SC + j] as i8 as i32 * g;
+    }
+    sum
 }
 
 #[cfg(test)]
@@ -272,8 +341,15 @@ mod tests {
         assert_eq!(dot_scalar(&b, &a) as f64, want);
         #[cfg(target_arch = "x86_64")]
         if crate::simd::has_avx2_fma() {
-            // SAFETY: AVX2 and FMA were detected.
+            // SAFETY: AVX2, FMA and F16C were detected.
             assert_eq!(unsafe { dot_avx2(&b, &a) } as f64, want);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected.
+            assert_eq!(unsafe { dot_vnni(&b, &a) } as f64, want);
+        } else {
+            eprintln!("dot_vnni not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI is set)");
         }
     }
 
@@ -299,5 +375,22 @@ mod tests {
         let mut b = [0xAAu8; BLOCK_BYTES];
         quantize(&[0.0; QK_K], &mut b);
         assert!(b.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn tiled_order_agrees_with_exact_sum() {
+        // ggml's tiled order sums the same exact integers; in f64 the result must match the
+        // dequantized dot product to f32 rounding.
+        let w: Vec<u8> = (0..2).flat_map(|_| hand_block()).collect();
+        let x: Vec<f32> = (0..2 * QK_K).map(|i| ((i * 37 % 101) as f32 - 50.0) / 13.0).collect();
+        let mut a = vec![0u8; 2 * Q8K_BYTES];
+        super::super::q8_k::quantize(&x, &mut a);
+        let mut wf = vec![0f32; 2 * QK_K];
+        dequantize(&w, &mut wf);
+        let mut af = vec![0f32; 2 * QK_K];
+        super::super::q8_k::dequantize(&a, &mut af);
+        let exact: f64 = wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
+        let got = dot_tiled(&w, &a) as f64;
+        assert!((got - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{got} vs {exact}");
     }
 }

@@ -30,13 +30,17 @@ pub const TRAITS: TypeTraits = TypeTraits {
     quantize: Some(quantize),
     from_float: Some(quantize_cpu),
     vec_dot_type: GgmlType::Q8_0,
-    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2 }),
+    vec_dot: Some(Dot { scalar: dot_scalar, avx2: AVX2, vnni: VNNI }),
 };
 
 #[cfg(target_arch = "x86_64")]
-const AVX2: Option<UnsafeDotFn> = Some(avx2::dot);
+const AVX2: Option<UnsafeDotFn> = Some(x86::dot_avx2);
 #[cfg(not(target_arch = "x86_64"))]
 const AVX2: Option<UnsafeDotFn> = None;
+#[cfg(target_arch = "x86_64")]
+const VNNI: Option<UnsafeDotFn> = Some(x86::dot_vnni);
+#[cfg(not(target_arch = "x86_64"))]
+const VNNI: Option<UnsafeDotFn> = None;
 
 /// `dequantize_row_q8_0`: whole blocks of `src` into `dst` (32 values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
@@ -89,7 +93,8 @@ pub(crate) fn quantize_block_cpu(x: &[f32; QK], qs: &mut [u8; QK]) -> f32 {
 fn round_even_sat_i8(v: f32) -> i8 {
     const MAGIC: f32 = 12582912.0; // 1.5 · 2²³
     let r = if v.abs() < 4194304.0 { (v + MAGIC) - MAGIC } else { v };
-    let i = if r.is_nan() || r >= 2147483648.0 || r < -2147483648.0 { i32::MIN } else { r as i32 };
+    let in_range = (-2147483648.0..2147483648.0).contains(&r);
+    let i = if in_range { r as i32 } else { i32::MIN }; // NaN is not in range
     i.clamp(-128, 127) as i8
 }
 
@@ -125,50 +130,58 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use super::BLOCK_BYTES;
-    use crate::formats::common::x86::{dot_i8_i8, f16_le, halves8, hsum_f32x8, load32, sum_lanes8};
+    use crate::formats::common::dot_entry_points;
+    use crate::formats::common::x86::{Isa, f16_splat8, hsum_f32x8, load32};
 
     /// Per-lane integer sums of one block's products.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn ints(x: &[u8; BLOCK_BYTES], y: &[u8; BLOCK_BYTES]) -> __m256i {
-        let ([_, _, xq @ ..], [_, _, yq @ ..]) = (x, y);
-        // Weights first: exact for any weight byte; activations from the Q8_0 quantizer never
-        // hold −128 (ggml's AVX2 kernel assumes the same).
-        dot_i8_i8(load32(xq), load32(yq))
-    }
-
-    /// AVX2 Q8_0 · Q8_0.
-    /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
-    /// reduced together into one vector (lane k = block k's exact `sumi`), then one multiply-add
-    /// with the eight block scales (their halves converted at once). The last (< 8) blocks go one
-    /// by one.
     ///
     /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn ints<I: Isa>(x: &[u8; BLOCK_BYTES], y: &[u8; BLOCK_BYTES]) -> __m256i {
+        let ([_, _, xq @ ..], [_, _, yq @ ..]) = (x, y);
+        // Weights first. VNNI: exact for all bytes. AVX2 (ggml's sign trick): exact for any
+        // weight byte, but a negative weight against an activation byte of −128 comes out
+        // negated; the Q8_0 activation quantizer writes −128 only for NaN inputs (ggml's AVX2
+        // kernel behaves the same).
+        // SAFETY: the caller's features (this function's contract).
+        unsafe { I::dot_i8_i8(load32(xq), load32(yq)) }
+    }
+
+    /// SIMD Q8_0 · Q8_0 in the order of ggml-cpu's x86 kernel (`ggml_vec_dot_q8_0_q8_0`, the same on
+    /// AVX2 and AVX-512 builds, and llamafile's `tinyBLAS_Q0_AVX` that llama.cpp uses for
+    /// batches): one block at a time, its eight lanes (each the exact sum of four products)
+    /// converted to `f32` and accumulated with one multiply-add by `d_x·d_y`; the lanes reduced
+    /// pairwise at the end. The same order makes the result bit-identical to llama.cpp's.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
+    /// [`dot_entry_points!`] makes call it.
+    #[inline(always)]
+    unsafe fn dot<I: Isa>(w: &[u8], act: &[u8]) -> f32 {
         let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
         let (yb, _) = act.as_chunks::<BLOCK_BYTES>();
-        let (x8, _) = xb.as_chunks::<8>();
-        let (y8, _) = yb.as_chunks::<8>();
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in x8.iter().zip(y8) {
-            let dx = halves8(x.each_ref().map(|b| [b[0], b[1]]));
-            let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
-            let sumi = sum_lanes8(std::array::from_fn(|k| ints(&x[k], &y[k])));
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(sumi), acc);
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            // Summing eight blocks' integers first would be faster but round differently from
+            // llama.cpp, which the model tests compare with bit for bit (see `q4_1.rs`).
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in xb.iter().zip(yb) {
+                // d_x·d_y in every lane (see `f16_splat8` for why not a scalar product).
+                let d = _mm256_mul_ps(f16_splat8([x[0], x[1]]), f16_splat8([y[0], y[1]]));
+                let sumi = ints::<I>(x, y);
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+            }
+            hsum_f32x8(acc)
         }
-        let done = x8.len().min(y8.len()) * 8;
-        for (x, y) in xb.iter().zip(yb).skip(done) {
-            let d = f16_le([x[0], x[1]]) * f16_le([y[0], y[1]]);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(ints(x, y)), acc);
-        }
-        hsum_f32x8(acc)
     }
+
+    dot_entry_points!(dot);
 }
 
 #[cfg(test)]
@@ -177,7 +190,21 @@ mod round_tests {
 
     #[test]
     fn ties_to_even_and_saturation() {
-        for (v, want) in [(0.5f32, 0i8), (1.5, 2), (2.5, 2), (-0.5, 0), (-1.5, -2), (126.5, 126), (127.4, 127), (200.0, 127), (-200.0, -128), (f32::NAN, -128), (3.0e9, -128), (-3.0e9, -128), (0.49999997, 0)] {
+        for (v, want) in [
+            (0.5f32, 0i8),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (126.5, 126),
+            (127.4, 127),
+            (200.0, 127),
+            (-200.0, -128),
+            (f32::NAN, -128),
+            (3.0e9, -128),
+            (-3.0e9, -128),
+            (0.49999997, 0),
+        ] {
             assert_eq!(round_even_sat_i8(v), want, "{v}");
         }
         // Against the definition on a sweep of values.
@@ -225,5 +252,42 @@ mod tests {
         a[2] = 0x7f; // now 17 × 127 and 15 × −127: (−128)·(2·127) = −32512
         assert_eq!(dot_scalar(&w, &a), -32512.0);
         assert_eq!(TRAITS.dot(&w, &a), Some(-32512.0));
+    }
+
+    #[test]
+    fn activation_minus_128_is_exact_in_the_vnni_kernel() {
+        // Activation bytes of −128 (ggml-cpu's quantizer writes them for NaN inputs; any byte is
+        // valid input) against negative weights, −128 included, over 9 blocks (8 + 1 tail):
+        // the AVX2 sign trick negates these products (ggml's AVX2 kernel does the same); the
+        // VNNI kernel must give the exact integer sum, as the scalar one does.
+        let nb = 9;
+        let mut w = vec![0u8; nb * BLOCK_BYTES];
+        let mut a = vec![0u8; nb * BLOCK_BYTES];
+        for (k, (wb, ab)) in
+            w.chunks_exact_mut(BLOCK_BYTES).zip(a.chunks_exact_mut(BLOCK_BYTES)).enumerate()
+        {
+            wb[..2].copy_from_slice(&[0x00, 0x3c]); // d = 1
+            ab[..2].copy_from_slice(&[0x00, 0x3c]);
+            for j in 0..32 {
+                wb[2 + j] = [0x80u8, 0xff, 0x81, 0x05][(j + k) % 4]; // −128, −1, −127, 5
+                ab[2 + j] = if j % 3 == 0 { 0x80 } else { (j as u8).wrapping_mul(37) };
+            }
+        }
+        let exact: i64 = w
+            .chunks_exact(BLOCK_BYTES)
+            .zip(a.chunks_exact(BLOCK_BYTES))
+            .flat_map(|(x, y)| {
+                x[2..].iter().zip(&y[2..]).map(|(p, q)| *p as i8 as i64 * *q as i8 as i64)
+            })
+            .sum();
+        assert_eq!(dot_scalar(&w, &a) as i64, exact);
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected.
+            assert_eq!(unsafe { x86::dot_vnni(&w, &a) } as i64, exact);
+            assert_eq!(TRAITS.dot(&w, &a).unwrap() as i64, exact);
+        } else {
+            eprintln!("Q8_0 dot_vnni not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI is set)");
+        }
     }
 }
