@@ -1,5 +1,6 @@
 //! `cargo xtask` — project automation written in Rust (matklad's xtask pattern).
 
+mod f64ref;
 mod llamacpp;
 
 use std::path::PathBuf;
@@ -59,6 +60,24 @@ enum Cmd {
         #[arg(long, value_name = "SHA")]
         llama_commit: Option<String>,
     },
+    /// Compute the float64 reference of the llama.cpp fixtures (numpy over gguf-py's weights).
+    ///
+    /// For every fixture <model>/<prompt>.json of crates/kiln-model/tests/fixtures/llamacpp,
+    /// teacher-forces its path through a float64 forward pass and writes
+    /// <model>/f64/<prompt>.json: per step, how far llama.cpp's logits are from the exact ones
+    /// (max |llama.cpp − f64| / range). Needs Python with gguf-py and numpy.
+    F64Reference {
+        /// Only these model folders (default: all).
+        #[arg(long, num_args = 1.., value_name = "NAME")]
+        models: Vec<String>,
+        /// Only these prompt names (file stems; default: all).
+        #[arg(long, num_args = 1.., value_name = "NAME")]
+        prompts: Vec<String>,
+        /// Python with `gguf` and `numpy` (default: $KILN_ORACLE_PYTHON, else the oracle venv in
+        /// target/oracle-venv that the tests use).
+        #[arg(long, value_name = "PATH")]
+        python: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -87,6 +106,12 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::F64Reference { models, prompts, python } => f64ref::run(&f64ref::Options {
+            models,
+            prompts,
+            python,
+            fixture_dir: llamacpp::default_fixture_dir(),
+        }),
         Cmd::LlamacppFixtures {
             bin_dir,
             models,

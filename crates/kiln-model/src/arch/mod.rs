@@ -1,0 +1,4 @@
+//! One file per architecture: weight binding and the forward pass, free of device detail.
+
+pub mod gemma3;
+pub mod llama;

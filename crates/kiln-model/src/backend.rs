@@ -1,0 +1,107 @@
+//! The seam between model code and devices.
+//!
+//! Model code (the files in `arch/`) is written once against [`Backend`]. A backend owns every
+//! buffer: weights ([`Backend::Weight`], kept in their GGUF type), activations ([`Backend::Act`],
+//! row-major f32 matrices) and the KV cache ([`Backend::Kv`], paged). The forward pass never
+//! copies activations to the host between layers; only the logits rows asked for come back
+//! ([`Backend::rows_to_host`]).
+
+use kiln_quant::GgmlType;
+
+use crate::config::RopeStyle;
+use crate::kv::KvLayout;
+use crate::Result;
+
+/// A weight tensor as it is stored in the file: type, ggml shape (`shape[0]` = row length) and bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightData<'a> {
+    pub name: &'a str,
+    pub ty: GgmlType,
+    pub shape: &'a [u64],
+    pub bytes: &'a [u8],
+}
+
+/// Gated linear unit flavours: `out = act(gate) * up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    /// SiLU (SwiGLU): llama, qwen2.
+    Silu,
+    /// GELU, tanh approximation (GeGLU): gemma.
+    Gelu,
+}
+
+/// RoPE parameters for one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// Rotated dimensions per head.
+    pub n_rot: usize,
+    pub base: f32,
+    /// Linear position scaling (1.0 = none).
+    pub freq_scale: f32,
+}
+
+/// Where each row of a batch lives: its sequence's KV block table and its position.
+#[derive(Clone, Copy, Debug)]
+pub struct RowKv<'a> {
+    /// The sequence's block table (block ids in position order).
+    pub blocks: &'a [u32],
+    /// Position of this row in its sequence.
+    pub pos: usize,
+}
+
+/// Attention parameters of one layer.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Multiplier on q·k.
+    pub scale: f32,
+    /// Sliding window: a row at position p sees positions p-window+1 ..= p.
+    pub window: Option<usize>,
+}
+
+/// What a device must provide for the model code to run on it.
+pub trait Backend: Send + Sync {
+    /// A weight tensor, kept in its GGUF type.
+    type Weight: Send + Sync;
+    /// A row-major f32 activation matrix.
+    type Act: Send;
+    /// KV cache storage for every layer, addressed in blocks.
+    type Kv: Send;
+
+    /// Binds a weight tensor (the CPU backend borrows the memory map; a GPU backend uploads it).
+    fn weight(&self, w: WeightData<'_>) -> Result<Self::Weight>;
+    /// An activation matrix of `rows × cols`, contents unspecified.
+    fn act(&self, rows: usize, cols: usize) -> Self::Act;
+    /// KV storage for `layout`; fails with a typed error if it does not fit.
+    fn kv(&self, layout: &KvLayout) -> Result<Self::Kv>;
+
+    /// `out[i] = table[ids[i]] * scale` (rows of the embedding, dequantized).
+    fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Act);
+    /// RMS norm of each `group`-wide slice of every row, times `w` (of length `group`).
+    fn rms_norm(&self, x: &Self::Act, w: &Self::Weight, group: usize, eps: f32, out: &mut Self::Act);
+    /// `out = x · wᵀ` (+ bias): `x` is `n × k`, `w` holds `m` rows of `k`, `out` is `n × m`.
+    fn matmul(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Act);
+    /// `x += y`.
+    fn add(&self, x: &mut Self::Act, y: &Self::Act);
+    /// `out = act(gate) * up`.
+    fn glu(&self, kind: Glu, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act);
+    /// Rotates every `head_dim`-wide head of every row of `x` in place; row `i` is at `pos[i]`.
+    fn rope(&self, x: &mut Self::Act, head_dim: usize, pos: &[usize], rope: &Rope);
+    /// Writes the K and V rows of this batch into layer `layer` of the cache.
+    fn kv_write(&self, kv: &mut Self::Kv, layer: usize, rows: &[RowKv<'_>], k: &Self::Act, v: &Self::Act);
+    /// Causal attention of each row's query heads over its sequence's cached K/V (which already
+    /// holds this batch's rows).
+    fn attention(&self, kv: &Self::Kv, layer: usize, rows: &[RowKv<'_>], q: &Self::Act, p: &AttnParams, out: &mut Self::Act);
+    /// Copies the chosen rows of `x` into a new activation.
+    fn gather_rows(&self, x: &Self::Act, rows: &[usize]) -> Self::Act;
+    /// `x = cap * tanh(x / cap)`.
+    fn softcap(&self, x: &mut Self::Act, cap: f32);
+    /// `x *= s`.
+    fn scale(&self, x: &mut Self::Act, s: f32);
+    /// Copies `x` to host memory (row-major).
+    fn to_host(&self, x: &Self::Act) -> Vec<f32>;
+}

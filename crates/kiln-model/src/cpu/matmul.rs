@@ -1,0 +1,99 @@
+//! Quantized matrix products on the CPU.
+
+use kiln_quant::GgmlType;
+use super::pool::SyncPtr;
+use super::{CpuAct, Pool};
+
+/// Activation rows a task keeps hot while it sweeps its weight rows.
+const ACT_TILE: usize = 16;
+
+/// Weight rows per parallel task: a few tasks per thread to balance, each with enough work
+/// (≥ ~32k multiply-adds) to pay for handing it out.
+fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
+    let by_balance = m.div_ceil(threads * 4);
+    let by_work = (1usize << 15).div_ceil(n * k);
+    by_balance.max(by_work).clamp(1, m.max(1))
+}
+
+/// How ggml-cpu sums a product, when it is not its plain `vec_dot` for the type. llama.cpp's x86
+/// build chooses between three kernels; they compute the same exact integer sums but add the
+/// block terms in different orders, and kiln follows the choice so that its results are
+/// bit-identical (a last-bit difference grows through a deep network):
+/// - Q4_K weights whose row count is a multiple of 8 are repacked (`ggml-cpu/repack.cpp`,
+///   `ggml_repack_get_optimal_repack_type`) and multiplied by their GEMM kernel (activation rows
+///   in groups of four) or GEMV kernel (the rest);
+/// - other K-quant weights, with 8 or more activation rows, take the tiled K-quant product
+///   (`ggml-cpu/tiled`).
+///
+/// (Q4_0, IQ4_NL, MXFP4 and, with AVX-512, Q2_K are repacked too, and Q5_K, Q3_K, Q2_K tiled;
+/// kiln does not follow those kernels yet and uses `vec_dot`'s order.)
+#[derive(Clone, Copy)]
+enum Order {
+    VecDot,
+    /// `dot(w, x, in_gemm_group)`.
+    Repacked(fn(&[u8], &[u8], bool) -> f32),
+    Tiled(fn(&[u8], &[u8]) -> f32),
+}
+
+fn order(ty: GgmlType, rows: usize, batch: usize) -> Order {
+    use kiln_quant::formats::{q4_k, q6_k};
+    match ty {
+        GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked),
+        GgmlType::Q4_K if batch >= 8 => Order::Tiled(q4_k::dot_tiled),
+        GgmlType::Q6_K if batch >= 8 => Order::Tiled(q6_k::dot_tiled),
+        _ => Order::VecDot,
+    }
+}
+
+/// `out (n × m) = x (n × k) · wᵀ`, `w` = `m` rows of `k` elements of type `ty`.
+pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, out: &mut CpuAct) {
+    let (n, k) = (x.rows, x.cols);
+    debug_assert_eq!(out.rows, n);
+    debug_assert_eq!(out.cols, m);
+    let t = kiln_quant::traits(ty).expect("checked at bind");
+    let act_ty = t.vec_dot_type;
+    let act_traits = kiln_quant::traits(act_ty).expect("activation types are supported");
+    // ggml-cpu's activation quantizer, so products round exactly as llama.cpp's do.
+    let quantize = act_traits.from_float.or(act_traits.quantize).expect("activation types have quantizers");
+    let xrb = act_ty.row_bytes(k as u64).expect("whole blocks") as usize;
+    let wrb = ty.row_bytes(k as u64).expect("whole blocks") as usize;
+
+    // Activations into the weight's dot format, once per row.
+    let mut xq = vec![0u8; n * xrb];
+    let per = if n * k <= 1 << 15 { n } else { n.div_ceil(pool.threads() * 4) };
+    pool.chunks_mut(&mut xq, per * xrb, |ci, q| {
+        for (r, q) in q.chunks_mut(xrb).enumerate() {
+            let i = ci * per + r;
+            quantize(&x.data[i * k..(i + 1) * k], q);
+        }
+    });
+
+    // Each task takes a run of weight rows and computes them against every activation row, so a
+    // weight row is read from memory once.
+    let order = order(ty, m, n);
+    // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
+    let gemm_rows = n - n % 4;
+    let chunk = rows_per_task(pool.threads(), m, n, k);
+    let tasks = m.div_ceil(chunk);
+    let o = SyncPtr(out.data.as_mut_ptr());
+    pool.run(tasks, |ci| {
+        let o = o;
+        // Activation rows in tiles of ACT_TILE, so a tile stays in L1 while the task's weight
+        // rows pass over it (each output is still one dot product: results do not change).
+        for i0 in (0..n).step_by(ACT_TILE) {
+            for j in ci * chunk..((ci + 1) * chunk).min(m) {
+                let wr = &w[j * wrb..(j + 1) * wrb];
+                for i in i0..(i0 + ACT_TILE).min(n) {
+                    let xr = &xq[i * xrb..(i + 1) * xrb];
+                    let d = match order {
+                        Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
+                        Order::Repacked(dot) => dot(wr, xr, i < gemm_rows),
+                        Order::Tiled(dot) => dot(wr, xr),
+                    };
+                    // SAFETY: column j belongs to this task alone; i < n, j < m.
+                    unsafe { *o.0.add(i * m + j) = d };
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,28 @@
+use kiln_gguf::GgufError;
+
+/// Errors from loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported architecture {0:?} (supported: llama, qwen2, gemma3)")]
+    UnsupportedArch(String),
+    #[error("missing tensor {0}")]
+    MissingTensor(String),
+    #[error("tensor {name}: shape {actual:?}, expected {expected:?}")]
+    Shape { name: String, expected: Vec<u64>, actual: Vec<u64> },
+    #[error("tensor {name}: type {ty} is not supported for {role}")]
+    TensorType { name: String, ty: kiln_quant::GgmlType, role: &'static str },
+    #[error("invalid hyperparameter {key}: {msg}")]
+    Hparam { key: String, msg: String },
+    #[error("token id {id} is outside the vocabulary (size {n_vocab})")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("position {pos} is beyond the context length {n_ctx}")]
+    ContextFull { pos: usize, n_ctx: usize },
+    #[error("KV cache exhausted: need {needed} more blocks, {free} free")]
+    KvExhausted { needed: usize, free: usize },
+    #[error("invalid batch: {0}")]
+    Batch(String),
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
