@@ -1,17 +1,29 @@
 //! `kiln` — the command line of the kiln inference worker.
 
+mod bench;
+mod generate;
 mod inspect;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use kiln_sample::SamplingParams;
 
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "GGUF language model inference worker")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Which model to use.
+#[derive(Args)]
+struct ModelArg {
+    /// A GGUF file, or the name of a known model (fetched on first use: smollm2-135m-instruct-q4_1,
+    /// gemma3-270m-q4_k_m). Default: smollm2-135m-instruct-q4_1.
+    #[arg(long, short = 'm')]
+    model: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -26,9 +38,110 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text from a prompt on the CPU, streaming it to stdout.
+    Generate(GenerateCmd),
+    /// Print the token ids of a text.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArg,
+        /// The text.
+        #[arg(long)]
+        text: String,
+        /// Do not add BOS/EOS and do not parse special-token text.
+        #[arg(long)]
+        no_special: bool,
+        /// Print JSON: {"ids": [...], "pieces": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure prefill and decode speed the way llama-bench does (pp and tg tests).
+    Bench {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Prompt tokens for the prefill test (0 to skip).
+        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+        n_prompt: usize,
+        /// Tokens for the decode test (0 to skip).
+        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+        n_gen: usize,
+        /// Repetitions of each test.
+        #[arg(short = 'r', long, default_value_t = 5)]
+        reps: usize,
+        /// Threads (0: one per core).
+        #[arg(short = 't', long, default_value_t = 0)]
+        threads: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// Exit code for input kiln cannot use (a malformed or unreadable model file).
+#[derive(Args)]
+struct GenerateCmd {
+    /// The prompt (or use --prompt).
+    prompt_pos: Option<String>,
+    /// The prompt.
+    #[arg(long, conflicts_with = "prompt_pos")]
+    prompt: Option<String>,
+    #[command(flatten)]
+    model: ModelArg,
+    /// Most tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    max_tokens: usize,
+    /// Context length (default: the model's, at most 4096).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Random seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 40)]
+    top_k: u32,
+    /// Keep the smallest set of tokens whose probability reaches p (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than min_p × the most likely one (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Penalty on tokens seen in the last --repeat-last-n tokens (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty looks at.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: i32,
+    /// Subtract this from the logit of every token already generated or in the prompt.
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Subtract this × its count from the logit of every token seen.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Stop when this text appears (not included in the output); repeatable.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Apply the model's chat template to the prompt (as one user message).
+    #[arg(long)]
+    chat: bool,
+    /// A system message for --chat.
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// Print one JSON object at the end instead of streaming text (fields in the README).
+    #[arg(long)]
+    json: bool,
+    /// Write the logits that chose each generated token: little-endian f32, n_vocab per row.
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
+    /// Threads (0: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// Exit code for input kiln cannot use (a malformed model file, a bad argument).
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
@@ -37,8 +150,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { model, json } => {
             let path = match resolve_model(model.as_deref()) {
                 Ok(p) => p,
-                Err(ResolveError::BadInput(msg)) => return fail(EXIT_BAD_INPUT, &msg),
-                Err(ResolveError::Fetch(msg)) => return fail(1, &msg),
+                Err(e) => return e.exit(),
             };
             match kiln_gguf::GgufFile::open(&path) {
                 Ok(file) => {
@@ -50,6 +162,88 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_BAD_INPUT, &format!("{}: {e}", path.display())),
             }
         }
+        Cmd::Generate(g) => with_model(g.model.model.as_deref(), g.threads, |loaded| {
+            let prompt = g.prompt.clone().or(g.prompt_pos.clone()).unwrap_or_default();
+            let sampling = SamplingParams {
+                temperature: g.temperature,
+                top_k: g.top_k,
+                top_p: g.top_p,
+                min_p: g.min_p,
+                repeat_penalty: g.repeat_penalty,
+                repeat_last_n: g.repeat_last_n,
+                presence_penalty: g.presence_penalty,
+                frequency_penalty: g.frequency_penalty,
+                seed: g.seed,
+            };
+            let req = generate::Request {
+                prompt,
+                chat: g.chat,
+                system: g.system.clone(),
+                max_tokens: g.max_tokens,
+                ctx: g.ctx,
+                sampling,
+                stop: g.stop.clone(),
+                ignore_eos: g.ignore_eos,
+                dump_logits: g.dump_logits.clone(),
+                stream: !g.json,
+            };
+            let out = generate::run(loaded, &req)?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                let t = &out.timings;
+                eprintln!(
+                    "kiln: {} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}",
+                    t.prefill_tokens, t.prefill_tokens_per_s, out.generated_ids.len(), t.decode_tokens_per_s, out.finish_reason
+                );
+            }
+            Ok(())
+        }),
+        Cmd::Tokenize { model, text, no_special, json } => with_model(model.model.as_deref(), 1, |loaded| {
+            let tok = &loaded.tokenizer;
+            let ids = tok.encode(&text, !no_special, !no_special)?;
+            if json {
+                let pieces: Vec<String> = ids
+                    .iter()
+                    .map(|&id| tok.token_to_piece(id, true).map(|b| String::from_utf8_lossy(&b).into_owned()))
+                    .collect::<Result<_, _>>()?;
+                println!("{}", serde_json::json!({ "ids": ids, "pieces": pieces }));
+            } else {
+                println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+            }
+            Ok(())
+        }),
+        Cmd::Bench { model, n_prompt, n_gen, reps, threads, json } => with_model(model.model.as_deref(), threads, |loaded| {
+            let m = &loaded.model;
+            let results = bench::run(m, n_prompt, n_gen, reps, m.backend.threads())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                println!("| model | threads | test | t/s |");
+                println!("| --- | ---: | ---: | ---: |");
+                let name = model.model.clone().unwrap_or_else(|| kiln_fetch::DEFAULT_MODEL.to_string());
+                for r in &results {
+                    println!("| {name} | {} | {} | {:.2} ± {:.2} |", r.threads, r.test, r.mean_tps, r.sd_tps);
+                }
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// Loads the model named on the command line and runs `f`; errors become one line on stderr.
+fn with_model(arg: Option<&str>, threads: usize, f: impl FnOnce(&generate::Loaded) -> anyhow::Result<()>) -> ExitCode {
+    let path = match resolve_model(arg) {
+        Ok(p) => p,
+        Err(e) => return e.exit(),
+    };
+    let loaded = match generate::load(&path, threads) {
+        Ok(l) => l,
+        Err(e) => return fail(EXIT_BAD_INPUT, &format!("{e:#}")),
+    };
+    match f(&loaded) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_BAD_INPUT, &format!("{e:#}")),
     }
 }
 
@@ -62,6 +256,15 @@ fn fail(code: u8, msg: &str) -> ExitCode {
 enum ResolveError {
     BadInput(String),
     Fetch(String),
+}
+
+impl ResolveError {
+    fn exit(self) -> ExitCode {
+        match self {
+            ResolveError::BadInput(msg) => fail(EXIT_BAD_INPUT, &msg),
+            ResolveError::Fetch(msg) => fail(1, &msg),
+        }
+    }
 }
 
 /// A path if one exists there, else a known model name (fetched on first use), else the default.
