@@ -89,11 +89,10 @@ pub fn prompt_ids(tok: &Tokenizer, req: &Request) -> anyhow::Result<Vec<u32>> {
     };
     let mut ids = tok.encode(&text, true, true)?;
     // A template that writes the BOS text itself must not get a second BOS.
-    if let (Some(bos), true) = (tok.bos_id(), ids.len() >= 2) {
-        if ids[0] == bos && ids[1] == bos {
+    if let (Some(bos), true) = (tok.bos_id(), ids.len() >= 2)
+        && ids[0] == bos && ids[1] == bos {
             ids.remove(0);
         }
-    }
     Ok(ids)
 }
 

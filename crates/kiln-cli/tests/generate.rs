@@ -148,9 +148,9 @@ fn tiny_model(arch: &str, tokenizer: &str, skip: Option<&str>) -> Vec<u8> {
     let mut w = GgufWriter::new();
     w.add("general.architecture", arch).unwrap();
     for (k, v) in [("block_count", 1u32), ("embedding_length", 32), ("feed_forward_length", 64), ("attention.head_count", 2), ("context_length", 64)] {
-        w.add(&format!("{arch}.{k}"), v).unwrap();
+        w.add(format!("{arch}.{k}"), v).unwrap();
     }
-    w.add(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5f32).unwrap();
+    w.add(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5f32).unwrap();
     w.add("tokenizer.ggml.model", tokenizer).unwrap();
     w.add("tokenizer.ggml.tokens", vec!["<unk>", "<s>", "</s>", "\u{2581}a"]).unwrap();
     w.add("tokenizer.ggml.scores", vec![0f32, 0.0, 0.0, -1.0]).unwrap();

@@ -64,7 +64,7 @@ impl<B: Backend> KvCache<B> {
 
     /// Returns all of `seq`'s blocks to the free list.
     pub fn release(&mut self, seq: &mut SeqKv) {
-        self.free.extend(seq.blocks.drain(..));
+        self.free.append(&mut seq.blocks);
         seq.len = 0;
     }
 }

@@ -34,6 +34,40 @@ impl<B: Backend> Binder<'_, B> {
     }
 }
 
+/// What every architecture here shares around its layers: the token embedding, the final norm and
+/// the output projection (tied to the embedding when the file has no `output.weight`).
+pub(crate) struct Head<W> {
+    pub embd: W,
+    out_norm: W,
+    output: W,
+}
+
+impl<W> Head<W> {
+    pub fn bind<B: Backend<Weight = W>>(b: &Binder<'_, B>, c: &Config) -> Result<Self> {
+        let (e, v) = (c.n_embd, c.n_vocab);
+        Ok(Head {
+            embd: b.get("token_embd.weight", &[e, v])?,
+            out_norm: b.get("output_norm.weight", &[e])?,
+            output: match b.opt("output.weight", &[e, v])? {
+                Some(w) => w,
+                None => b.get("token_embd.weight", &[e, v])?,
+            },
+        })
+    }
+
+    /// Final norm, output projection and soft-capping of the hidden rows `x`.
+    pub fn logits<B: Backend<Weight = W>>(&self, be: &B, c: &Config, x: &B::Act, rows: usize) -> B::Act {
+        let mut h = be.act(rows, c.n_embd);
+        be.rms_norm(x, &self.out_norm, c.n_embd, c.rms_eps, &mut h);
+        let mut logits = be.act(rows, c.n_vocab);
+        be.matmul(&h, &self.output, None, &mut logits);
+        if let Some(cap) = c.final_softcap {
+            be.softcap(&mut logits, cap);
+        }
+        logits
+    }
+}
+
 pub(crate) enum ArchWeights<W> {
     Llama(llama::Weights<W>),
     Gemma3(gemma3::Weights<W>),
@@ -81,7 +115,6 @@ impl<B: Backend> Model<B> {
             Arch::Llama | Arch::Qwen2 => ArchWeights::Llama(llama::Weights::bind(&binder, &config)?),
             Arch::Gemma3 => ArchWeights::Gemma3(gemma3::Weights::bind(&binder, &config)?),
         };
-        drop(binder);
         Ok(Model { config, backend, weights, file })
     }
 

@@ -5,7 +5,7 @@
 use crate::backend::{AttnParams, Backend, Glu, Rope, RowKv};
 use crate::config::Config;
 use crate::kv::KvCache;
-use crate::model::{Batch, Binder, Model};
+use crate::model::{Batch, Binder, Head, Model};
 use crate::Result;
 
 pub(crate) struct Layer<W> {
@@ -25,15 +25,13 @@ pub(crate) struct Layer<W> {
 }
 
 pub(crate) struct Weights<W> {
-    embd: W,
+    head: Head<W>,
     layers: Vec<Layer<W>>,
-    out_norm: W,
-    output: W,
 }
 
 impl<W> Weights<W> {
     pub fn bind<B: Backend<Weight = W>>(b: &Binder<'_, B>, c: &Config) -> Result<Self> {
-        let (e, v, f, hd) = (c.n_embd, c.n_vocab, c.n_ff, c.head_dim);
+        let (e, f, hd) = (c.n_embd, c.n_ff, c.head_dim);
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
@@ -53,15 +51,7 @@ impl<W> Weights<W> {
                 ffn_post_norm: b.get(&n("post_ffw_norm.weight"), &[e])?,
             });
         }
-        Ok(Weights {
-            embd: b.get("token_embd.weight", &[e, v])?,
-            layers,
-            out_norm: b.get("output_norm.weight", &[e])?,
-            output: match b.opt("output.weight", &[e, v])? {
-                Some(w) => w,
-                None => b.get("token_embd.weight", &[e, v])?,
-            },
-        })
+        Ok(Weights { head: Head::bind(b, c)?, layers })
     }
 }
 
@@ -77,7 +67,7 @@ pub(crate) fn forward<B: Backend>(
     let n = batch.tokens.len();
     let hd = c.head_dim;
     let mut x = be.act(n, c.n_embd);
-    be.embed(&w.embd, &batch.tokens, c.embed_scale.unwrap_or(1.0), &mut x);
+    be.embed(&w.head.embd, &batch.tokens, c.embed_scale.unwrap_or(1.0), &mut x);
     let mut h = be.act(n, c.n_embd);
     let mut q = be.act(n, c.n_head * hd);
     let mut qn = be.act(n, c.n_head * hd);
@@ -131,12 +121,5 @@ pub(crate) fn forward<B: Backend>(
         be.rms_norm(&o, &l.ffn_post_norm, c.n_embd, c.rms_eps, &mut h);
         be.add(&mut x, &h);
     }
-    let mut hs = be.act(batch.logits.len(), c.n_embd);
-    be.rms_norm(&x, &w.out_norm, c.n_embd, c.rms_eps, &mut hs);
-    let mut logits = be.act(batch.logits.len(), c.n_vocab);
-    be.matmul(&hs, &w.output, None, &mut logits);
-    if let Some(cap) = c.final_softcap {
-        be.softcap(&mut logits, cap);
-    }
-    logits
+    w.head.logits(be, c, &x, batch.logits.len())
 }

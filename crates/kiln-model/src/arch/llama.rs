@@ -4,7 +4,7 @@
 use crate::backend::{AttnParams, Backend, Glu, Rope, RowKv};
 use crate::config::Config;
 use crate::kv::KvCache;
-use crate::model::{Batch, Binder, Model};
+use crate::model::{Batch, Binder, Head, Model};
 use crate::Result;
 
 pub(crate) struct Layer<W> {
@@ -24,15 +24,13 @@ pub(crate) struct Layer<W> {
 }
 
 pub(crate) struct Weights<W> {
-    embd: W,
+    head: Head<W>,
     layers: Vec<Layer<W>>,
-    out_norm: W,
-    output: W,
 }
 
 impl<W> Weights<W> {
     pub fn bind<B: Backend<Weight = W>>(b: &Binder<'_, B>, c: &Config) -> Result<Self> {
-        let (e, v, f) = (c.n_embd, c.n_vocab, c.n_ff);
+        let (e, f) = (c.n_embd, c.n_ff);
         let (q_w, kv_w) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
         let v_w = c.n_head_kv * c.head_dim_v;
         let mut layers = Vec::with_capacity(c.n_layer);
@@ -54,15 +52,7 @@ impl<W> Weights<W> {
                 down: b.get(&n("ffn_down.weight"), &[f, e])?,
             });
         }
-        Ok(Weights {
-            embd: b.get("token_embd.weight", &[e, v])?,
-            layers,
-            out_norm: b.get("output_norm.weight", &[e])?,
-            output: match b.opt("output.weight", &[e, v])? {
-                Some(w) => w,
-                None => b.get("token_embd.weight", &[e, v])?,
-            },
-        })
+        Ok(Weights { head: Head::bind(b, c)?, layers })
     }
 }
 
@@ -85,7 +75,7 @@ pub(crate) fn forward<B: Backend>(
         window: None,
     };
     let mut x = be.act(n, c.n_embd);
-    be.embed(&w.embd, &batch.tokens, 1.0, &mut x);
+    be.embed(&w.head.embd, &batch.tokens, 1.0, &mut x);
     let mut h = be.act(n, c.n_embd);
     let mut q = be.act(n, c.n_head * c.head_dim);
     let mut k = be.act(n, c.n_head_kv * c.head_dim);
@@ -121,12 +111,5 @@ pub(crate) fn forward<B: Backend>(
         be.matmul(&gu, &l.down, None, &mut o);
         be.add(&mut x, &o);
     }
-    let mut hs = be.act(batch.logits.len(), c.n_embd);
-    be.rms_norm(&x, &w.out_norm, c.n_embd, c.rms_eps, &mut hs);
-    let mut logits = be.act(batch.logits.len(), c.n_vocab);
-    be.matmul(&hs, &w.output, None, &mut logits);
-    if let Some(cap) = c.final_softcap {
-        be.softcap(&mut logits, cap);
-    }
-    logits
+    w.head.logits(be, c, &x, batch.logits.len())
 }

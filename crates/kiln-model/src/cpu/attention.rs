@@ -354,7 +354,7 @@ fn scale_f16(y: &mut [f16], s: f32) {
 /// `y = f16(f32(y) + f32(x) * s)` with a fused multiply-add, as `ggml_vec_mad_f16`.
 fn mad_f16(y: &mut [f16], x: &[f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if kiln_quant::simd::has_avx2_fma() && y.len() % 8 == 0 {
+    if kiln_quant::simd::has_avx2_fma() && y.len().is_multiple_of(8) {
         // SAFETY: AVX2, FMA and F16C were detected at run time.
         unsafe { mad_f16_avx2(y, x, s) };
         return;
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn single_position_returns_its_value() {
         // With one visible position the softmax weight is exactly 1.
-        let k = vec![f16::from_f32(0.5); 8];
+        let k = [f16::from_f32(0.5); 8];
         let v: Vec<f16> = (0..8).map(|i| f16::from_f32(i as f32 - 3.5)).collect();
         let q = vec![0.25f32; 8];
         // The tiled path takes the keys as a transposed f32 tile `[d][t]` and f32 values.

@@ -77,6 +77,9 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
     let tasks = m.div_ceil(chunk);
     let o = SyncPtr(out.data.as_mut_ptr());
     pool.run(tasks, |ci| {
+        // Capture the whole `SyncPtr` (a closure would otherwise capture only its raw pointer,
+        // which is not `Sync`).
+        #[allow(clippy::redundant_locals)]
         let o = o;
         // Activation rows in tiles of ACT_TILE, so a tile stays in L1 while the task's weight
         // rows pass over it (each output is still one dot product: results do not change).

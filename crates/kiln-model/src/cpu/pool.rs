@@ -162,6 +162,37 @@ impl Drop for Pool {
     }
 }
 
+/// A raw pointer that tasks of one `Pool::run` share to write disjoint parts of a slice.
+pub(crate) struct SyncPtr<T>(pub *mut T);
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SyncPtr<T> {}
+// SAFETY: only used to write disjoint elements from different tasks of one loop.
+unsafe impl<T: Send> Send for SyncPtr<T> {}
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
+
+impl Pool {
+    /// Runs `f(index, chunk)` over the `chunk`-long pieces of `data` in parallel.
+    pub fn chunks_mut<T: Send, F: Fn(usize, &mut [T]) + Sync>(&self, data: &mut [T], chunk: usize, f: F) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let n = len.div_ceil(chunk);
+        let p = SyncPtr(data.as_mut_ptr());
+        self.run(n, move |i| {
+            let p = p;
+            let start = i * chunk;
+            let end = (start + chunk).min(len);
+            // SAFETY: chunks [start, end) are disjoint for distinct i and inside `data`, which the
+            // caller borrows mutably for the whole loop.
+            let s = unsafe { std::slice::from_raw_parts_mut(p.0.add(start), end - start) };
+            f(i, s);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,36 +226,5 @@ mod tests {
             after.fetch_add(1, SeqCst);
         });
         assert_eq!(after.load(SeqCst), 64);
-    }
-}
-
-/// A raw pointer that tasks of one `Pool::run` share to write disjoint parts of a slice.
-pub(crate) struct SyncPtr<T>(pub *mut T);
-impl<T> Clone for SyncPtr<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for SyncPtr<T> {}
-// SAFETY: only used to write disjoint elements from different tasks of one loop.
-unsafe impl<T: Send> Send for SyncPtr<T> {}
-unsafe impl<T: Send> Sync for SyncPtr<T> {}
-
-impl Pool {
-    /// Runs `f(index, chunk)` over the `chunk`-long pieces of `data` in parallel.
-    pub fn chunks_mut<T: Send, F: Fn(usize, &mut [T]) + Sync>(&self, data: &mut [T], chunk: usize, f: F) {
-        let chunk = chunk.max(1);
-        let len = data.len();
-        let n = len.div_ceil(chunk);
-        let p = SyncPtr(data.as_mut_ptr());
-        self.run(n, move |i| {
-            let p = p;
-            let start = i * chunk;
-            let end = (start + chunk).min(len);
-            // SAFETY: chunks [start, end) are disjoint for distinct i and inside `data`, which the
-            // caller borrows mutably for the whole loop.
-            let s = unsafe { std::slice::from_raw_parts_mut(p.0.add(start), end - start) };
-            f(i, s);
-        });
     }
 }
