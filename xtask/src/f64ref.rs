@@ -50,9 +50,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut done = 0;
     for model in &models {
         let dir = opts.fixture_dir.join(model);
-        let mut fixtures: Vec<PathBuf> = fs::read_dir(&dir)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()?;
+        let mut fixtures: Vec<PathBuf> = fs::read_dir(&dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
         fixtures.retain(|p| {
             p.extension().is_some_and(|x| x == "json")
                 && (opts.prompts.is_empty()
@@ -63,7 +61,8 @@ pub fn run(opts: &Options) -> Result<()> {
             continue;
         }
         for f in &fixtures {
-            let fx: Value = serde_json::from_slice(&fs::read(f)?).with_context(|| format!("parsing {}", f.display()))?;
+            let fx: Value =
+                serde_json::from_slice(&fs::read(f)?).with_context(|| format!("parsing {}", f.display()))?;
             ensure!(fx["model"] == model.as_str(), "{}: model field is {} (folder {model})", f.display(), fx["model"]);
         }
         let spec = kiln_fetch::find(model)?;

@@ -77,15 +77,9 @@ impl PromptSpec {
             (None, Some(by)) => match by.get(model) {
                 None => Ok(None),
                 Some(Value::String(t)) => Ok(Some(t)),
-                Some(other) => bail!(
-                    "prompt {:?}: text_by_model.{model} is not a string: {other}",
-                    self.name
-                ),
+                Some(other) => bail!("prompt {:?}: text_by_model.{model} is not a string: {other}", self.name),
             },
-            _ => bail!(
-                "prompt {:?}: give exactly one of `text` and `text_by_model`",
-                self.name
-            ),
+            _ => bail!("prompt {:?}: give exactly one of `text` and `text_by_model`", self.name),
         }
     }
 }
@@ -136,44 +130,28 @@ pub fn run(opts: &Options) -> Result<()> {
         None => llama_commit(&opts.bin_dir)?,
     };
 
-    let text = fs::read_to_string(&opts.prompts_file)
-        .with_context(|| format!("reading {}", opts.prompts_file.display()))?;
-    let file: PromptsFile = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", opts.prompts_file.display()))?;
+    let text =
+        fs::read_to_string(&opts.prompts_file).with_context(|| format!("reading {}", opts.prompts_file.display()))?;
+    let file: PromptsFile =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", opts.prompts_file.display()))?;
     let mut seen = BTreeSet::new();
     for p in &file.prompts {
         ensure!(
-            !p.name.is_empty()
-                && p.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            !p.name.is_empty() && p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
             "prompt name {:?} must be non-empty [A-Za-z0-9_-]",
             p.name
         );
-        ensure!(
-            seen.insert(p.name.clone()),
-            "prompt name {:?} appears twice",
-            p.name
-        );
+        ensure!(seen.insert(p.name.clone()), "prompt name {:?} appears twice", p.name);
     }
     for want in &opts.prompts {
-        ensure!(
-            seen.contains(want),
-            "no prompt named {want:?} in {}",
-            opts.prompts_file.display()
-        );
+        ensure!(seen.contains(want), "no prompt named {want:?} in {}", opts.prompts_file.display());
     }
 
-    let models = if opts.models.is_empty() {
-        file.models.clone()
-    } else {
-        opts.models.clone()
-    };
+    let models = if opts.models.is_empty() { file.models.clone() } else { opts.models.clone() };
     let mut jobs = Vec::new();
     for name in &models {
         let spec = kiln_fetch::find(name)?;
-        let model_path =
-            kiln_fetch::ensure(spec, true).with_context(|| format!("fetching {}", spec.name))?;
+        let model_path = kiln_fetch::ensure(spec, true).with_context(|| format!("fetching {}", spec.name))?;
         for p in &file.prompts {
             if !opts.prompts.is_empty() && !opts.prompts.contains(&p.name) {
                 continue;
@@ -202,10 +180,7 @@ pub fn run(opts: &Options) -> Result<()> {
             }
         }
     }
-    ensure!(
-        !jobs.is_empty(),
-        "nothing to capture (check --models and --prompts)"
-    );
+    ensure!(!jobs.is_empty(), "nothing to capture (check --models and --prompts)");
 
     let tmp = std::env::temp_dir().join(format!("kiln-llamacpp-fixtures-{}", std::process::id()));
     fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -220,18 +195,11 @@ pub fn run(opts: &Options) -> Result<()> {
     let _ = fs::remove_dir_all(&tmp);
     let summaries = result?;
 
-    println!(
-        "{:<55} {:>7} {:>6} {:>8}  near-ties (step: top-2 gap < 0.05)",
-        "fixture", "prompt", "steps", "bytes"
-    );
+    println!("{:<55} {:>7} {:>6} {:>8}  near-ties (step: top-2 gap < 0.05)", "fixture", "prompt", "steps", "bytes");
     let mut total = 0;
     for s in &summaries {
         total += s.bytes;
-        let ties: Vec<String> = s
-            .near_ties
-            .iter()
-            .map(|(i, g)| format!("{i}: {g:.4}"))
-            .collect();
+        let ties: Vec<String> = s.near_ties.iter().map(|(i, g)| format!("{i}: {g:.4}")).collect();
         let rel = s.file.strip_prefix(&opts.out_dir).unwrap_or(&s.file);
         println!(
             "{:<55} {:>7} {:>6} {:>8}  {}{}",
@@ -239,24 +207,11 @@ pub fn run(opts: &Options) -> Result<()> {
             s.n_prompt,
             s.n_steps,
             s.bytes,
-            if ties.is_empty() {
-                "-".to_string()
-            } else {
-                ties.join(", ")
-            },
-            if s.stopped_at_eog {
-                "  (stopped at EOG)"
-            } else {
-                ""
-            }
+            if ties.is_empty() { "-".to_string() } else { ties.join(", ") },
+            if s.stopped_at_eog { "  (stopped at EOG)" } else { "" }
         );
     }
-    println!(
-        "{} fixtures, {} bytes in all, llama.cpp {commit}, {} threads",
-        summaries.len(),
-        total,
-        opts.threads
-    );
+    println!("{} fixtures, {} bytes in all, llama.cpp {commit}, {} threads", summaries.len(), total, opts.threads);
     Ok(())
 }
 
@@ -266,45 +221,21 @@ fn llama_commit(bin_dir: &Path) -> Result<String> {
     let out = Command::new(&exe)
         .arg("--version")
         .output()
-        .with_context(|| {
-            format!(
-                "running {} --version (or pass --llama-commit)",
-                exe.display()
-            )
-        })?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .with_context(|| format!("running {} --version (or pass --llama-commit)", exe.display()))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let commit = text
         .split("commit ")
         .nth(1)
-        .map(|rest| {
-            rest.chars()
-                .take_while(|c| c.is_ascii_hexdigit())
-                .collect::<String>()
-        })
+        .map(|rest| rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect::<String>())
         .filter(|c| !c.is_empty());
-    commit.with_context(|| {
-        format!(
-            "no commit in `{} --version` output: {text:?} (pass --llama-commit)",
-            exe.display()
-        )
-    })
+    commit.with_context(|| format!("no commit in `{} --version` output: {text:?} (pass --llama-commit)", exe.display()))
 }
 
 /// Rejects prompts that `greedy_ids`' argument parser would misread or that argv cannot carry.
 fn check_prompt(name: &str, text: &str) -> Result<()> {
-    ensure!(
-        !text.is_empty(),
-        "prompt {name:?} is empty (greedy_ids would use its default prompt)"
-    );
+    ensure!(!text.is_empty(), "prompt {name:?} is empty (greedy_ids would use its default prompt)");
     ensure!(!text.contains('\0'), "prompt {name:?} contains a NUL byte");
-    ensure!(
-        !text.starts_with('-'),
-        "prompt {name:?} starts with '-' (greedy_ids would read it as a flag)"
-    );
+    ensure!(!text.starts_with('-'), "prompt {name:?} starts with '-' (greedy_ids would read it as a flag)");
     Ok(())
 }
 
@@ -313,46 +244,22 @@ fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -
     let dump = tmp.join(format!("{}-{}.f32", job.spec.name, job.prompt_name));
     let mut cmd = Command::new(greedy);
     cmd.arg("-m").arg(&job.model_path);
-    cmd.args([
-        "-n",
-        &job.max_steps.to_string(),
-        "-t",
-        &opts.threads.to_string(),
-    ]);
+    cmd.args(["-n", &job.max_steps.to_string(), "-t", &opts.threads.to_string()]);
     if job.ignore_eos {
         cmd.arg("--ignore-eos");
     }
     cmd.arg("--dump-logits").arg(&dump).arg(job.text);
-    let out = cmd
-        .output()
-        .with_context(|| format!("{what}: running {}", greedy.display()))?;
+    let out = cmd.output().with_context(|| format!("{what}: running {}", greedy.display()))?;
     if !out.status.success() {
-        bail!(
-            "{what}: greedy_ids failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{what}: greedy_ids failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    let stdout = String::from_utf8(out.stdout)
-        .with_context(|| format!("{what}: greedy_ids printed invalid UTF-8"))?;
-    let g: GreedyOutput = serde_json::from_str(&stdout)
-        .with_context(|| format!("{what}: parsing greedy_ids output:\n{stdout}"))?;
-    ensure!(
-        g.prompt == job.text,
-        "{what}: greedy_ids echoed a different prompt: {:?}",
-        g.prompt
-    );
-    ensure!(
-        g.n_vocab > TOP_K.max(PROBE_COUNT),
-        "{what}: n_vocab {} too small",
-        g.n_vocab
-    );
+    let stdout = String::from_utf8(out.stdout).with_context(|| format!("{what}: greedy_ids printed invalid UTF-8"))?;
+    let g: GreedyOutput =
+        serde_json::from_str(&stdout).with_context(|| format!("{what}: parsing greedy_ids output:\n{stdout}"))?;
+    ensure!(g.prompt == job.text, "{what}: greedy_ids echoed a different prompt: {:?}", g.prompt);
+    ensure!(g.n_vocab > TOP_K.max(PROBE_COUNT), "{what}: n_vocab {} too small", g.n_vocab);
     let n_steps = g.generated_ids.len();
-    ensure!(
-        n_steps > 0 && n_steps <= job.max_steps,
-        "{what}: {n_steps} generated ids for -n {}",
-        job.max_steps
-    );
+    ensure!(n_steps > 0 && n_steps <= job.max_steps, "{what}: {n_steps} generated ids for -n {}", job.max_steps);
     ensure!(
         g.top5_per_step.len() == n_steps,
         "{what}: {} top-5 rows for {n_steps} generated ids",
@@ -365,11 +272,9 @@ fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -
             job.max_steps
         );
     }
-    let text_bytes =
-        from_hex(&g.generated_text_hex).with_context(|| format!("{what}: generated_text_hex"))?;
+    let text_bytes = from_hex(&g.generated_text_hex).with_context(|| format!("{what}: generated_text_hex"))?;
 
-    let raw = fs::read(&dump)
-        .with_context(|| format!("{what}: reading logits dump {}", dump.display()))?;
+    let raw = fs::read(&dump).with_context(|| format!("{what}: reading logits dump {}", dump.display()))?;
     let row_bytes = g.n_vocab * 4;
     ensure!(
         raw.len() == row_bytes * n_steps,
@@ -383,10 +288,7 @@ fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -
     let mut steps = Vec::with_capacity(n_steps);
     let mut near_ties = Vec::new();
     for (i, chunk) in raw.chunks_exact(row_bytes).enumerate() {
-        let row: Vec<f32> = chunk
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let row: Vec<f32> = chunk.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         if let Some(bad) = row.iter().position(|x| !x.is_finite()) {
             bail!("{what}: step {i}: logit of id {bad} is {}", row[bad]);
         }
@@ -417,20 +319,11 @@ fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -
         step.insert("min".into(), num(min, TOP_DIGITS)?);
         step.insert(
             "top".into(),
-            Value::Array(
-                top.iter()
-                    .map(|&(id, l)| Ok(json!([id, num(l, TOP_DIGITS)?])))
-                    .collect::<Result<Vec<_>>>()?,
-            ),
+            Value::Array(top.iter().map(|&(id, l)| Ok(json!([id, num(l, TOP_DIGITS)?]))).collect::<Result<Vec<_>>>()?),
         );
         step.insert(
             "probe".into(),
-            Value::Array(
-                probe
-                    .iter()
-                    .map(|&id| num(row[id as usize], PROBE_DIGITS))
-                    .collect::<Result<Vec<_>>>()?,
-            ),
+            Value::Array(probe.iter().map(|&id| num(row[id as usize], PROBE_DIGITS)).collect::<Result<Vec<_>>>()?),
         );
         steps.push(Value::Object(step));
     }
@@ -444,10 +337,7 @@ fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -
 
     let mut f = Map::new();
     f.insert("schema".into(), json!(SCHEMA));
-    f.insert(
-        "generator".into(),
-        json!("cargo xtask llamacpp-fixtures (greedy_ids from /work/shared/reference)"),
-    );
+    f.insert("generator".into(), json!("cargo xtask llamacpp-fixtures (greedy_ids from /work/shared/reference)"));
     f.insert("llama_cpp_commit".into(), json!(commit));
     f.insert("threads".into(), json!(opts.threads));
     f.insert("model".into(), json!(job.spec.name));
@@ -463,10 +353,7 @@ fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -
     f.insert("stopped_at_eog".into(), json!(stopped_at_eog));
     f.insert("prompt_ids".into(), json!(g.prompt_ids));
     f.insert("generated_ids".into(), json!(g.generated_ids));
-    f.insert(
-        "generated_text".into(),
-        String::from_utf8(text_bytes).map_or(Value::Null, Value::String),
-    );
+    f.insert("generated_text".into(), String::from_utf8(text_bytes).map_or(Value::Null, Value::String));
     f.insert("generated_text_hex".into(), json!(g.generated_text_hex));
     f.insert("top_k".into(), json!(TOP_K));
     f.insert("top_digits".into(), json!(TOP_DIGITS));
@@ -480,14 +367,7 @@ fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(format!("{}.json", job.prompt_name));
     fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
-    Ok(Summary {
-        file,
-        n_prompt: g.prompt_ids.len(),
-        n_steps,
-        bytes: text.len(),
-        near_ties,
-        stopped_at_eog,
-    })
+    Ok(Summary { file, n_prompt: g.prompt_ids.len(), n_steps, bytes: text.len(), near_ties, stopped_at_eog })
 }
 
 /// The `k` highest (id, logit) pairs, by logit descending, ties by id ascending (greedy_ids' order).
@@ -520,9 +400,7 @@ fn probe_ids(n_vocab: usize, count: usize, seed: u64) -> Vec<u32> {
 fn num(x: f32, digits: usize) -> Result<Value> {
     let s = format!("{:.*e}", digits - 1, x as f64);
     let v: f64 = s.parse().with_context(|| format!("rounding {x}"))?;
-    serde_json::Number::from_f64(v)
-        .map(Value::Number)
-        .with_context(|| format!("logit {x} is not finite"))
+    serde_json::Number::from_f64(v).map(Value::Number).with_context(|| format!("logit {x} is not finite"))
 }
 
 /// Pretty-prints the top-level object one key per line, arrays of objects one element per line,

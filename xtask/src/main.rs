@@ -106,22 +106,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::F64Reference { models, prompts, python } => f64ref::run(&f64ref::Options {
-            models,
-            prompts,
-            python,
-            fixture_dir: llamacpp::default_fixture_dir(),
-        }),
-        Cmd::LlamacppFixtures {
-            bin_dir,
-            models,
-            prompts,
-            steps,
-            threads,
-            prompts_file,
-            out_dir,
-            llama_commit,
-        } => {
+        Cmd::F64Reference { models, prompts, python } => {
+            f64ref::run(&f64ref::Options { models, prompts, python, fixture_dir: llamacpp::default_fixture_dir() })
+        }
+        Cmd::LlamacppFixtures { bin_dir, models, prompts, steps, threads, prompts_file, out_dir, llama_commit } => {
             let dir = llamacpp::default_fixture_dir();
             llamacpp::run(&llamacpp::Options {
                 bin_dir,

@@ -59,7 +59,13 @@ fn decode<B: Backend>(model: &Model<B>, n: usize, rng: &mut Lcg) -> anyhow::Resu
 }
 
 /// Runs `pp{p}` (if p > 0) and `tg{n}` (if n > 0) with `reps` repetitions after one warm-up.
-pub fn run<B: Backend>(model: &Model<B>, p: usize, n: usize, reps: usize, threads: usize) -> anyhow::Result<Vec<BenchResult>> {
+pub fn run<B: Backend>(
+    model: &Model<B>,
+    p: usize,
+    n: usize,
+    reps: usize,
+    threads: usize,
+) -> anyhow::Result<Vec<BenchResult>> {
     let mut rng = Lcg(42);
     let mut out = Vec::new();
     type Test<B> = fn(&Model<B>, usize, &mut Lcg) -> anyhow::Result<f64>;

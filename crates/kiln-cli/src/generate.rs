@@ -59,7 +59,8 @@ pub fn load(path: &Path, threads: usize) -> anyhow::Result<Loaded> {
     let t = Instant::now();
     let file = Arc::new(kiln_gguf::GgufFile::open(path).with_context(|| path.display().to_string())?);
     let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("{}: tokenizer", path.display()))?;
-    let model = Model::load(file.clone(), CpuBackend::new(file, threads)).with_context(|| path.display().to_string())?;
+    let model =
+        Model::load(file.clone(), CpuBackend::new(file, threads)).with_context(|| path.display().to_string())?;
     Ok(Loaded { model, tokenizer, load_s: t.elapsed().as_secs_f64() })
 }
 
@@ -67,10 +68,14 @@ pub fn load(path: &Path, threads: usize) -> anyhow::Result<Loaded> {
 /// added when the model wants it (and the template did not already write it).
 pub fn prompt_ids(tok: &Tokenizer, req: &Request) -> anyhow::Result<Vec<u32>> {
     let text = if req.chat {
-        let Some(src) = tok.chat_template() else { bail!("--chat: the model has no chat template (tokenizer.chat_template)") };
+        let Some(src) = tok.chat_template() else {
+            bail!("--chat: the model has no chat template (tokenizer.chat_template)")
+        };
         let template = ChatTemplate::new(src).context("compiling the chat template")?;
         let piece = |id: Option<u32>| {
-            id.and_then(|id| tok.token_to_piece(id, true).ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+            id.and_then(|id| tok.token_to_piece(id, true).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
         };
         let mut messages = Vec::new();
         if let Some(s) = &req.system {
@@ -90,9 +95,11 @@ pub fn prompt_ids(tok: &Tokenizer, req: &Request) -> anyhow::Result<Vec<u32>> {
     let mut ids = tok.encode(&text, true, true)?;
     // A template that writes the BOS text itself must not get a second BOS.
     if let (Some(bos), true) = (tok.bos_id(), ids.len() >= 2)
-        && ids[0] == bos && ids[1] == bos {
-            ids.remove(0);
-        }
+        && ids[0] == bos
+        && ids[1] == bos
+    {
+        ids.remove(0);
+    }
     Ok(ids)
 }
 
@@ -104,7 +111,11 @@ pub fn run(loaded: &Loaded, req: &Request) -> anyhow::Result<Output> {
     }
     let n_ctx = req.ctx.unwrap_or(model.config.n_ctx_train.min(4096));
     if prompt.len() >= n_ctx {
-        bail!("the prompt is {} tokens, which leaves no room in a context of {n_ctx} (use --ctx to raise it, up to {})", prompt.len(), model.config.n_ctx_train);
+        bail!(
+            "the prompt is {} tokens, which leaves no room in a context of {n_ctx} (use --ctx to raise it, up to {})",
+            prompt.len(),
+            model.config.n_ctx_train
+        );
     }
     let max_tokens = req.max_tokens.min(n_ctx - prompt.len());
     let mut sampler = Sampler::new(req.sampling.clone())?;

@@ -66,7 +66,8 @@ impl Report {
             .collect();
         let mut totals: BTreeMap<&'static str, TypeTotal> = BTreeMap::new();
         for t in file.tensors() {
-            let e = totals.entry(t.ty.name()).or_insert(TypeTotal { ty: t.ty.name(), tensors: 0, elements: 0, bytes: 0 });
+            let e =
+                totals.entry(t.ty.name()).or_insert(TypeTotal { ty: t.ty.name(), tensors: 0, elements: 0, bytes: 0 });
             e.tensors += 1;
             e.elements += t.n_elements();
             e.bytes += t.size;
@@ -131,7 +132,15 @@ impl Report {
         let sw = shapes.iter().map(|s| s.len()).max().unwrap_or(5).max(5);
         let _ = writeln!(o, "  {:<nw$}  {:<7} {:<sw$}  {:>12}  {:>12}", "name", "type", "shape", "offset", "bytes");
         for (t, shape) in self.tensors.iter().zip(&shapes) {
-            let _ = writeln!(o, "  {:<nw$}  {:<7} {:<sw$}  {:>12}  {:>12}", t.name, t.ty, shape, format!("0x{:x}", t.offset), t.bytes);
+            let _ = writeln!(
+                o,
+                "  {:<nw$}  {:<7} {:<sw$}  {:>12}  {:>12}",
+                t.name,
+                t.ty,
+                shape,
+                format!("0x{:x}", t.offset),
+                t.bytes
+            );
         }
 
         let _ = writeln!(o, "\nby type:");
@@ -168,10 +177,14 @@ fn meta_json(key: &str, v: ValueRef<'_>) -> Json {
 fn array_json(a: ArrayRef<'_>) -> Json {
     let len = a.len();
     let shown = if len <= ARRAY_FULL { len } else { ARRAY_HEAD };
-    let values: Vec<Json> = a.iter().take(shown).map(|v| match v {
-        ValueRef::Array(inner) => array_json(inner),
-        v => scalar_json(v),
-    }).collect();
+    let values: Vec<Json> = a
+        .iter()
+        .take(shown)
+        .map(|v| match v {
+            ValueRef::Array(inner) => array_json(inner),
+            v => scalar_json(v),
+        })
+        .collect();
     json!({
         "type": "array",
         "element_type": a.elem_type().name(),
@@ -295,4 +308,3 @@ fn human_count(n: u64) -> String {
         _ => format!("{:.2} B", x / 1e9),
     }
 }
-

@@ -194,7 +194,11 @@ fn main() -> ExitCode {
                 let t = &out.timings;
                 eprintln!(
                     "kiln: {} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}",
-                    t.prefill_tokens, t.prefill_tokens_per_s, out.generated_ids.len(), t.decode_tokens_per_s, out.finish_reason
+                    t.prefill_tokens,
+                    t.prefill_tokens_per_s,
+                    out.generated_ids.len(),
+                    t.decode_tokens_per_s,
+                    out.finish_reason
                 );
             }
             Ok(())
@@ -213,21 +217,23 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Cmd::Bench { model, n_prompt, n_gen, reps, threads, json } => with_model(model.model.as_deref(), threads, |loaded| {
-            let m = &loaded.model;
-            let results = bench::run(m, n_prompt, n_gen, reps, m.backend.threads())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&results)?);
-            } else {
-                println!("| model | threads | test | t/s |");
-                println!("| --- | ---: | ---: | ---: |");
-                let name = model.model.clone().unwrap_or_else(|| kiln_fetch::DEFAULT_MODEL.to_string());
-                for r in &results {
-                    println!("| {name} | {} | {} | {:.2} ± {:.2} |", r.threads, r.test, r.mean_tps, r.sd_tps);
+        Cmd::Bench { model, n_prompt, n_gen, reps, threads, json } => {
+            with_model(model.model.as_deref(), threads, |loaded| {
+                let m = &loaded.model;
+                let results = bench::run(m, n_prompt, n_gen, reps, m.backend.threads())?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&results)?);
+                } else {
+                    println!("| model | threads | test | t/s |");
+                    println!("| --- | ---: | ---: | ---: |");
+                    let name = model.model.clone().unwrap_or_else(|| kiln_fetch::DEFAULT_MODEL.to_string());
+                    for r in &results {
+                        println!("| {name} | {} | {} | {:.2} ± {:.2} |", r.threads, r.test, r.mean_tps, r.sd_tps);
+                    }
                 }
-            }
-            Ok(())
-        }),
+                Ok(())
+            })
+        }
     }
 }
 

@@ -98,7 +98,18 @@ fn chat_prompt_stops_at_end_of_generation() {
     let model = "smollm2-135m-instruct-q4_1";
     let fx = fixture(model, "chat_eos");
     let path = kiln_testkit::model(model);
-    let out = json_ok(kiln(&["generate", "-m", path.to_str().unwrap(), "--temperature", "0", "-n", "64", "--json", "--prompt", fx["prompt"].as_str().unwrap()]));
+    let out = json_ok(kiln(&[
+        "generate",
+        "-m",
+        path.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "-n",
+        "64",
+        "--json",
+        "--prompt",
+        fx["prompt"].as_str().unwrap(),
+    ]));
     assert_eq!(out["generated_ids"], fx["generated_ids"]);
     assert_eq!(out["finish_reason"], "stop");
     // The end-of-generation token ends the text; it is not part of it.
@@ -110,11 +121,24 @@ fn stop_string_and_length_finish() {
     let path = kiln_testkit::model("smollm2-135m-instruct-q4_1");
     let m = path.to_str().unwrap();
     // llama.cpp's greedy continuation is " Paris.\n\nThe United States has a population of …".
-    let out = json_ok(kiln(&["generate", "-m", m, "--temperature", "0", "-n", "24", "--stop", "United", "--json", "The capital of France is"]));
+    let out = json_ok(kiln(&[
+        "generate",
+        "-m",
+        m,
+        "--temperature",
+        "0",
+        "-n",
+        "24",
+        "--stop",
+        "United",
+        "--json",
+        "The capital of France is",
+    ]));
     assert_eq!(out["text"], " Paris.\n\nThe ");
     assert_eq!(out["finish_reason"], "stop");
     assert_eq!(out["stop"], "United");
-    let out = json_ok(kiln(&["generate", "-m", m, "--temperature", "0", "-n", "3", "--json", "The capital of France is"]));
+    let out =
+        json_ok(kiln(&["generate", "-m", m, "--temperature", "0", "-n", "3", "--json", "The capital of France is"]));
     assert_eq!(out["generated_ids"], serde_json::json!([7042, 30, 198]));
     assert_eq!(out["finish_reason"], "length");
 }
@@ -123,7 +147,10 @@ fn stop_string_and_length_finish() {
 fn same_seed_same_text() {
     let path = kiln_testkit::model("smollm2-135m-instruct-q4_1");
     let m = path.to_str().unwrap();
-    let run = |seed: &str| json_ok(kiln(&["generate", "-m", m, "--seed", seed, "-n", "16", "--json", "Once upon a time"]))["generated_ids"].clone();
+    let run = |seed: &str| {
+        json_ok(kiln(&["generate", "-m", m, "--seed", seed, "-n", "16", "--json", "Once upon a time"]))["generated_ids"]
+            .clone()
+    };
     assert_eq!(run("7"), run("7"));
     assert_ne!(run("7"), run("8"), "different seeds should give different samples at temperature 0.8");
 }
@@ -147,7 +174,13 @@ fn prompt_longer_than_the_context_is_an_error() {
 fn tiny_model(arch: &str, tokenizer: &str, skip: Option<&str>) -> Vec<u8> {
     let mut w = GgufWriter::new();
     w.add("general.architecture", arch).unwrap();
-    for (k, v) in [("block_count", 1u32), ("embedding_length", 32), ("feed_forward_length", 64), ("attention.head_count", 2), ("context_length", 64)] {
+    for (k, v) in [
+        ("block_count", 1u32),
+        ("embedding_length", 32),
+        ("feed_forward_length", 64),
+        ("attention.head_count", 2),
+        ("context_length", 64),
+    ] {
         w.add(format!("{arch}.{k}"), v).unwrap();
     }
     w.add(format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5f32).unwrap();

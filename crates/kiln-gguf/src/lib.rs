@@ -73,9 +73,7 @@ pub use error::GgufError;
 pub use kiln_quant::GgmlType;
 pub use reader::GgufFile;
 pub use tensor::{MAX_DIMS, MAX_TENSOR_NAME, TensorInfo};
-pub use value::{
-    ArrayElement, ArrayIter, ArrayRef, StrArray, StrIter, ValueRef, ValueType, Values,
-};
+pub use value::{ArrayElement, ArrayIter, ArrayRef, StrArray, StrIter, ValueRef, ValueType, Values};
 pub use writer::{Array, GgufWriter, TensorDataWriter, Value};
 
 /// Alignment of tensor data when `general.alignment` is absent.

@@ -117,10 +117,8 @@ impl<'a> Cursor<'a> {
     /// The next `n` bytes, or a `Truncated` error naming `ctx`.
     pub fn take(&mut self, n: u64, ctx: Ctx<'_>) -> Result<&'a [u8], GgufError> {
         let remaining = self.remaining();
-        let slice = usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= remaining)
-            .and_then(|n| self.buf.get(self.pos..self.pos + n));
+        let slice =
+            usize::try_from(n).ok().filter(|&n| n <= remaining).and_then(|n| self.buf.get(self.pos..self.pos + n));
         match slice {
             Some(s) => {
                 self.pos += s.len();
@@ -170,11 +168,7 @@ impl<'a> Cursor<'a> {
     pub fn value_type(&mut self, ctx: Ctx<'_>) -> Result<ValueType, GgufError> {
         let offset = self.offset();
         let id = self.u32(ctx)?;
-        ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType {
-            what: ctx.to_string(),
-            offset,
-            id,
-        })
+        ValueType::from_id(id).ok_or_else(|| GgufError::UnknownValueType { what: ctx.to_string(), offset, id })
     }
 
     /// A fixed-size value of type `ty`, bools checked to be 0 or 1.
@@ -195,10 +189,7 @@ impl<'a> Cursor<'a> {
     /// bytes (every element takes at least one byte) before any element is visited.
     pub fn array_value(&mut self, ctx: Ctx<'_>, depth: usize) -> Result<RawArray, GgufError> {
         if depth > MAX_NESTING {
-            return Err(GgufError::NestingTooDeep {
-                key: ctx.key_name(),
-                max: MAX_NESTING,
-            });
+            return Err(GgufError::NestingTooDeep { key: ctx.key_name(), max: MAX_NESTING });
         }
         let elem = self.value_type(ctx)?;
         let count_offset = self.offset();
@@ -232,12 +223,7 @@ impl<'a> Cursor<'a> {
                 }
             }
         }
-        Ok(RawArray {
-            elem,
-            len,
-            start,
-            end: self.pos,
-        })
+        Ok(RawArray { elem, len, start, end: self.pos })
     }
 
     /// The next length-prefixed string, or `None` (without an error) if it does not fit: the fast
@@ -289,10 +275,6 @@ impl<'a> Cursor<'a> {
 fn check_bools(b: &[u8], offset: u64, ctx: Ctx<'_>) -> Result<(), GgufError> {
     match b.iter().position(|&v| v > 1) {
         None => Ok(()),
-        Some(i) => Err(GgufError::InvalidBool {
-            what: ctx.to_string(),
-            offset: offset + i as u64,
-            value: b[i],
-        }),
+        Some(i) => Err(GgufError::InvalidBool { what: ctx.to_string(), offset: offset + i as u64, value: b[i] }),
     }
 }

@@ -83,10 +83,7 @@ impl GgufFile {
     /// process truncating or rewriting the file while it is open is not supported.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io = |what: &str, source| GgufError::Io {
-            context: format!("{what} {}", path.display()),
-            source,
-        };
+        let io = |what: &str, source| GgufError::Io { context: format!("{what} {}", path.display()), source };
         let file = File::open(path).map_err(|e| io("open", e))?;
         let len = file.metadata().map_err(|e| io("stat", e))?.len();
         if len == 0 {
@@ -149,16 +146,10 @@ impl GgufFile {
         let bytes = self.bytes();
         match kv.value {
             RawValue::Scalar(s) => ValueRef::from_scalar(s),
-            RawValue::String { start, end } => {
-                ValueRef::String(bytes.get(start..end).unwrap_or(&[]))
+            RawValue::String { start, end } => ValueRef::String(bytes.get(start..end).unwrap_or(&[])),
+            RawValue::Array(a) => {
+                ValueRef::Array(ArrayRef::new(&kv.key, a.elem, a.len, bytes.get(a.start..a.end).unwrap_or(&[]), 1))
             }
-            RawValue::Array(a) => ValueRef::Array(ArrayRef::new(
-                &kv.key,
-                a.elem,
-                a.len,
-                bytes.get(a.start..a.end).unwrap_or(&[]),
-                1,
-            )),
         }
     }
 
@@ -169,29 +160,18 @@ impl GgufFile {
 
     /// The value of `key`, if present (O(log n)).
     pub fn get(&self, key: &str) -> Option<ValueRef<'_>> {
-        let i = self
-            .kv_index
-            .binary_search_by(|&i| (*self.kvs[i].key).cmp(key))
-            .ok()?;
+        let i = self.kv_index.binary_search_by(|&i| (*self.kvs[i].key).cmp(key)).ok()?;
         Some(self.value_ref(&self.kvs[self.kv_index[i]]))
     }
 
     fn require(&self, key: &str) -> Result<ValueRef<'_>, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey {
-            key: key.to_owned(),
-        })
+        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })
     }
 
     fn int<T: TryFrom<i128>>(&self, key: &str, target: &'static str) -> Result<T, GgufError> {
         let v = self.require(key)?;
-        let i = v
-            .as_i128()
-            .ok_or_else(|| mismatch(key, format!("{target} (or another integer type)"), &v))?;
-        T::try_from(i).map_err(|_| GgufError::OutOfRange {
-            key: key.to_owned(),
-            value: i.to_string(),
-            target,
-        })
+        let i = v.as_i128().ok_or_else(|| mismatch(key, format!("{target} (or another integer type)"), &v))?;
+        T::try_from(i).map_err(|_| GgufError::OutOfRange { key: key.to_owned(), value: i.to_string(), target })
     }
 
     /// An integer value as `u32`. Any integer type is accepted if the value fits exactly
@@ -338,10 +318,7 @@ impl GgufFile {
 
     /// The tensor called `name` (O(log n)).
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        let i = self
-            .tensor_index
-            .binary_search_by(|&i| self.tensors[i].name.as_str().cmp(name))
-            .ok()?;
+        let i = self.tensor_index.binary_search_by(|&i| self.tensors[i].name.as_str().cmp(name)).ok()?;
         Some(&self.tensors[self.tensor_index[i]])
     }
 
@@ -359,11 +336,7 @@ impl GgufFile {
 }
 
 fn mismatch(key: &str, expected: String, actual: &ValueRef<'_>) -> GgufError {
-    GgufError::TypeMismatch {
-        key: key.to_owned(),
-        expected,
-        actual: actual.type_name(),
-    }
+    GgufError::TypeMismatch { key: key.to_owned(), expected, actual: actual.type_name() }
 }
 
 /// Everything `parse` learns about a file.
@@ -410,10 +383,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
         if key.is_empty() {
             return Err(GgufError::EmptyKey { index: i, offset });
         }
-        let key = std::str::from_utf8(key).map_err(|_| GgufError::InvalidUtf8 {
-            what: Ctx::KeyOf(i).to_string(),
-            offset: key_at,
-        })?;
+        let key = std::str::from_utf8(key)
+            .map_err(|_| GgufError::InvalidUtf8 { what: Ctx::KeyOf(i).to_string(), offset: key_at })?;
         let ctx = Ctx::Key(key);
         let ty = c.value_type(ctx)?;
         let value = match ty {
@@ -421,28 +392,17 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
                 let (at, s) = c.string(ctx)?;
                 // The cursor's base is 0, so absolute offsets are buffer positions.
                 let start = at as usize;
-                RawValue::String {
-                    start,
-                    end: start + s.len(),
-                }
+                RawValue::String { start, end: start + s.len() }
             }
             ValueType::Array => RawValue::Array(c.array_value(ctx, 1)?),
             ty => RawValue::Scalar(c.scalar(ty, ctx)?),
         };
-        kvs.push(Kv {
-            key: key.into(),
-            offset,
-            value,
-        });
+        kvs.push(Kv { key: key.into(), offset, value });
     }
     let kv_index = sorted_index(&kvs, |kv| &kv.key);
     if let Some((first, second)) = first_duplicate(&kv_index, |i| &kvs[i].key) {
         let (a, b) = (&kvs[first], &kvs[second]);
-        return Err(GgufError::DuplicateKey {
-            key: b.key.to_string(),
-            offset: b.offset,
-            first_offset: a.offset,
-        });
+        return Err(GgufError::DuplicateKey { key: b.key.to_string(), offset: b.offset, first_offset: a.offset });
     }
 
     // Alignment: ggml requires general.alignment to be a u32 power of two.
@@ -451,19 +411,13 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
         Ok(i) => match kvs[kv_index[i]].value {
             RawValue::Scalar(Scalar::U32(a)) => u64::from(a),
             RawValue::Scalar(s) => {
-                return Err(GgufError::AlignmentType {
-                    actual: ValueRef::from_scalar(s).type_name(),
-                });
+                return Err(GgufError::AlignmentType { actual: ValueRef::from_scalar(s).type_name() });
             }
             RawValue::String { .. } => {
-                return Err(GgufError::AlignmentType {
-                    actual: "string".into(),
-                });
+                return Err(GgufError::AlignmentType { actual: "string".into() });
             }
             RawValue::Array(a) => {
-                return Err(GgufError::AlignmentType {
-                    actual: format!("array<{}>", a.elem),
-                });
+                return Err(GgufError::AlignmentType { actual: format!("array<{}>", a.elem) });
             }
         },
     };
@@ -488,35 +442,17 @@ fn parse(bytes: &[u8]) -> Result<Parsed, GgufError> {
     }
     let tensor_index = sorted_index(&tensors, |t| &t.name);
     if let Some((first_index, index)) = first_duplicate(&tensor_index, |i| &tensors[i].name) {
-        return Err(GgufError::DuplicateTensor {
-            name: tensors[index].name.clone(),
-            first_index,
-            index,
-        });
+        return Err(GgufError::DuplicateTensor { name: tensors[index].name.clone(), first_index, index });
     }
 
     // Data section and tensor ranges.
     let file_size = bytes.len() as u64;
     let info_end = c.offset();
-    let data_offset = info_end
-        .checked_next_multiple_of(alignment)
-        .unwrap_or(u64::MAX);
-    let data_offset = if tensors.is_empty() {
-        data_offset.min(file_size)
-    } else {
-        data_offset
-    };
+    let data_offset = info_end.checked_next_multiple_of(alignment).unwrap_or(u64::MAX);
+    let data_offset = if tensors.is_empty() { data_offset.min(file_size) } else { data_offset };
     check_ranges(&tensors, alignment, data_offset, file_size)?;
 
-    Ok(Parsed {
-        version,
-        alignment,
-        data_offset,
-        kvs,
-        kv_index,
-        tensors,
-        tensor_index,
-    })
+    Ok(Parsed { version, alignment, data_offset, kvs, kv_index, tensors, tensor_index })
 }
 
 /// A header count, bounded so that every counted item could at least take `min_each` bytes of
@@ -526,32 +462,20 @@ fn count(c: &mut Cursor<'_>, ctx: Ctx<'_>, min_each: u64) -> Result<usize, GgufE
     let n = c.u64(ctx)?;
     let remaining = c.remaining() as u64;
     if n > remaining / min_each {
-        return Err(GgufError::CountTooLarge {
-            what: ctx.to_string(),
-            offset,
-            count: n,
-            min_each,
-            remaining,
-        });
+        return Err(GgufError::CountTooLarge { what: ctx.to_string(), offset, count: n, min_each, remaining });
     }
     Ok(n as usize)
 }
 
 fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo, GgufError> {
     let (name_at, name) = c.string(Ctx::TensorNameOf(i))?;
-    let name = std::str::from_utf8(name).map_err(|_| GgufError::InvalidUtf8 {
-        what: Ctx::TensorNameOf(i).to_string(),
-        offset: name_at,
-    })?;
+    let name = std::str::from_utf8(name)
+        .map_err(|_| GgufError::InvalidUtf8 { what: Ctx::TensorNameOf(i).to_string(), offset: name_at })?;
     check_name(name)?;
     let ctx = Ctx::Tensor(name);
     let n_dims = c.u32(ctx)?;
     if n_dims as usize > MAX_DIMS {
-        return Err(GgufError::TooManyDims {
-            tensor: name.to_owned(),
-            n_dims: n_dims.into(),
-            max: MAX_DIMS as u64,
-        });
+        return Err(GgufError::TooManyDims { tensor: name.to_owned(), n_dims: n_dims.into(), max: MAX_DIMS as u64 });
     }
     let mut shape = Vec::with_capacity(n_dims as usize);
     for _ in 0..n_dims {
@@ -559,37 +483,19 @@ fn tensor_info(c: &mut Cursor<'_>, i: u64) -> Result<TensorInfo, GgufError> {
     }
     let id = c.u32(ctx)?;
     let offset = c.u64(ctx)?;
-    let ty = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownTensorType {
-        tensor: name.to_owned(),
-        id,
-    })?;
+    let ty = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownTensorType { tensor: name.to_owned(), id })?;
     let size = tensor_size(name, ty, &shape)?;
-    Ok(TensorInfo {
-        name: name.to_owned(),
-        ty,
-        shape,
-        offset,
-        size,
-    })
+    Ok(TensorInfo { name: name.to_owned(), ty, shape, offset, size })
 }
 
 /// Every tensor offset is aligned, every data range lies inside the file, and no two non-empty
 /// ranges overlap. (ggml additionally requires the tensors to be packed in file order; this
 /// reader accepts any order and gaps.)
-fn check_ranges(
-    tensors: &[TensorInfo],
-    alignment: u64,
-    data_offset: u64,
-    file_size: u64,
-) -> Result<(), GgufError> {
+fn check_ranges(tensors: &[TensorInfo], alignment: u64, data_offset: u64, file_size: u64) -> Result<(), GgufError> {
     let mut ranges = Vec::with_capacity(tensors.len());
     for (i, t) in tensors.iter().enumerate() {
         if t.offset % alignment != 0 {
-            return Err(GgufError::MisalignedTensor {
-                tensor: t.name.clone(),
-                offset: t.offset,
-                alignment,
-            });
+            return Err(GgufError::MisalignedTensor { tensor: t.name.clone(), offset: t.offset, alignment });
         }
         let start = data_offset.checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(t.size));
@@ -635,10 +541,7 @@ fn sorted_index<T, K: Ord + ?Sized>(items: &[T], key: impl Fn(&T) -> &K) -> Vec<
 
 /// Among entries whose keys repeat, the (first occurrence, repeat) pair whose repeat comes first
 /// in the file — the duplicate a sequential reader would meet first.
-fn first_duplicate<'a, K: Eq + ?Sized + 'a>(
-    index: &[usize],
-    key: impl Fn(usize) -> &'a K,
-) -> Option<(usize, usize)> {
+fn first_duplicate<'a, K: Eq + ?Sized + 'a>(index: &[usize], key: impl Fn(usize) -> &'a K) -> Option<(usize, usize)> {
     let mut best: Option<(usize, usize)> = None;
     let mut group_first = 0;
     for w in 0..index.len() {

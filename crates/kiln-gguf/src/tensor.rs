@@ -30,19 +30,12 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// Number of elements (product of the shape; 1 for a scalar).
     pub fn n_elements(&self) -> u64 {
-        self.shape
-            .iter()
-            .try_fold(1u64, |n, &d| n.checked_mul(d))
-            .unwrap_or(u64::MAX)
+        self.shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).unwrap_or(u64::MAX)
     }
 
     /// Number of rows: elements / row length (1 for a scalar, 0 for an empty tensor).
     pub fn n_rows(&self) -> u64 {
-        self.shape
-            .iter()
-            .skip(1)
-            .try_fold(1u64, |n, &d| n.checked_mul(d))
-            .unwrap_or(u64::MAX)
+        self.shape.iter().skip(1).try_fold(1u64, |n, &d| n.checked_mul(d)).unwrap_or(u64::MAX)
     }
 }
 
@@ -63,28 +56,16 @@ pub(crate) fn tensor_size(name: &str, ty: GgmlType, shape: &[u64]) -> Result<u64
         .iter()
         .try_fold(1u64, |n, &d| n.checked_mul(d))
         .filter(|&n| n <= i64::MAX as u64)
-        .ok_or_else(|| GgufError::ElementCountOverflow {
-            tensor: name.to_owned(),
-            shape: shape.to_vec(),
-        })?;
+        .ok_or_else(|| GgufError::ElementCountOverflow { tensor: name.to_owned(), shape: shape.to_vec() })?;
     let ne0 = shape.first().copied().unwrap_or(1);
     let block_elems = ty.block_elems();
     if ne0 % block_elems as u64 != 0 {
-        return Err(GgufError::PartialBlock {
-            tensor: name.to_owned(),
-            ty,
-            ne0,
-            block_elems,
-        });
+        return Err(GgufError::PartialBlock { tensor: name.to_owned(), ty, ne0, block_elems });
     }
     if n_elements == 0 {
         return Ok(0);
     }
-    let overflow = || GgufError::TensorSizeOverflow {
-        tensor: name.to_owned(),
-        ty,
-        shape: shape.to_vec(),
-    };
+    let overflow = || GgufError::TensorSizeOverflow { tensor: name.to_owned(), ty, shape: shape.to_vec() };
     let row = ty.row_bytes(ne0).map_err(|_| overflow())?;
     // `ne0` divides `n_elements` exactly: it is a factor of the product and non-zero here.
     let size = row.checked_mul(n_elements / ne0).ok_or_else(overflow)?;
@@ -98,11 +79,7 @@ pub(crate) fn tensor_size(name: &str, ty: GgmlType, shape: &[u64]) -> Result<u64
 pub(crate) fn check_dims(name: &str, shape: &[u64]) -> Result<(), GgufError> {
     match shape.iter().position(|&d| d > i64::MAX as u64) {
         None => Ok(()),
-        Some(dim) => Err(GgufError::NegativeDim {
-            tensor: name.to_owned(),
-            dim,
-            value: shape[dim],
-        }),
+        Some(dim) => Err(GgufError::NegativeDim { tensor: name.to_owned(), dim, value: shape[dim] }),
     }
 }
 
@@ -132,10 +109,7 @@ mod tests {
         // Zero-sized dimension: allowed, no bytes, but the row must still be whole blocks.
         assert_eq!(tensor_size("t", GgmlType::Q8_0, &[32, 0, 7]).unwrap(), 0);
         assert_eq!(tensor_size("t", GgmlType::Q8_0, &[0, 5]).unwrap(), 0);
-        assert!(matches!(
-            tensor_size("t", GgmlType::Q8_0, &[31, 0]),
-            Err(GgufError::PartialBlock { .. })
-        ));
+        assert!(matches!(tensor_size("t", GgmlType::Q8_0, &[31, 0]), Err(GgufError::PartialBlock { .. })));
     }
 
     #[test]
@@ -145,25 +119,10 @@ mod tests {
             Err(GgufError::ElementCountOverflow { .. })
         ));
         // 2^62 f32 elements fit int64 as a count but not as bytes.
-        assert!(matches!(
-            tensor_size("t", GgmlType::F32, &[1 << 62]),
-            Err(GgufError::TensorSizeOverflow { .. })
-        ));
-        assert!(matches!(
-            tensor_size("t", GgmlType::F32, &[1 << 63]),
-            Err(GgufError::NegativeDim { dim: 0, .. })
-        ));
-        assert!(matches!(
-            tensor_size("t", GgmlType::F32, &[1, 1, 1, 1, 1]),
-            Err(GgufError::TooManyDims { .. })
-        ));
-        let info = TensorInfo {
-            name: "x".into(),
-            ty: GgmlType::F32,
-            shape: vec![4, 3, 2],
-            offset: 0,
-            size: 96,
-        };
+        assert!(matches!(tensor_size("t", GgmlType::F32, &[1 << 62]), Err(GgufError::TensorSizeOverflow { .. })));
+        assert!(matches!(tensor_size("t", GgmlType::F32, &[1 << 63]), Err(GgufError::NegativeDim { dim: 0, .. })));
+        assert!(matches!(tensor_size("t", GgmlType::F32, &[1, 1, 1, 1, 1]), Err(GgufError::TooManyDims { .. })));
+        let info = TensorInfo { name: "x".into(), ty: GgmlType::F32, shape: vec![4, 3, 2], offset: 0, size: 96 };
         assert_eq!((info.n_elements(), info.n_rows()), (24, 6));
     }
 }

@@ -47,9 +47,7 @@ impl ValueType {
     /// Every value type, in id order.
     pub const ALL: [ValueType; 13] = {
         use ValueType::*;
-        [
-            U8, I8, U16, I16, U32, I32, F32, Bool, String, Array, U64, I64, F64,
-        ]
+        [U8, I8, U16, I16, U32, I32, F32, Bool, String, Array, U64, I64, F64]
     };
 
     /// The type with GGUF id `id`, or `None` for ids outside 0..=12.
@@ -318,20 +316,8 @@ impl fmt::Debug for ArrayRef<'_> {
 impl<'a> ArrayRef<'a> {
     /// `data` holds exactly the `len` encoded elements, already validated; `depth` is the
     /// array's nesting level.
-    pub(crate) fn new(
-        key: &'a str,
-        elem: ValueType,
-        len: usize,
-        data: &'a [u8],
-        depth: usize,
-    ) -> Self {
-        ArrayRef {
-            key,
-            elem,
-            len,
-            data,
-            depth,
-        }
+    pub(crate) fn new(key: &'a str, elem: ValueType, len: usize, data: &'a [u8], depth: usize) -> Self {
+        ArrayRef { key, elem, len, data, depth }
     }
 
     /// The metadata key this array belongs to (nested arrays report their outermost key).
@@ -362,11 +348,7 @@ impl<'a> ArrayRef<'a> {
 
     /// Iterates over the elements, decoding each as it is reached.
     pub fn iter(&self) -> ArrayIter<'a> {
-        ArrayIter {
-            array: *self,
-            cursor: Cursor::new(self.data, 0),
-            left: self.len,
-        }
+        ArrayIter { array: *self, cursor: Cursor::new(self.data, 0), left: self.len }
     }
 
     /// Element `i`: O(1) for fixed-size element types, O(i) for strings and arrays (which must be
@@ -385,11 +367,7 @@ impl<'a> ArrayRef<'a> {
     }
 
     fn mismatch(&self, expected: String) -> GgufError {
-        GgufError::TypeMismatch {
-            key: self.key.to_owned(),
-            expected,
-            actual: format!("array<{}>", self.elem),
-        }
+        GgufError::TypeMismatch { key: self.key.to_owned(), expected, actual: format!("array<{}>", self.elem) }
     }
 
     /// Decodes every element into a `Vec<T>`. The element type must be exactly `T`'s
@@ -403,10 +381,7 @@ impl<'a> ArrayRef<'a> {
         if self.elem != T::TYPE {
             return Err(self.mismatch(format!("array<{}>", T::TYPE)));
         }
-        Ok(Values {
-            chunks: self.data.chunks_exact(T::SIZE),
-            _t: PhantomData,
-        })
+        Ok(Values { chunks: self.data.chunks_exact(T::SIZE), _t: PhantomData })
     }
 
     /// This array as strings; an error unless the element type is `string`.
@@ -414,11 +389,7 @@ impl<'a> ArrayRef<'a> {
         if self.elem != ValueType::String {
             return Err(self.mismatch("array<string>".to_owned()));
         }
-        Ok(StrArray {
-            key: self.key,
-            len: self.len,
-            data: self.data,
-        })
+        Ok(StrArray { key: self.key, len: self.len, data: self.data })
     }
 
     /// An owned copy.
@@ -439,21 +410,9 @@ impl<'a> ArrayRef<'a> {
             ValueType::I64 => Array::I64(all(self)),
             ValueType::F64 => Array::F64(all(self)),
             ValueType::String => Array::String(
-                StrArray {
-                    key: self.key,
-                    len: self.len,
-                    data: self.data,
-                }
-                .iter()
-                .map(<[u8]>::to_vec)
-                .collect(),
+                StrArray { key: self.key, len: self.len, data: self.data }.iter().map(<[u8]>::to_vec).collect(),
             ),
-            ValueType::Array => Array::Array(
-                self.iter()
-                    .filter_map(|v| v.as_array())
-                    .map(|a| a.to_array())
-                    .collect(),
-            ),
+            ValueType::Array => Array::Array(self.iter().filter_map(|v| v.as_array()).map(|a| a.to_array()).collect()),
         }
     }
 }
@@ -489,13 +448,7 @@ impl<'a> Iterator for ArrayIter<'a> {
                 let depth = self.array.depth + 1;
                 let raw = self.cursor.array_value(ctx, depth).ok()?;
                 let data = self.cursor.slice(raw.start, raw.end);
-                ValueRef::Array(ArrayRef::new(
-                    self.array.key,
-                    raw.elem,
-                    raw.len,
-                    data,
-                    depth,
-                ))
+                ValueRef::Array(ArrayRef::new(self.array.key, raw.elem, raw.len, data, depth))
             }
             ty => ValueRef::from_scalar(self.cursor.scalar(ty, ctx).ok()?),
         };
@@ -592,10 +545,7 @@ impl<'a> StrArray<'a> {
 
     /// The strings as raw bytes.
     pub fn iter(&self) -> StrIter<'a> {
-        StrIter {
-            cursor: Cursor::new(self.data, 0),
-            left: self.len,
-        }
+        StrIter { cursor: Cursor::new(self.data, 0), left: self.len }
     }
 
     /// The strings as `&str`; an element that is not UTF-8 yields [`GgufError::NotUtf8`] with its

@@ -311,18 +311,11 @@ impl GgufWriter {
 
     /// Adds a metadata entry. Keys must be non-empty and unique. `general.alignment` must be a
     /// `u32` non-zero power of two and sets the data alignment.
-    pub fn add(
-        &mut self,
-        key: impl Into<String>,
-        value: impl Into<Value>,
-    ) -> Result<(), GgufError> {
+    pub fn add(&mut self, key: impl Into<String>, value: impl Into<Value>) -> Result<(), GgufError> {
         let key = key.into();
         let value = value.into();
         if key.is_empty() {
-            return Err(GgufError::InvalidKey {
-                key,
-                reason: "empty key",
-            });
+            return Err(GgufError::InvalidKey { key, reason: "empty key" });
         }
         if self.keys.contains(&key) {
             return Err(GgufError::KeyExists { key });
@@ -330,18 +323,13 @@ impl GgufWriter {
         if let Value::Array(a) = &value
             && !a.nesting_ok(1)
         {
-            return Err(GgufError::NestingTooDeep {
-                key,
-                max: MAX_NESTING,
-            });
+            return Err(GgufError::NestingTooDeep { key, max: MAX_NESTING });
         }
         if key == "general.alignment" {
             match value {
                 Value::U32(a) if a.is_power_of_two() => self.alignment = Some(a.into()),
                 Value::U32(a) => {
-                    return Err(GgufError::InvalidAlignment {
-                        alignment: a.into(),
-                    });
+                    return Err(GgufError::InvalidAlignment { alignment: a.into() });
                 }
                 ref other => {
                     let actual = match other {
@@ -364,12 +352,7 @@ impl GgufWriter {
 
     /// Adds a tensor whose data will be streamed after [`begin`](Self::begin). `shape` is in ggml
     /// order (`shape[0]` = row length).
-    pub fn add_tensor_info(
-        &mut self,
-        name: impl Into<String>,
-        ty: GgmlType,
-        shape: &[u64],
-    ) -> Result<(), GgufError> {
+    pub fn add_tensor_info(&mut self, name: impl Into<String>, ty: GgmlType, shape: &[u64]) -> Result<(), GgufError> {
         self.push_tensor(name.into(), ty, shape, None)
     }
 
@@ -399,20 +382,10 @@ impl GgufWriter {
         if let Some(d) = &data
             && d.len() as u64 != size
         {
-            return Err(GgufError::TensorDataLength {
-                tensor: name,
-                expected: size,
-                actual: d.len() as u64,
-            });
+            return Err(GgufError::TensorDataLength { tensor: name, expected: size, actual: d.len() as u64 });
         }
         self.names.insert(name.clone());
-        let info = TensorInfo {
-            name,
-            ty,
-            shape: shape.to_vec(),
-            offset: 0,
-            size,
-        };
+        let info = TensorInfo { name, ty, shape: shape.to_vec(), offset: 0, size };
         self.tensors.push((info, data));
         Ok(())
     }
@@ -423,20 +396,11 @@ impl GgufWriter {
         let mut offset = 0u64;
         let mut infos = Vec::with_capacity(self.tensors.len());
         for (t, _) in &self.tensors {
-            let end = offset
-                .checked_add(t.size)
-                .and_then(|e| e.checked_next_multiple_of(align));
+            let end = offset.checked_add(t.size).and_then(|e| e.checked_next_multiple_of(align));
             let Some(end) = end else {
-                return Err(GgufError::TensorSizeOverflow {
-                    tensor: t.name.clone(),
-                    ty: t.ty,
-                    shape: t.shape.clone(),
-                });
+                return Err(GgufError::TensorSizeOverflow { tensor: t.name.clone(), ty: t.ty, shape: t.shape.clone() });
             };
-            infos.push(TensorInfo {
-                offset,
-                ..t.clone()
-            });
+            infos.push(TensorInfo { offset, ..t.clone() });
             offset = end;
         }
         Ok(infos)
@@ -471,8 +435,7 @@ impl GgufWriter {
     pub fn begin<W: Write>(self, mut out: W) -> Result<TensorDataWriter<W>, GgufError> {
         let infos = self.tensor_infos()?;
         let header = self.header(&infos);
-        out.write_all(&header)
-            .map_err(|e| io("write GGUF header", e))?;
+        out.write_all(&header).map_err(|e| io("write GGUF header", e))?;
         // Padding is streamed, not built in memory: the alignment may be up to 2^31.
         let header_len = header.len() as u64;
         let data_offset = header_len.next_multiple_of(self.alignment());
@@ -505,8 +468,7 @@ impl GgufWriter {
         let path = path.as_ref();
         let file = File::create(path).map_err(|e| io(&format!("create {}", path.display()), e))?;
         let mut out = self.write(BufWriter::new(file))?;
-        out.flush()
-            .map_err(|e| io(&format!("write {}", path.display()), e))
+        out.flush().map_err(|e| io(&format!("write {}", path.display()), e))
     }
 }
 
@@ -516,18 +478,14 @@ fn write_zeros(out: &mut impl Write, n: u64) -> Result<(), GgufError> {
     let mut left = n;
     while left > 0 {
         let chunk = left.min(ZEROS.len() as u64) as usize;
-        out.write_all(&ZEROS[..chunk])
-            .map_err(|e| io("write padding", e))?;
+        out.write_all(&ZEROS[..chunk]).map_err(|e| io("write padding", e))?;
         left -= chunk as u64;
     }
     Ok(())
 }
 
 fn io(context: &str, source: std::io::Error) -> GgufError {
-    GgufError::Io {
-        context: context.to_owned(),
-        source,
-    }
+    GgufError::Io { context: context.to_owned(), source }
 }
 
 /// Second phase of [`GgufWriter::begin`]: takes the tensor data in index order.
@@ -594,9 +552,7 @@ impl<W: Write> TensorDataWriter<W> {
                 actual: chunk.len() as u64,
             });
         }
-        self.out
-            .write_all(chunk)
-            .map_err(|e| io(&format!("write data of tensor {}", t.name), e))?;
+        self.out.write_all(chunk).map_err(|e| io(&format!("write data of tensor {}", t.name), e))?;
         self.written += chunk.len() as u64;
         if self.written == t.size {
             self.complete()?;
@@ -608,16 +564,10 @@ impl<W: Write> TensorDataWriter<W> {
     /// Writes the whole data of tensor `name`, which must be the current one.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<(), GgufError> {
         let Some(t) = self.tensors.get(self.next) else {
-            return Err(GgufError::TensorOrder {
-                expected: "<none>".into(),
-                got: name.to_owned(),
-            });
+            return Err(GgufError::TensorOrder { expected: "<none>".into(), got: name.to_owned() });
         };
         if t.name != name {
-            return Err(GgufError::TensorOrder {
-                expected: t.name.clone(),
-                got: name.to_owned(),
-            });
+            return Err(GgufError::TensorOrder { expected: t.name.clone(), got: name.to_owned() });
         }
         if self.written != 0 || data.len() as u64 != t.size {
             return Err(GgufError::TensorDataLength {
@@ -656,9 +606,7 @@ impl<W: Write> TensorDataWriter<W> {
     fn advance(&mut self) -> Result<(), GgufError> {
         while let Some(t) = self.tensors.get(self.next) {
             if let Some(data) = self.data.get_mut(self.next).and_then(Option::take) {
-                self.out
-                    .write_all(&data)
-                    .map_err(|e| io(&format!("write data of tensor {}", t.name), e))?;
+                self.out.write_all(&data).map_err(|e| io(&format!("write data of tensor {}", t.name), e))?;
             } else if t.size != 0 {
                 return Ok(());
             }

@@ -72,18 +72,8 @@ fn exercise(bytes: Vec<u8>) -> Option<GgufFile> {
     for (key, v) in f.metadata() {
         write!(sink, "{key} = {v:.8} : {}", v.type_name()).unwrap();
         assert!(f.get(key).is_some());
-        let _ = (
-            f.get_u32(key),
-            f.get_i64(key),
-            f.get_f32(key),
-            f.get_f64(key),
-            f.get_bool(key),
-            f.get_str(key),
-        );
-        let _ = (
-            f.get_opt_str_array(key).map(|a| a.map(|a| a.to_vec_str())),
-            f.get_opt_array(key),
-        );
+        let _ = (f.get_u32(key), f.get_i64(key), f.get_f32(key), f.get_f64(key), f.get_bool(key), f.get_str(key));
+        let _ = (f.get_opt_str_array(key).map(|a| a.map(|a| a.to_vec_str())), f.get_opt_array(key));
         walk(v, 1);
     }
     for t in f.tensors() {
@@ -109,13 +99,7 @@ fn walk(v: ValueRef<'_>, depth: usize) {
         if let Ok(s) = a.strings() {
             assert_eq!(s.iter().count(), a.len());
         }
-        let _ = (
-            a.to_vec::<u8>(),
-            a.to_vec::<i32>(),
-            a.to_vec::<f32>(),
-            a.to_vec::<bool>(),
-            a.to_vec::<u64>(),
-        );
+        let _ = (a.to_vec::<u8>(), a.to_vec::<i32>(), a.to_vec::<f32>(), a.to_vec::<bool>(), a.to_vec::<u64>());
         if !a.is_empty() {
             assert!(a.get(a.len() - 1).is_some());
         }
@@ -126,12 +110,10 @@ fn walk(v: ValueRef<'_>, depth: usize) {
 fn round_trip(f: &GgufFile) {
     let mut w = GgufWriter::new();
     for (k, v) in f.metadata() {
-        w.add(k, v.to_value())
-            .unwrap_or_else(|e| panic!("writer refused {k}: {e}"));
+        w.add(k, v.to_value()).unwrap_or_else(|e| panic!("writer refused {k}: {e}"));
     }
     for t in f.tensors() {
-        w.add_tensor(t.name.clone(), t.ty, &t.shape, f.tensor_data(t))
-            .unwrap();
+        w.add_tensor(t.name.clone(), t.ty, &t.shape, f.tensor_data(t)).unwrap();
     }
     if f.alignment() > 1 << 16 {
         // The copy is legitimately as large as the alignment (up to 2 GiB): stream it to a sink
@@ -140,25 +122,14 @@ fn round_trip(f: &GgufFile) {
         PEAK.with(|p| p.set(base));
         w.write(std::io::sink()).unwrap();
         let grew = PEAK.with(Cell::get) - base;
-        assert!(
-            grew < 1 << 20,
-            "alignment {}: writing grew the heap by {grew} bytes",
-            f.alignment()
-        );
+        assert!(grew < 1 << 20, "alignment {}: writing grew the heap by {grew} bytes", f.alignment());
         return;
     }
     let g = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    let meta = |f: &GgufFile| {
-        f.metadata()
-            .map(|(k, v)| format!("{k}={:?}", v.to_value()))
-            .collect::<Vec<_>>()
-    };
+    let meta = |f: &GgufFile| f.metadata().map(|(k, v)| format!("{k}={:?}", v.to_value())).collect::<Vec<_>>();
     assert_eq!(meta(f), meta(&g));
     for (a, b) in f.tensors().iter().zip(g.tensors()) {
-        assert_eq!(
-            (&a.name, a.ty, &a.shape, a.size),
-            (&b.name, b.ty, &b.shape, b.size)
-        );
+        assert_eq!((&a.name, a.ty, &a.shape, a.size), (&b.name, b.ty, &b.shape, b.size));
         assert_eq!(f.tensor_data(a), g.tensor_data(b));
     }
 }
@@ -170,10 +141,7 @@ fn check(bytes: Vec<u8>) {
     PEAK.with(|p| p.set(base));
     let f = exercise(bytes);
     let grew = (PEAK.with(Cell::get) - base).max(0) as usize;
-    assert!(
-        grew <= alloc_bound(len),
-        "input of {len} bytes: peak allocation grew by {grew} bytes"
-    );
+    assert!(grew <= alloc_bound(len), "input of {len} bytes: peak allocation grew by {grew} bytes");
     if let Some(f) = f {
         round_trip(&f);
     }
@@ -206,20 +174,14 @@ fn interesting_u64() -> impl Strategy<Value = u64> {
 fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<Index>(), 1u8..=255).prop_map(|(i, x)| Mutation::Flip(i, x)),
-        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (any::<Index>(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, b)| Mutation::Insert(i, b)),
         (any::<Index>(), 1usize..32).prop_map(|(i, n)| Mutation::Delete(i, n)),
         any::<Index>().prop_map(Mutation::Truncate),
         (any::<Index>(), interesting_u64()).prop_map(|(i, v)| Mutation::PutU64(i, v)),
         (
             any::<Index>(),
             // Powers of two reach large `general.alignment` values (the libFuzzer finding).
-            prop_oneof![
-                Just(u32::MAX),
-                0u32..50,
-                (0u32..32).prop_map(|s| 1 << s),
-                any::<u32>()
-            ]
+            prop_oneof![Just(u32::MAX), 0u32..50, (0u32..32).prop_map(|s| 1 << s), any::<u32>()]
         )
             .prop_map(|(i, v)| Mutation::PutU32(i, v)),
     ]
@@ -260,10 +222,7 @@ fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000)
+    std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
 }
 
 #[test]
@@ -319,11 +278,7 @@ fn regression_huge_alignment_padding_is_streamed() {
         }
     }
     let mut w = GgufWriter::new();
-    w.add(
-        "general.alignment",
-        f.get("general.alignment").unwrap().to_value(),
-    )
-    .unwrap();
+    w.add("general.alignment", f.get("general.alignment").unwrap().to_value()).unwrap();
     let base = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(base));
     let out = w.write(Count(0)).unwrap();
@@ -385,14 +340,9 @@ proptest! {
 #[test]
 #[ignore = "writes files; run by hand to seed cargo-fuzz"]
 fn write_fuzz_corpus() {
-    let dir =
-        std::env::var_os("KILN_GGUF_CORPUS").expect("set KILN_GGUF_CORPUS to the corpus folder");
+    let dir = std::env::var_os("KILN_GGUF_CORPUS").expect("set KILN_GGUF_CORPUS to the corpus folder");
     std::fs::create_dir_all(&dir).unwrap();
     for (i, seed) in common::seed_files().into_iter().enumerate() {
-        std::fs::write(
-            std::path::Path::new(&dir).join(format!("seed-{i}.gguf")),
-            seed,
-        )
-        .unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("seed-{i}.gguf")), seed).unwrap();
     }
 }

@@ -12,10 +12,7 @@ use kiln_testkit::run_python;
 use serde_json::{Value as Json, json};
 
 fn temp_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "kiln-gguf-interop-{}-{tag}.gguf",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("kiln-gguf-interop-{}-{tag}.gguf", std::process::id()))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -131,10 +128,7 @@ print(json.dumps(out))
 fn reads_files_written_by_gguf_py() {
     for alignment in [32u32, 64] {
         let path = temp_path(&format!("pywrite-{alignment}"));
-        let out = run_python(
-            PY_WRITE,
-            &[path.as_os_str(), OsStr::new(&alignment.to_string())],
-        );
+        let out = run_python(PY_WRITE, &[path.as_os_str(), OsStr::new(&alignment.to_string())]);
         let want: Json = serde_json::from_slice(&out).unwrap();
         let f = GgufFile::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -143,22 +137,15 @@ fn reads_files_written_by_gguf_py() {
         assert_eq!(f.alignment(), u64::from(alignment));
         assert_eq!(f.data_offset(), want["data_offset"].as_u64().unwrap());
 
-        let got_kv: Vec<Json> = f
-            .metadata()
-            .map(|(k, v)| json!({ "key": k, "type": v.type_name(), "value": value_json(&v) }))
-            .collect();
+        let got_kv: Vec<Json> =
+            f.metadata().map(|(k, v)| json!({ "key": k, "type": v.type_name(), "value": value_json(&v) })).collect();
         assert_eq!(Json::Array(got_kv), want["kv"]);
 
         let want_tensors = want["tensors"].as_array().unwrap();
         assert_eq!(f.tensors().len(), want_tensors.len());
         for (t, w) in f.tensors().iter().zip(want_tensors) {
             assert_eq!(t.name, w["name"].as_str().unwrap());
-            assert_eq!(
-                u64::from(t.ty.id()),
-                w["type"].as_u64().unwrap(),
-                "{}",
-                t.name
-            );
+            assert_eq!(u64::from(t.ty.id()), w["type"].as_u64().unwrap(), "{}", t.name);
             let shape: Vec<u64> = serde_json::from_value(w["shape"].clone()).unwrap();
             assert_eq!(t.shape, shape, "{}", t.name);
             // ggml order is numpy's reversed (for quantized types numpy's last axis is bytes).
@@ -168,12 +155,7 @@ fn reads_files_written_by_gguf_py() {
                 assert_eq!(t.shape, np);
             }
             assert_eq!(t.offset, w["offset"].as_u64().unwrap(), "{}", t.name);
-            assert_eq!(
-                hex(f.tensor_data(t)),
-                w["hex"].as_str().unwrap(),
-                "{}",
-                t.name
-            );
+            assert_eq!(hex(f.tensor_data(t)), w["hex"].as_str().unwrap(), "{}", t.name);
         }
     }
 }
@@ -289,19 +271,8 @@ fn gguf_py_reads_files_we_write() {
         ("a.i64", vec![i64::MIN].into()),
         ("a.f64", vec![0.5f64].into()),
         ("a.empty", Value::Array(Array::I32(vec![]))),
-        (
-            "a.nested",
-            vec![
-                Array::from(vec![1i32, 2]),
-                Array::from(vec![3i32]),
-                Array::I32(vec![]),
-            ]
-            .into(),
-        ),
-        (
-            "a.nested.mixed",
-            vec![Array::from(vec!["p", "q"]), Array::from(vec!["r"])].into(),
-        ),
+        ("a.nested", vec![Array::from(vec![1i32, 2]), Array::from(vec![3i32]), Array::I32(vec![])].into()),
+        ("a.nested.mixed", vec![Array::from(vec!["p", "q"]), Array::from(vec!["r"])].into()),
     ];
     let mut w = GgufWriter::new();
     for (k, v) in &values {
@@ -309,16 +280,11 @@ fn gguf_py_reads_files_we_write() {
     }
     // Every type gguf-py sizes as ggml does (it gives Q8_1 40-byte blocks and lacks Q2_0).
     let mut tensors = Vec::new();
-    for (i, ty) in GgmlType::ALL
-        .into_iter()
-        .filter(|t| !matches!(t, GgmlType::Q8_1 | GgmlType::Q2_0))
-        .enumerate()
-    {
+    for (i, ty) in GgmlType::ALL.into_iter().filter(|t| !matches!(t, GgmlType::Q8_1 | GgmlType::Q2_0)).enumerate() {
         let shape = vec![ty.block_elems() as u64, 1 + (i % 3) as u64];
         let size = ty.row_bytes(shape[0]).unwrap() * shape[1];
         let data: Vec<u8> = (0..size).map(|b| (b as usize * 13 + i * 7) as u8).collect();
-        w.add_tensor(format!("t.{}", ty.name()), ty, &shape, data.clone())
-            .unwrap();
+        w.add_tensor(format!("t.{}", ty.name()), ty, &shape, data.clone()).unwrap();
         tensors.push((format!("t.{}", ty.name()), ty, shape, data));
     }
     let path = temp_path("ourwrite");
@@ -370,8 +336,5 @@ w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); 
     );
     let e = GgufFile::open(&path).unwrap_err();
     std::fs::remove_file(&path).unwrap();
-    assert!(
-        matches!(e, GgufError::BigEndian { raw: 0x0300_0000 }),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::BigEndian { raw: 0x0300_0000 }), "{e}");
 }

@@ -4,8 +4,7 @@ mod common;
 
 use common::{Raw, f32_bytes, ty};
 use kiln_gguf::{
-    Array, GgmlType, GgufError, GgufFile, GgufWriter, MAX_NESTING, TensorInfo, Value, ValueRef,
-    ValueType,
+    Array, GgmlType, GgufError, GgufFile, GgufWriter, MAX_NESTING, TensorInfo, Value, ValueRef, ValueType,
 };
 
 /// One value of every type, arrays of every element type, and nested arrays (heterogeneous inner
@@ -36,31 +35,20 @@ fn all_values() -> Vec<(&'static str, Value)> {
         ("arr.i32", vec![-3i32, 0, 3].into()),
         ("arr.f32", vec![0.5f32, -2.25, 1e-30].into()),
         ("arr.bool", vec![true, false, true].into()),
-        (
-            "arr.str",
-            vec!["a", "", "ü", "long string with spaces"].into(),
-        ),
+        ("arr.str", vec!["a", "", "ü", "long string with spaces"].into()),
         ("arr.u64", vec![u64::MAX, 0].into()),
         ("arr.i64", vec![i64::MIN, i64::MAX].into()),
         ("arr.f64", vec![1e300f64, -1e-300].into()),
         ("arr.empty", Value::Array(Array::F64(vec![]))),
         (
             "arr.nested",
-            vec![
-                Array::from(vec![1i32, 2]),
-                Array::from(vec!["x", "y"]),
-                Array::U8(vec![]),
-                Array::from(vec![true]),
-            ]
-            .into(),
+            vec![Array::from(vec![1i32, 2]), Array::from(vec!["x", "y"]), Array::U8(vec![]), Array::from(vec![true])]
+                .into(),
         ),
         (
             "arr.nested3",
-            vec![
-                Array::Array(vec![Array::from(vec![1.5f32]), Array::from(vec![2u64, 3])]),
-                Array::Array(vec![]),
-            ]
-            .into(),
+            vec![Array::Array(vec![Array::from(vec![1.5f32]), Array::from(vec![2u64, 3])]), Array::Array(vec![])]
+                .into(),
         ),
     ]
 }
@@ -72,14 +60,8 @@ fn every_value_type_round_trips() {
         w.add(k, v).unwrap();
     }
     let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
-    let got: Vec<(String, Value)> = f
-        .metadata()
-        .map(|(k, v)| (k.to_owned(), v.to_value()))
-        .collect();
-    let want: Vec<(String, Value)> = all_values()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let got: Vec<(String, Value)> = f.metadata().map(|(k, v)| (k.to_owned(), v.to_value())).collect();
+    let want: Vec<(String, Value)> = all_values().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     assert_eq!(got, want);
 
     // Spot checks through the borrowed API.
@@ -91,26 +73,14 @@ fn every_value_type_round_trips() {
     assert_eq!(a.get(2), Some(ValueRef::I32(3)));
     assert_eq!(a.get(3), None);
     let e = a.to_vec::<u32>().unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        r#"metadata key "arr.i32": expected array<u32>, found array<i32>"#
-    );
+    assert_eq!(e.to_string(), r#"metadata key "arr.i32": expected array<u32>, found array<i32>"#);
     let s = f.get_str_array("arr.str").unwrap();
     assert_eq!(s.get(2), Some("ü".as_bytes()));
     assert_eq!(s.iter().len(), 4);
     let nested = f.get_array("arr.nested").unwrap();
-    assert_eq!(
-        nested.get(1).unwrap().as_array().unwrap().elem_type(),
-        ValueType::String
-    );
-    assert_eq!(
-        format!("{:.2}", f.get("arr.u32").unwrap()),
-        "[7, 7, ... (3 more)]"
-    );
-    assert_eq!(
-        format!("{}", f.get("arr.str").unwrap()),
-        r#"["a", "", "ü", "long string with spaces"]"#
-    );
+    assert_eq!(nested.get(1).unwrap().as_array().unwrap().elem_type(), ValueType::String);
+    assert_eq!(format!("{:.2}", f.get("arr.u32").unwrap()), "[7, 7, ... (3 more)]");
+    assert_eq!(format!("{}", f.get("arr.str").unwrap()), r#"["a", "", "ü", "long string with spaces"]"#);
 }
 
 #[test]
@@ -122,8 +92,7 @@ fn writer_bytes_match_a_hand_built_file() {
     r.str("tok").u32(ty::ARRAY).u32(ty::ARRAY).u64(2);
     r.u32(ty::I32).u64(1).bytes(&(-7i32).to_le_bytes());
     r.u32(ty::BOOL).u64(2).bytes(&[1, 0]);
-    r.tensor("a", &[2, 2], 0, 0)
-        .tensor("b", &[32], GgmlType::Q8_0.id(), 64);
+    r.tensor("a", &[2, 2], 0, 0).tensor("b", &[32], GgmlType::Q8_0.id(), 64);
     r.pad(64);
     r.bytes(&f32_bytes(&[1.0, 2.0, 3.0, 4.0])).pad(64);
     r.bytes(&[9; 34]).pad(64);
@@ -131,20 +100,9 @@ fn writer_bytes_match_a_hand_built_file() {
     let mut w = GgufWriter::new();
     w.add("general.architecture", "llama").unwrap();
     w.set_alignment(64).unwrap();
-    w.add(
-        "tok",
-        vec![Array::I32(vec![-7]), Array::Bool(vec![true, false])],
-    )
-    .unwrap();
-    w.add_tensor(
-        "a",
-        GgmlType::F32,
-        &[2, 2],
-        f32_bytes(&[1.0, 2.0, 3.0, 4.0]),
-    )
-    .unwrap();
-    w.add_tensor("b", GgmlType::Q8_0, &[32], vec![9; 34])
-        .unwrap();
+    w.add("tok", vec![Array::I32(vec![-7]), Array::Bool(vec![true, false])]).unwrap();
+    w.add_tensor("a", GgmlType::F32, &[2, 2], f32_bytes(&[1.0, 2.0, 3.0, 4.0])).unwrap();
+    w.add_tensor("b", GgmlType::Q8_0, &[32], vec![9; 34]).unwrap();
     assert_eq!(w.to_bytes().unwrap(), r.build());
 }
 
@@ -158,18 +116,8 @@ fn every_tensor_type_has_its_layout_size() {
         let shape = [2 * ty.block_elems() as u64, 3];
         let size = (2 * ty.block_bytes() * 3) as u64;
         let data: Vec<u8> = (0..size).map(|b| (b as usize * 31 + i) as u8).collect();
-        w.add_tensor(format!("t.{}", ty.name()), ty, &shape, data.clone())
-            .unwrap();
-        expected.push((
-            TensorInfo {
-                name: format!("t.{}", ty.name()),
-                ty,
-                shape: shape.to_vec(),
-                offset,
-                size,
-            },
-            data,
-        ));
+        w.add_tensor(format!("t.{}", ty.name()), ty, &shape, data.clone()).unwrap();
+        expected.push((TensorInfo { name: format!("t.{}", ty.name()), ty, shape: shape.to_vec(), offset, size }, data));
         offset = (offset + size).div_ceil(32) * 32;
     }
     let bytes = w.to_bytes().unwrap();
@@ -183,10 +131,7 @@ fn every_tensor_type_has_its_layout_size() {
     }
     // The file ends with the last tensor's padding.
     let last = &expected.last().unwrap().0;
-    assert_eq!(
-        f.file_size(),
-        f.data_offset() + (last.offset + last.size).div_ceil(32) * 32
-    );
+    assert_eq!(f.file_size(), f.data_offset() + (last.offset + last.size).div_ceil(32) * 32);
 }
 
 #[test]
@@ -205,22 +150,13 @@ fn custom_alignment_is_honoured() {
         assert_eq!(f.tensor_data(b), [2; 5]);
         // Padding is zeros.
         let pad_start = (f.data_offset() + 6) as usize;
-        assert!(
-            f.bytes()[pad_start..(f.data_offset() + b.offset) as usize]
-                .iter()
-                .all(|&x| x == 0)
-        );
+        assert!(f.bytes()[pad_start..(f.data_offset() + b.offset) as usize].iter().all(|&x| x == 0));
     }
 }
 
 #[test]
 fn streaming_writes_the_same_bytes() {
-    let data: Vec<Vec<u8>> = vec![
-        (0..4096u32).map(|i| i as u8).collect(),
-        vec![],
-        vec![7; 34 * 3],
-        vec![5; 4],
-    ];
+    let data: Vec<Vec<u8>> = vec![(0..4096u32).map(|i| i as u8).collect(), vec![], vec![7; 34 * 3], vec![5; 4]];
     let specs: [(&str, GgmlType, &[u64]); 4] = [
         ("big", GgmlType::F32, &[1024]),
         ("zero", GgmlType::F32, &[0, 4]),
@@ -249,17 +185,7 @@ fn streaming_writes_the_same_bytes() {
     let e = s.write_tensor("inline", &data[3]).unwrap_err();
     assert!(matches!(e, GgufError::TensorOrder { .. }), "{e}");
     let e = s.write_data(&[0; 103]).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            GgufError::TensorDataLength {
-                expected: 102,
-                actual: 103,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::TensorDataLength { expected: 102, actual: 103, .. }), "{e}");
     s.write_tensor("q", &data[2]).unwrap();
     // "inline" was written from memory.
     assert!(s.current().is_none());
@@ -273,23 +199,10 @@ fn streaming_must_complete_every_tensor() {
     let mut s = w.begin(Vec::new()).unwrap();
     s.write_data(&[0; 10]).unwrap();
     let e = s.finish().unwrap_err();
-    assert!(
-        matches!(
-            e,
-            GgufError::TensorDataIncomplete {
-                written: 10,
-                expected: 16,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, GgufError::TensorDataIncomplete { written: 10, expected: 16, .. }), "{e}");
     let mut w = GgufWriter::new();
     w.add_tensor_info("a", GgmlType::F32, &[4]).unwrap();
-    assert!(matches!(
-        w.to_bytes(),
-        Err(GgufError::TensorDataIncomplete { written: 0, .. })
-    ));
+    assert!(matches!(w.to_bytes(), Err(GgufError::TensorDataIncomplete { written: 0, .. })));
 }
 
 #[test]
@@ -298,56 +211,25 @@ fn writer_rejects_what_the_reader_would() {
     w.add("k", 1u32).unwrap();
     assert!(matches!(w.add("k", 2u32), Err(GgufError::KeyExists { .. })));
     assert!(matches!(w.add("", 2u32), Err(GgufError::InvalidKey { .. })));
-    assert!(matches!(
-        w.add("general.alignment", 64u64),
-        Err(GgufError::AlignmentType { .. })
-    ));
-    assert!(matches!(
-        w.set_alignment(0),
-        Err(GgufError::InvalidAlignment { alignment: 0 })
-    ));
-    assert!(matches!(
-        w.set_alignment(24),
-        Err(GgufError::InvalidAlignment { alignment: 24 })
-    ));
+    assert!(matches!(w.add("general.alignment", 64u64), Err(GgufError::AlignmentType { .. })));
+    assert!(matches!(w.set_alignment(0), Err(GgufError::InvalidAlignment { alignment: 0 })));
+    assert!(matches!(w.set_alignment(24), Err(GgufError::InvalidAlignment { alignment: 24 })));
     let mut deep = Array::U8(vec![1]);
     for _ in 0..MAX_NESTING {
         deep = Array::Array(vec![deep]);
     }
-    assert!(matches!(
-        w.add("deep", deep),
-        Err(GgufError::NestingTooDeep { .. })
-    ));
+    assert!(matches!(w.add("deep", deep), Err(GgufError::NestingTooDeep { .. })));
 
     w.add_tensor("t", GgmlType::F32, &[2], vec![0; 8]).unwrap();
-    assert!(matches!(
-        w.add_tensor("t", GgmlType::F32, &[2], vec![0; 8]),
-        Err(GgufError::TensorExists { .. })
-    ));
+    assert!(matches!(w.add_tensor("t", GgmlType::F32, &[2], vec![0; 8]), Err(GgufError::TensorExists { .. })));
     assert!(matches!(
         w.add_tensor("u", GgmlType::F32, &[2], vec![0; 7]),
-        Err(GgufError::TensorDataLength {
-            expected: 8,
-            actual: 7,
-            ..
-        })
+        Err(GgufError::TensorDataLength { expected: 8, actual: 7, .. })
     ));
-    assert!(matches!(
-        w.add_tensor_info("u", GgmlType::Q4_K, &[255]),
-        Err(GgufError::PartialBlock { .. })
-    ));
-    assert!(matches!(
-        w.add_tensor_info("u", GgmlType::F32, &[1; 5]),
-        Err(GgufError::TooManyDims { .. })
-    ));
-    assert!(matches!(
-        w.add_tensor_info("x".repeat(64), GgmlType::F32, &[1]),
-        Err(GgufError::TensorNameTooLong { .. })
-    ));
-    assert!(matches!(
-        w.add_tensor_info("u", GgmlType::F32, &[1 << 63]),
-        Err(GgufError::NegativeDim { .. })
-    ));
+    assert!(matches!(w.add_tensor_info("u", GgmlType::Q4_K, &[255]), Err(GgufError::PartialBlock { .. })));
+    assert!(matches!(w.add_tensor_info("u", GgmlType::F32, &[1; 5]), Err(GgufError::TooManyDims { .. })));
+    assert!(matches!(w.add_tensor_info("x".repeat(64), GgmlType::F32, &[1]), Err(GgufError::TensorNameTooLong { .. })));
+    assert!(matches!(w.add_tensor_info("u", GgmlType::F32, &[1 << 63]), Err(GgufError::NegativeDim { .. })));
     // Nothing failed was added.
     let f = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
     assert_eq!((f.metadata().len(), f.tensors().len()), (1, 1));
@@ -355,24 +237,17 @@ fn writer_rejects_what_the_reader_would() {
 
 #[test]
 fn open_maps_a_file_written_to_disk() {
-    let path =
-        std::env::temp_dir().join(format!("kiln-gguf-roundtrip-{}.gguf", std::process::id()));
+    let path = std::env::temp_dir().join(format!("kiln-gguf-roundtrip-{}.gguf", std::process::id()));
     let mut w = GgufWriter::new();
     w.add("general.name", "on disk").unwrap();
-    w.add_tensor("w", GgmlType::BF16, &[4, 2], (0..16u8).collect::<Vec<_>>())
-        .unwrap();
+    w.add_tensor("w", GgmlType::BF16, &[4, 2], (0..16u8).collect::<Vec<_>>()).unwrap();
     let mut expected = GgufWriter::new();
     expected.add("general.name", "on disk").unwrap();
-    expected
-        .add_tensor("w", GgmlType::BF16, &[4, 2], (0..16u8).collect::<Vec<_>>())
-        .unwrap();
+    expected.add_tensor("w", GgmlType::BF16, &[4, 2], (0..16u8).collect::<Vec<_>>()).unwrap();
     w.write_to_path(&path).unwrap();
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.bytes(), expected.to_bytes().unwrap());
-    assert_eq!(
-        f.tensor_data(f.tensor("w").unwrap()),
-        (0..16u8).collect::<Vec<_>>()
-    );
+    assert_eq!(f.tensor_data(f.tensor("w").unwrap()), (0..16u8).collect::<Vec<_>>());
     drop(f);
     std::fs::remove_file(&path).unwrap();
     let e = GgufFile::open(&path).unwrap_err();

@@ -8,9 +8,9 @@
 
 use kiln_quant::GgmlType;
 
+use crate::Result;
 use crate::config::RopeStyle;
 use crate::kv::KvLayout;
-use crate::Result;
 
 /// A weight tensor as it is stored in the file: type, ggml shape (`shape[0]` = row length) and bytes.
 #[derive(Clone, Copy, Debug)]
@@ -95,7 +95,15 @@ pub trait Backend: Send + Sync {
     fn kv_write(&self, kv: &mut Self::Kv, layer: usize, rows: &[RowKv<'_>], k: &Self::Act, v: &Self::Act);
     /// Causal attention of each row's query heads over its sequence's cached K/V (which already
     /// holds this batch's rows).
-    fn attention(&self, kv: &Self::Kv, layer: usize, rows: &[RowKv<'_>], q: &Self::Act, p: &AttnParams, out: &mut Self::Act);
+    fn attention(
+        &self,
+        kv: &Self::Kv,
+        layer: usize,
+        rows: &[RowKv<'_>],
+        q: &Self::Act,
+        p: &AttnParams,
+        out: &mut Self::Act,
+    );
     /// Copies the chosen rows of `x` into a new activation.
     fn gather_rows(&self, x: &Self::Act, rows: &[usize]) -> Self::Act;
     /// `x = cap * tanh(x / cap)`.

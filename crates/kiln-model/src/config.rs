@@ -104,7 +104,9 @@ impl Config {
         let head_dim = match opt_usize(f, &k("attention.key_length"))? {
             Some(d) => d,
             None if n_embd % n_head == 0 => n_embd / n_head,
-            None => return Err(hp(&k("attention.key_length"), "missing, and head_count does not divide embedding_length")),
+            None => {
+                return Err(hp(&k("attention.key_length"), "missing, and head_count does not divide embedding_length"));
+            }
         };
         let head_dim_v = opt_usize(f, &k("attention.value_length"))?.unwrap_or(head_dim);
         let n_rot = opt_usize(f, &k("rope.dimension_count"))?.unwrap_or(head_dim);
@@ -138,8 +140,7 @@ impl Config {
                 let window = opt_usize(f, &k("attention.sliding_window"))?;
                 // Five sliding-window layers, then one global layer (llama.cpp's pattern 6).
                 let pattern = 6;
-                let swa: Vec<bool> =
-                    (0..n_layer).map(|il| window.is_some() && il % pattern < pattern - 1).collect();
+                let swa: Vec<bool> = (0..n_layer).map(|il| window.is_some() && il % pattern < pattern - 1).collect();
                 let scale = 1.0 / (head_dim as f32).sqrt();
                 (RopeStyle::Neox, window, swa, scale, Some((n_embd as f32).sqrt()))
             }

@@ -7,7 +7,7 @@ use kiln_gguf::GgufFile;
 use crate::arch::{gemma3, llama};
 use crate::backend::{Backend, RowKv, WeightData};
 use crate::config::{Arch, Config};
-use crate::kv::{KvCache, KvLayout, SeqKv, DEFAULT_BLOCK_SIZE};
+use crate::kv::{DEFAULT_BLOCK_SIZE, KvCache, KvLayout, SeqKv};
 use crate::{ModelError, Result};
 
 /// Finds tensors by name, checks their shapes, and binds them on the backend.
@@ -88,7 +88,11 @@ pub struct Batch {
 impl Batch {
     /// A single sequence's tokens, with logits for the last one.
     pub fn single(tokens: &[u32]) -> Batch {
-        Batch { tokens: tokens.to_vec(), seq: vec![0; tokens.len()], logits: tokens.len().checked_sub(1).into_iter().collect() }
+        Batch {
+            tokens: tokens.to_vec(),
+            seq: vec![0; tokens.len()],
+            logits: tokens.len().checked_sub(1).into_iter().collect(),
+        }
     }
 }
 
@@ -104,10 +108,17 @@ pub struct Model<B: Backend> {
 impl<B: Backend> Model<B> {
     /// Reads the hyperparameters and binds every tensor of a supported architecture.
     pub fn load(file: Arc<GgufFile>, backend: B) -> Result<Model<B>> {
-        let embd = file.tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
+        let embd =
+            file.tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
         let n_vocab = match embd.shape.as_slice() {
             [_, v] => *v as usize,
-            _ => return Err(ModelError::Shape { name: embd.name.clone(), expected: vec![0, 0], actual: embd.shape.clone() }),
+            _ => {
+                return Err(ModelError::Shape {
+                    name: embd.name.clone(),
+                    expected: vec![0, 0],
+                    actual: embd.shape.clone(),
+                });
+            }
         };
         let config = Config::from_gguf(&file, n_vocab)?;
         let binder = Binder { file: &file, backend: &backend };
@@ -134,7 +145,13 @@ impl<B: Backend> Model<B> {
 
     /// Runs the batch and returns the logits of `batch.logits` rows, `n_vocab` each, row-major.
     /// `n_ctx` bounds every sequence's length.
-    pub fn forward(&self, kv: &mut KvCache<B>, seqs: &mut [&mut SeqKv], batch: &Batch, n_ctx: usize) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        kv: &mut KvCache<B>,
+        seqs: &mut [&mut SeqKv],
+        batch: &Batch,
+        n_ctx: usize,
+    ) -> Result<Vec<f32>> {
         let n = batch.tokens.len();
         if batch.seq.len() != n {
             return Err(ModelError::Batch(format!("{} tokens but {} sequence indices", n, batch.seq.len())));
@@ -154,7 +171,9 @@ impl<B: Backend> Model<B> {
         let mut next: Vec<usize> = seqs.iter().map(|s| s.len).collect();
         let mut pos = Vec::with_capacity(n);
         for &s in &batch.seq {
-            let p = next.get_mut(s).ok_or_else(|| ModelError::Batch(format!("sequence index {s} out of {}", seqs.len())))?;
+            let p = next
+                .get_mut(s)
+                .ok_or_else(|| ModelError::Batch(format!("sequence index {s} out of {}", seqs.len())))?;
             if *p >= n_ctx {
                 return Err(ModelError::ContextFull { pos: *p, n_ctx });
             }

@@ -49,7 +49,8 @@ fn fixtures(model: &str) -> Vec<PathBuf> {
 }
 
 fn read(path: &Path) -> Value {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (see fixtures/llamacpp/README.md)", path.display()));
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e} (see fixtures/llamacpp/README.md)", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -61,7 +62,8 @@ fn ids(v: &Value) -> Vec<u32> {
 fn step_error(logits: &[f32], step: &Value, probe: &[u32]) -> (f64, usize) {
     let range = step["max"].as_f64().unwrap() - step["min"].as_f64().unwrap();
     let top = step["top"].as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_f64().unwrap()));
-    let pr = probe.iter().map(|&id| id as usize).zip(step["probe"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()));
+    let pr =
+        probe.iter().map(|&id| id as usize).zip(step["probe"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()));
     top.chain(pr)
         .map(|(id, want)| ((logits[id] as f64 - want).abs() / range, id))
         .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
@@ -103,9 +105,14 @@ fn check(model: &Model<CpuBackend>, path: &Path) -> Outcome {
         out.worst = out.worst.max(err);
         out.strict_ok += (err <= STRICT) as usize;
         if report() {
-            eprintln!("  {name} step {i:2}: kiln {:6.3}%  (llama.cpp vs f64 {:6.3}%)", err * 100.0, disagreement[i] * 100.0);
+            eprintln!(
+                "  {name} step {i:2}: kiln {:6.3}%  (llama.cpp vs f64 {:6.3}%)",
+                err * 100.0,
+                disagreement[i] * 100.0
+            );
         }
-        let what = format!("{name} step {i} id {id}: kiln {} is {:.3}% of the range from llama.cpp", logits[id], err * 100.0);
+        let what =
+            format!("{name} step {i} id {id}: kiln {} is {:.3}% of the range from llama.cpp", logits[id], err * 100.0);
         if err > loose {
             out.failures.push(format!("{what}, above 1% + 2 × {:.3}% (llama.cpp vs f64)", disagreement[i] * 100.0));
         } else if strict && err > STRICT {
@@ -116,7 +123,10 @@ fn check(model: &Model<CpuBackend>, path: &Path) -> Outcome {
         if !tied {
             let argmax = (0..logits.len()).fold(0, |b, j| if logits[j] > logits[b] { j } else { b });
             if argmax as u32 != generated[i] {
-                out.failures.push(format!("{name} step {i}: greedy id {argmax}, llama.cpp {} (no near-tie before)", generated[i]));
+                out.failures.push(format!(
+                    "{name} step {i}: greedy id {argmax}, llama.cpp {} (no near-tie before)",
+                    generated[i]
+                ));
             }
         }
         if i + 1 < generated.len() {
@@ -137,7 +147,9 @@ fn run(model_name: &str) {
     let file = Arc::new(kiln_gguf::GgufFile::open(path).unwrap());
     let model = Model::load(file.clone(), CpuBackend::new(file, 0)).unwrap();
     if !follows_llama_cpp() {
-        eprintln!("no AVX2 + FMA: kiln's kernels round differently from llama.cpp's x86 build; checking the f64-based bound only");
+        eprintln!(
+            "no AVX2 + FMA: kiln's kernels round differently from llama.cpp's x86 build; checking the f64-based bound only"
+        );
     }
     let (mut steps, mut strict_ok, mut failures) = (0, 0, Vec::new());
     for f in fixtures(model_name) {

@@ -122,8 +122,7 @@ fn bench_dequant(c: &mut Criterion) {
     for ty in supported_types() {
         let t = traits(ty).unwrap();
         let seed = 0x6b69_6c6e_0000_0001 ^ ty.id() as u64;
-        let Some(w) = std::panic::catch_unwind(move || weights(ty, ROWS, N, &mut Rng(seed))).ok()
-        else {
+        let Some(w) = std::panic::catch_unwind(move || weights(ty, ROWS, N, &mut Rng(seed))).ok() else {
             eprintln!("dequant/{ty}: skipped (could not build weights: quantize panicked)");
             continue;
         };
@@ -155,8 +154,7 @@ fn bench_dot(c: &mut Criterion) {
         let Some(d) = t.vec_dot else { continue };
         let seed = 0x6b69_6c6e_0000_0002 ^ ty.id() as u64;
         let mut rng = Rng(seed ^ 0xffff);
-        let Some(w) = std::panic::catch_unwind(move || weights(ty, ROWS, N, &mut Rng(seed))).ok()
-        else {
+        let Some(w) = std::panic::catch_unwind(move || weights(ty, ROWS, N, &mut Rng(seed))).ok() else {
             eprintln!("dot/{ty}: skipped (could not build weights: quantize panicked)");
             continue;
         };
@@ -217,9 +215,7 @@ fn bench_dot(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2))
 }
 
 criterion_group! { name = benches; config = config(); targets = bench_dequant, bench_dot }

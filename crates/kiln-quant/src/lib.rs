@@ -170,10 +170,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
 pub fn quantize_activations(weight_ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, QuantError> {
     let act_ty = checked_traits(weight_ty)?.vec_dot_type;
     let t = checked_traits(act_ty)?;
-    let q = t
-        .from_float
-        .or(t.quantize)
-        .ok_or(QuantError::Unsupported { ty: act_ty, op: "quantize" })?;
+    let q = t.from_float.or(t.quantize).ok_or(QuantError::Unsupported { ty: act_ty, op: "quantize" })?;
     let mut out = vec![0u8; act_ty.row_bytes(x.len() as u64)? as usize];
     check_row(act_ty, x.len(), out.len())?;
     q(x, &mut out);

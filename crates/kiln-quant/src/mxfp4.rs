@@ -84,8 +84,7 @@ pub const BLOCK_BYTES: usize = 1 + QK / 2;
 pub const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// The E2M1 value of each 4-bit code (OCP MX spec, table "FP4 E2M1"): `KVALUES / 2`.
-pub const E2M1: [f32; 16] =
-    [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
+pub const E2M1: [f32; 16] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
 
 /// `ggml_e8m0_to_fp32_half(e)`: 2^(e − 128) built from bits (subnormal for `e` = 0 and 1,
 /// 2^127 for `e` = 255; never NaN).
@@ -211,9 +210,7 @@ mod x86 {
 
     use super::{BLOCK_BYTES, E8M0_HALF, KVALUES};
     use crate::formats::common::dot_entry_points;
-    use crate::formats::common::x86::{
-        Isa, f16_le, halves8, hsum_f32x8, load16, load32, sum_lanes8, unpack_nibbles,
-    };
+    use crate::formats::common::x86::{Isa, f16_le, halves8, hsum_f32x8, load16, load32, sum_lanes8, unpack_nibbles};
 
     /// [`KVALUES`] plus 12: the doubled E2M1 values as unsigned bytes 0..24.
     const KVALUES_PLUS_12: [u8; 16] = {

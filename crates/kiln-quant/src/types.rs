@@ -67,9 +67,9 @@ impl GgmlType {
     pub const ALL: [GgmlType; 35] = {
         use GgmlType::*;
         [
-            F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-            IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64,
-            IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0, Q2_0,
+            F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ2_XXS, IQ2_XS, IQ3_XXS,
+            IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64, IQ1_M, BF16, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0,
+            Q2_0,
         ]
     };
 
@@ -186,9 +186,7 @@ impl GgmlType {
         if !n.is_multiple_of(block_elems as u64) {
             return Err(QuantError::PartialBlock { ty: self, n, block_elems });
         }
-        (n / block_elems as u64)
-            .checked_mul(block_bytes as u64)
-            .ok_or(QuantError::Overflow { ty: self, n })
+        (n / block_elems as u64).checked_mul(block_bytes as u64).ok_or(QuantError::Overflow { ty: self, n })
     }
 
     /// Bits per weight of the format (block bytes × 8 / block elements).

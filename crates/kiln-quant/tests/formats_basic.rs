@@ -46,9 +46,7 @@ impl Rng {
 
 /// A fresh scratch folder under `target/`.
 fn scratch(tag: &str) -> PathBuf {
-    let dir = kiln_testkit::target_dir()
-        .join("tmp-kiln-quant-formats")
-        .join(format!("{tag}-{}", std::process::id()));
+    let dir = kiln_testkit::target_dir().join("tmp-kiln-quant-formats").join(format!("{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -99,11 +97,9 @@ fn oracle(tag: &str, jobs: &[(&str, GgmlType, Vec<u8>)]) -> Vec<Vec<u8>> {
         args.push(inp.into_os_string());
         args.push(out.into_os_string());
     }
-    let refs: Vec<&std::ffi::OsStr> =
-        args.iter().map(|a: &std::ffi::OsString| a.as_os_str()).collect();
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a: &std::ffi::OsString| a.as_os_str()).collect();
     kiln_testkit::run_python(ORACLE, &refs);
-    let outs =
-        (0..jobs.len()).map(|i| std::fs::read(dir.join(format!("{i}.out"))).unwrap()).collect();
+    let outs = (0..jobs.len()).map(|i| std::fs::read(dir.join(format!("{i}.out"))).unwrap()).collect();
     std::fs::remove_dir_all(&dir).ok();
     outs
 }
@@ -120,15 +116,8 @@ fn elems(ty: GgmlType, bytes: usize) -> usize {
     bytes / ty.block_bytes() * ty.block_elems()
 }
 
-const BLOCK_TYPES: [GgmlType; 7] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q8_1,
-    GgmlType::MXFP4,
-];
+const BLOCK_TYPES: [GgmlType; 7] =
+    [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::MXFP4];
 
 // ---------------------------------------------------------------------------------------------
 // Dequantization
@@ -154,8 +143,7 @@ fn random_blocks(ty: GgmlType, rng: &mut Rng, nb: usize) -> Vec<u8> {
     } else if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
         // Half the blocks get finite, ordinary half scales (d, and m or s where present).
         for blk in b.chunks_exact_mut(bb).step_by(2) {
-            let halves =
-                if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1) { 2 } else { 1 };
+            let halves = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1) { 2 } else { 1 };
             for h in 0..halves {
                 let v = half::f16::from_f32(rng.normal() * 0.1).to_bits().to_le_bytes();
                 blk[2 * h..2 * h + 2].copy_from_slice(&v);
@@ -248,8 +236,8 @@ fn quant_inputs(ty: GgmlType, rng: &mut Rng) -> Vec<f32> {
             9 => block(&mut |_| rng.normal() * 1e7),   // half overflow of d, m and s
             10 => block(&mut |_| {
                 // E2M1 values and their midpoints under a random power-of-two scale.
-                let v = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0]
-                    [rng.below(14) as usize];
+                let v =
+                    [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0][rng.below(14) as usize];
                 let s = if rng.below(2) == 0 { 1.0 } else { -1.0 };
                 s * v * 2f32.powi(rng.below(40) as i32 - 20)
             }),
@@ -307,8 +295,7 @@ fn quantize_matches_gguf_py() {
     let mut rng = Rng(0x5eed_0002);
     let mut types = vec![GgmlType::F32, GgmlType::F16, GgmlType::BF16];
     types.extend(BLOCK_TYPES);
-    let jobs: Vec<_> =
-        types.iter().map(|&ty| ("quant", ty, bytes_of(&quant_inputs(ty, &mut rng)))).collect();
+    let jobs: Vec<_> = types.iter().map(|&ty| ("quant", ty, bytes_of(&quant_inputs(ty, &mut rng)))).collect();
     let outs = oracle("quant", &jobs);
     for ((_, ty, input), want) in jobs.iter().zip(outs) {
         let x = f32s(input);
@@ -445,9 +432,7 @@ fn runnable_vnni(ty: GgmlType, dot: &kiln_quant::Dot) -> Option<kiln_quant::Unsa
     if kiln_quant::simd::has_avx512_vnni() {
         Some(f)
     } else {
-        eprintln!(
-            "{ty}: Dot::vnni not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)"
-        );
+        eprintln!("{ty}: Dot::vnni not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)");
         None
     }
 }
@@ -463,17 +448,13 @@ fn check_dot(ty: GgmlType, seed: u64) {
     assert_eq!(dot.vnni.is_some(), expects_vnni(ty), "{ty}: VNNI kernel presence");
     let vnni = runnable_vnni(ty, &dot);
     let mut checked = 0;
-    let lengths: &[usize] = if ty.block_elems() == 1 {
-        &[1, 7, 8, 31, 32, 33, 100, 2880, 4099]
-    } else {
-        &[1, 2, 3, 7, 8, 90, 128]
-    };
+    let lengths: &[usize] =
+        if ty.block_elems() == 1 { &[1, 7, 8, 31, 32, 33, 100, 2880, 4099] } else { &[1, 2, 3, 7, 8, 90, 128] };
     for &len in lengths {
         let n = if ty.block_elems() == 1 { len } else { len * 32 };
         for rep in 0..12 {
             let w = random_weights(ty, &mut rng, n, rep % 3 == 2);
-            let a: Vec<f32> =
-                (0..n).map(|_| rng.normal() * 10f32.powf(rng.unit() * 2.0 - 1.0)).collect();
+            let a: Vec<f32> = (0..n).map(|_| rng.normal() * 10f32.powf(rng.unit() * 2.0 - 1.0)).collect();
             let act = quantize_activations(ty, &a).unwrap();
             let (want, abs) = reference_dot(ty, &w, &act);
             assert!(abs > 0.0 && want.is_finite(), "{ty}: degenerate test row");
@@ -481,25 +462,16 @@ fn check_dot(ty: GgmlType, seed: u64) {
             // (per block for the block formats, per lane for the SIMD accumulators).
             let tol = (n as f64 / 8.0 + 16.0) * f32::EPSILON as f64 * abs;
             let scalar = (dot.scalar)(&w, &act) as f64;
-            assert!(
-                (scalar - want).abs() <= tol,
-                "{ty} n={n} rep={rep}: scalar {scalar} vs f64 {want} (tol {tol})"
-            );
+            assert!((scalar - want).abs() <= tol, "{ty} n={n} rep={rep}: scalar {scalar} vs f64 {want} (tol {tol})");
             let checked_api = vec_dot(ty, &w, &act).unwrap() as f64;
-            assert!(
-                (checked_api - want).abs() <= tol,
-                "{ty} n={n}: vec_dot {checked_api} vs {want}"
-            );
+            assert!((checked_api - want).abs() <= tol, "{ty} n={n}: vec_dot {checked_api} vs {want}");
             let mut avx2 = None;
             if let (Some(f), true) = (dot.avx2, simd) {
                 // SAFETY: AVX2, FMA and F16C were detected at run time.
                 let v = unsafe { f(&w, &act) };
                 avx2 = Some(v);
                 let v = v as f64;
-                assert!(
-                    (v - want).abs() <= tol,
-                    "{ty} n={n} rep={rep}: avx2 {v} vs f64 {want} (tol {tol})"
-                );
+                assert!((v - want).abs() <= tol, "{ty} n={n} rep={rep}: avx2 {v} vs f64 {want} (tol {tol})");
                 assert!((v - scalar).abs() <= tol, "{ty} n={n}: avx2 {v} vs scalar {scalar}");
             }
             if let Some(f) = vnni {
@@ -519,10 +491,7 @@ fn check_dot(ty: GgmlType, seed: u64) {
                     "{ty}: dispatch should pick the VNNI kernel"
                 );
                 let v = v as f64;
-                assert!(
-                    (v - want).abs() <= tol,
-                    "{ty} n={n} rep={rep}: vnni {v} vs f64 {want} (tol {tol})"
-                );
+                assert!((v - want).abs() <= tol, "{ty} n={n} rep={rep}: vnni {v} vs f64 {want} (tol {tol})");
                 assert!((v - scalar).abs() <= tol, "{ty} n={n}: vnni {v} vs scalar {scalar}");
             }
             checked += 1;

@@ -18,8 +18,7 @@ use std::path::PathBuf;
 
 use kiln_quant::{GgmlType, QK_K, dequantize, quantize, quantize_activations, traits, vec_dot};
 
-const K_TYPES: [GgmlType; 5] =
-    [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
+const K_TYPES: [GgmlType; 5] = [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -161,9 +160,7 @@ fn q8k_from_quants(d: f32, qs: &[i8]) -> Vec<u8> {
 }
 
 fn scratch(tag: &str) -> PathBuf {
-    let dir = kiln_testkit::target_dir()
-        .join("tmp-kiln-quant-formats-k")
-        .join(format!("{tag}-{}", std::process::id()));
+    let dir = kiln_testkit::target_dir().join("tmp-kiln-quant-formats-k").join(format!("{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -195,9 +192,7 @@ fn dequantize_matches_gguf_py() {
         let mut row = random_blocks(&mut rng, ty, 300);
         // Edge blocks: largest, smallest subnormal, negative zero and negative super-scales, with
         // all-ones and all-zero payloads.
-        for (h, payload) in
-            [(0x7bffu16, 0xFFu8), (0x0001, 0xFF), (0x8000, 0xAA), (0xbc00, 0x00), (0xfbff, 0x5A)]
-        {
+        for (h, payload) in [(0x7bffu16, 0xFFu8), (0x0001, 0xFF), (0x8000, 0xAA), (0xbc00, 0x00), (0xfbff, 0x5A)] {
             let mut blk = vec![payload; bb];
             set_scales(ty, &mut blk, || h.to_le_bytes());
             row.extend_from_slice(&blk);
@@ -216,11 +211,8 @@ fn dequantize_matches_gguf_py() {
     let args_ref: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     kiln_testkit::run_python(ORACLE, &args_ref);
     for (ty, row, _, out) in &cases {
-        let want: Vec<u32> = std::fs::read(out)
-            .unwrap()
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let want: Vec<u32> =
+            std::fs::read(out).unwrap().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         let n = row.len() / ty.block_bytes() * QK_K;
         assert_eq!(want.len(), n, "{ty}: oracle output length");
         let mut got = vec![0f32; n];
@@ -282,17 +274,13 @@ fn q8k_quantize_properties() {
                 let sum: i32 = qs[16 * j..16 * j + 16].iter().sum();
                 assert_eq!(stored as i32, sum, "bsums[{j}] at scale {scale}");
             }
-            let (imax, &xmax) =
-                xb.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
+            let (imax, &xmax) = xb.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).unwrap();
             assert_eq!(qs[imax], -127, "the largest magnitude maps to −127 (d has the other sign)");
             assert!(qs.iter().all(|&v| (-127..=127).contains(&v)));
             assert!(((d as f64) * -127.0 - xmax as f64).abs() <= 1e-6 * (xmax as f64).abs());
             for (i, &v) in xb.iter().enumerate() {
                 let err = (d as f64 * qs[i] as f64 - v as f64).abs();
-                assert!(
-                    err <= (0.5 + 1e-4) * (d as f64).abs(),
-                    "value {i} at scale {scale}: err {err:e}, d {d:e}"
-                );
+                assert!(err <= (0.5 + 1e-4) * (d as f64).abs(), "value {i} at scale {scale}: err {err:e}, d {d:e}");
             }
         }
     }
@@ -323,9 +311,7 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
     assert!(d.avx2.is_some() && d.vnni.is_some(), "{ty}: no AVX2 or VNNI kernel");
     let vnni = d.vnni.filter(|_| kiln_quant::simd::has_avx512_vnni());
     if d.vnni.is_some() && vnni.is_none() {
-        eprintln!(
-            "{ty}: Dot::vnni not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)"
-        );
+        eprintln!("{ty}: Dot::vnni not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)");
     }
     let mut rng = Rng(seed);
     let mut checked = 0;
@@ -367,11 +353,7 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
                 // Both kernels' integer sums are exact for every activation byte (−128
                 // included) and their float operations are the same: equal bits.
                 let a = paths.last().map(|p| p.1).unwrap_or(f32::NAN);
-                assert_eq!(
-                    v.to_bits(),
-                    a.to_bits(),
-                    "{ty} n={n} raw={raw_activations}: vnni {v:e} vs avx2 {a:e}"
-                );
+                assert_eq!(v.to_bits(), a.to_bits(), "{ty} n={n} raw={raw_activations}: vnni {v:e} vs avx2 {a:e}");
                 paths.push(("vnni", v));
             }
             for (name, v) in paths {
@@ -461,9 +443,7 @@ fn quant_inputs(rng: &mut Rng) -> Vec<Vec<f32>> {
         );
         rows.push((0..n).map(|_| rng.unit() * amp).collect());
         rows.push((0..n).map(|_| -rng.unit() * amp).collect());
-        rows.push(
-            (0..n).map(|_| if rng.below(10) == 0 { rng.normal() * amp } else { 0.0 }).collect(),
-        );
+        rows.push((0..n).map(|_| if rng.below(10) == 0 { rng.normal() * amp } else { 0.0 }).collect());
     }
     rows.push(vec![0.37; n]);
     rows.push((0..n).map(|i| (i % 9) as f32 - 4.0).collect());

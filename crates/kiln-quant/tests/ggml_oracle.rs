@@ -44,9 +44,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use kiln_quant::{
-    GgmlType, dequantize, quantize, quantize_activations, simd, supported_types, traits, vec_dot,
-};
+use kiln_quant::{GgmlType, dequantize, quantize, quantize_activations, simd, supported_types, traits, vec_dot};
 
 const KIND_DEQUANT: u32 = 1;
 const KIND_QUANT: u32 = 2;
@@ -102,12 +100,7 @@ impl<'a> Cursor<'a> {
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: truncated at byte {} reading {what} ({n} bytes)",
-                    self.file, self.pos
-                )
-            });
+            .unwrap_or_else(|| panic!("{}: truncated at byte {} reading {what} ({n} bytes)", self.file, self.pos));
         let s = &self.buf[self.pos..end];
         self.pos = end;
         s
@@ -120,32 +113,18 @@ impl<'a> Cursor<'a> {
 fn load(ty: GgmlType, kind: u32) -> Fixture {
     let file = format!("{}.{}.bin", ty.name(), kind_name(kind));
     let path = fixture_dir().join(&file);
-    let buf = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (regenerate with tests/oracle/README.md)",
-            path.display()
-        )
-    });
-    let mut c = Cursor {
-        file: &file,
-        buf: &buf,
-        pos: 0,
-    };
+    let buf = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (regenerate with tests/oracle/README.md)", path.display()));
+    let mut c = Cursor { file: &file, buf: &buf, pos: 0 };
     assert_eq!(c.take(8, "magic"), b"KILNGGML", "{file}: bad magic");
     let version = c.u32("version");
     assert_eq!(version, 1, "{file}: unknown version {version}");
     let k = c.u32("kind");
     assert_eq!(k, kind, "{file}: header says kind {k}, expected {kind}");
     let tid = c.u32("type");
-    assert_eq!(
-        tid,
-        ty.id(),
-        "{file}: header says type {tid}, expected {} ({ty})",
-        ty.id()
-    );
+    assert_eq!(tid, ty.id(), "{file}: header says type {tid}, expected {} ({ty})", ty.id());
     let aux_id = c.u32("aux type");
-    let aux =
-        GgmlType::from_id(aux_id).unwrap_or_else(|| panic!("{file}: unknown aux type id {aux_id}"));
+    let aux = GgmlType::from_id(aux_id).unwrap_or_else(|| panic!("{file}: unknown aux type id {aux_id}"));
     let n_records = c.u32("n_records") as usize;
     let n_fields = c.u32("n_fields") as usize;
     let mut records = Vec::with_capacity(n_records);
@@ -160,26 +139,11 @@ fn load(ty: GgmlType, kind: u32) -> Fixture {
                 c.take(len, "field").to_vec()
             })
             .collect();
-        records.push(Record {
-            index,
-            label,
-            n_elems,
-            fields,
-        });
+        records.push(Record { index, label, n_elems, fields });
     }
-    assert_eq!(
-        c.pos,
-        buf.len(),
-        "{file}: {} trailing bytes after {n_records} records",
-        buf.len() - c.pos
-    );
+    assert_eq!(c.pos, buf.len(), "{file}: {} trailing bytes after {n_records} records", buf.len() - c.pos);
     assert!(!records.is_empty(), "{file}: no records");
-    let fx = Fixture {
-        file,
-        ty,
-        aux,
-        records,
-    };
+    let fx = Fixture { file, ty, aux, records };
     check_field_lengths(&fx, kind);
     fx
 }
@@ -189,8 +153,7 @@ fn check_field_lengths(fx: &Fixture, kind: u32) {
     for r in &fx.records {
         let rb = |t: GgmlType| {
             t.row_bytes(r.n_elems as u64)
-                .unwrap_or_else(|e| panic!("{} record {} '{}': {e}", fx.file, r.index, r.label))
-                as usize
+                .unwrap_or_else(|e| panic!("{} record {} '{}': {e}", fx.file, r.index, r.label)) as usize
         };
         let f32s = 4 * r.n_elems;
         let want: Vec<usize> = match kind {
@@ -210,15 +173,11 @@ fn check_field_lengths(fx: &Fixture, kind: u32) {
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 fn f64s(b: &[u8]) -> Vec<f64> {
-    b.chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -245,20 +204,10 @@ fn f16_to_f32(h: u16) -> f32 {
 fn decode_activations(ty: GgmlType, b: &[u8]) -> Vec<f64> {
     match ty {
         GgmlType::F32 => f32s(b).into_iter().map(f64::from).collect(),
-        GgmlType::F16 => b
-            .chunks_exact(2)
-            .map(|c| f16_to_f32(u16_at(c, 0)) as f64)
-            .collect(),
-        GgmlType::BF16 => b
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16_at(c, 0) as u32) << 16) as f64)
-            .collect(),
+        GgmlType::F16 => b.chunks_exact(2).map(|c| f16_to_f32(u16_at(c, 0)) as f64).collect(),
+        GgmlType::BF16 => b.chunks_exact(2).map(|c| f32::from_bits((u16_at(c, 0) as u32) << 16) as f64).collect(),
         GgmlType::Q8_0 | GgmlType::Q8_1 => {
-            let (bb, qs) = if ty == GgmlType::Q8_0 {
-                (34, 2)
-            } else {
-                (36, 4)
-            };
+            let (bb, qs) = if ty == GgmlType::Q8_0 { (34, 2) } else { (36, 4) };
             b.chunks_exact(bb)
                 .flat_map(|blk| {
                     let d = f16_to_f32(u16_at(blk, 0)) as f64;
@@ -302,22 +251,13 @@ fn field_name(ty: GgmlType, off: usize) -> &'static str {
         Q2_K => &[(16, "scales"), (80, "qs"), (82, "d"), (84, "dmin")],
         Q3_K => &[(32, "hmask"), (96, "qs"), (108, "scales"), (110, "d")],
         Q4_K => &[(2, "d"), (4, "dmin"), (16, "scales"), (144, "qs")],
-        Q5_K => &[
-            (2, "d"),
-            (4, "dmin"),
-            (16, "scales"),
-            (48, "qh"),
-            (176, "qs"),
-        ],
+        Q5_K => &[(2, "d"), (4, "dmin"), (16, "scales"), (48, "qh"), (176, "qs")],
         Q6_K => &[(128, "ql"), (192, "qh"), (208, "scales"), (210, "d")],
         Q8_K => &[(4, "d"), (260, "qs"), (292, "bsums")],
         MXFP4 => &[(1, "e"), (17, "qs")],
         _ => &[(usize::MAX, "value")],
     };
-    table
-        .iter()
-        .find(|(end, _)| off < *end)
-        .map_or("?", |(_, n)| n)
+    table.iter().find(|(end, _)| off < *end).map_or("?", |(_, n)| n)
 }
 
 /// Collects failure lines and panics with all of them (the first `MAX_REPORTED` spelled out).
@@ -329,11 +269,7 @@ struct Failures {
 
 impl Failures {
     fn new(what: impl Into<String>) -> Self {
-        Failures {
-            what: what.into(),
-            lines: Vec::new(),
-            count: 0,
-        }
+        Failures { what: what.into(), lines: Vec::new(), count: 0 }
     }
     fn push(&mut self, line: String) {
         self.count += 1;
@@ -366,15 +302,10 @@ fn check_dequant(ty: GgmlType) {
         let want = f32s(&r.fields[1]);
         let mut got = vec![f32::from_bits(0x7fc0_dead); r.n_elems];
         if let Err(e) = dequantize(ty, &r.fields[0], &mut got) {
-            fails.push(format!(
-                "record {} '{}': dequantize returned error: {e}",
-                r.index, r.label
-            ));
+            fails.push(format!("record {} '{}': dequantize returned error: {e}", r.index, r.label));
             continue;
         }
-        let bad: Vec<usize> = (0..r.n_elems)
-            .filter(|&i| got[i].to_bits() != want[i].to_bits())
-            .collect();
+        let bad: Vec<usize> = (0..r.n_elems).filter(|&i| got[i].to_bits() != want[i].to_bits()).collect();
         if let Some(&i) = bad.first() {
             let (b, j) = (i / be, i % be);
             fails.push(format!(
@@ -432,32 +363,21 @@ fn byte_mismatch(ty: GgmlType, got: &[u8], want: &[u8], input: &[f32]) -> Option
 fn check_quant(ty: GgmlType) {
     let t = traits(ty).unwrap_or_else(|| panic!("kiln has no traits entry for {ty}"));
     if t.quantize.is_none() {
-        eprintln!(
-            "quantize {ty}: kiln has no quantizer for this type; nothing to compare (not required)"
-        );
+        eprintln!("quantize {ty}: kiln has no quantizer for this type; nothing to compare (not required)");
         return;
     }
     let fx = load(ty, KIND_QUANT);
-    let mut fails = Failures::new(format!(
-        "quantize {ty} vs ggml from_float_ref ({})",
-        fx.file
-    ));
+    let mut fails = Failures::new(format!("quantize {ty} vs ggml from_float_ref ({})", fx.file));
     for r in &fx.records {
         let x = f32s(&r.fields[0]);
         let want = &r.fields[1];
         let mut got = vec![0xA5u8; want.len()];
         if let Err(e) = quantize(ty, &x, &mut got) {
-            fails.push(format!(
-                "record {} '{}': quantize returned error: {e}",
-                r.index, r.label
-            ));
+            fails.push(format!("record {} '{}': quantize returned error: {e}", r.index, r.label));
             continue;
         }
         if let Some(m) = byte_mismatch(ty, &got, want, &x) {
-            fails.push(format!(
-                "record {} '{}' (n={}): {m}",
-                r.index, r.label, r.n_elems
-            ));
+            fails.push(format!("record {} '{}' (n={}): {m}", r.index, r.label, r.n_elems));
         }
     }
     fails.finish();
@@ -465,20 +385,11 @@ fn check_quant(ty: GgmlType) {
 
 #[test]
 fn required_quantizers_present() {
-    let missing: Vec<GgmlType> = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q8_0,
-        GgmlType::MXFP4,
-    ]
-    .into_iter()
-    .filter(|&ty| traits(ty).is_none_or(|t| t.quantize.is_none()))
-    .collect();
-    assert!(
-        missing.is_empty(),
-        "these types must have ggml's reference quantizer, and have none: {missing:?}"
-    );
+    let missing: Vec<GgmlType> = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::MXFP4]
+        .into_iter()
+        .filter(|&ty| traits(ty).is_none_or(|t| t.quantize.is_none()))
+        .collect();
+    assert!(missing.is_empty(), "these types must have ggml's reference quantizer, and have none: {missing:?}");
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -490,13 +401,9 @@ fn required_quantizers_present() {
 /// (127/amax vs 1/(amax/127)) records, so a mixture of the two, or a third rounding, fails.
 fn check_actq(act_ty: GgmlType) {
     let fx = load(act_ty, KIND_ACTQ);
-    let weights: Vec<GgmlType> = supported_types()
-        .filter(|&w| traits(w).is_some_and(|t| t.vec_dot_type == act_ty))
-        .collect();
-    let mut fails = Failures::new(format!(
-        "quantize_activations into {act_ty} vs ggml ({})",
-        fx.file
-    ));
+    let weights: Vec<GgmlType> =
+        supported_types().filter(|&w| traits(w).is_some_and(|t| t.vec_dot_type == act_ty)).collect();
+    let mut fails = Failures::new(format!("quantize_activations into {act_ty} vs ggml ({})", fx.file));
     if weights.is_empty() {
         fails.push(format!("no kiln type has vec_dot_type {act_ty}"));
     }
@@ -542,9 +449,15 @@ fn check_actq(act_ty: GgmlType) {
             continue;
         }
         match (vs_cpu, vs_ref) {
-            (None, None) => eprintln!("quantize_activations({w}) → {act_ty}: equals ggml-cpu from_float and from_float_ref (identical here)"),
-            (None, Some(_)) => eprintln!("quantize_activations({w}) → {act_ty}: equals ggml-cpu's from_float on every record"),
-            (Some(_), None) => eprintln!("quantize_activations({w}) → {act_ty}: equals ggml's from_float_ref on every record"),
+            (None, None) => eprintln!(
+                "quantize_activations({w}) → {act_ty}: equals ggml-cpu from_float and from_float_ref (identical here)"
+            ),
+            (None, Some(_)) => {
+                eprintln!("quantize_activations({w}) → {act_ty}: equals ggml-cpu's from_float on every record")
+            }
+            (Some(_), None) => {
+                eprintln!("quantize_activations({w}) → {act_ty}: equals ggml's from_float_ref on every record")
+            }
             (Some(c), Some(r)) => fails.push(format!(
                 "quantize_activations({w}) matches neither of ggml's {act_ty} quantizers on every record; \
                  first difference from ggml-cpu from_float: {c}; first difference from from_float_ref: {r}"
@@ -560,19 +473,11 @@ fn check_actq(act_ty: GgmlType) {
 fn check_dot(ty: GgmlType) {
     let fx = load(ty, KIND_DOT);
     let t = traits(ty).unwrap_or_else(|| panic!("kiln has no traits entry for {ty}"));
-    assert_eq!(
-        t.vec_dot_type, fx.aux,
-        "{ty}: kiln's vec_dot_type is {}, ggml-cpu's is {}",
-        t.vec_dot_type, fx.aux
-    );
-    let d = t
-        .vec_dot
-        .unwrap_or_else(|| panic!("{ty}: kiln has no vec_dot, ggml-cpu has one ({})", fx.file));
+    assert_eq!(t.vec_dot_type, fx.aux, "{ty}: kiln's vec_dot_type is {}, ggml-cpu's is {}", t.vec_dot_type, fx.aux);
+    let d = t.vec_dot.unwrap_or_else(|| panic!("{ty}: kiln has no vec_dot, ggml-cpu has one ({})", fx.file));
     let avx2 = d.avx2.filter(|_| simd::has_avx2_fma());
     if d.avx2.is_some() && avx2.is_none() {
-        eprintln!(
-            "{ty}: Dot::avx2 exists but this CPU lacks AVX2+FMA (or KILN_NO_SIMD is set); not called directly"
-        );
+        eprintln!("{ty}: Dot::avx2 exists but this CPU lacks AVX2+FMA (or KILN_NO_SIMD is set); not called directly");
     }
     let vnni = d.vnni.filter(|_| simd::has_avx512_vnni());
     if d.vnni.is_some() && vnni.is_none() {
@@ -580,10 +485,7 @@ fn check_dot(ty: GgmlType) {
             "{ty}: Dot::vnni exists but this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set); not called directly"
         );
     }
-    let mut fails = Failures::new(format!(
-        "vec_dot {ty} x {} vs ggml-cpu vec_dot ({})",
-        fx.aux, fx.file
-    ));
+    let mut fails = Failures::new(format!("vec_dot {ty} x {} vs ggml-cpu vec_dot ({})", fx.aux, fx.file));
     for r in &fx.records {
         let (w, act) = (&r.fields[0], &r.fields[1]);
         let ggml = f32::from_le_bytes(r.fields[2][..4].try_into().unwrap()) as f64;
@@ -594,9 +496,7 @@ fn check_dot(ty: GgmlType) {
         // tolerance scale, recomputed here in f64 and checked against the generator's
         let mut wd = vec![0f32; r.n_elems];
         if let Err(e) = dequantize(ty, w, &mut wd) {
-            fails.push(format!(
-                "{at}: dequantize of the weights returned error: {e}"
-            ));
+            fails.push(format!("{at}: dequantize of the weights returned error: {e}"));
             continue;
         }
         let mut od = vec![0f32; r.n_elems];
@@ -608,9 +508,8 @@ fn check_dot(ty: GgmlType) {
             dequantize(ty, &z, &mut od).expect("dequantize of zeroed blocks");
         }
         let a = decode_activations(fx.aux, act);
-        let scale: f64 = (0..r.n_elems)
-            .map(|i| ((wd[i] as f64 - od[i] as f64).abs() + (od[i] as f64).abs()) * a[i].abs())
-            .sum();
+        let scale: f64 =
+            (0..r.n_elems).map(|i| ((wd[i] as f64 - od[i] as f64).abs() + (od[i] as f64).abs()) * a[i].abs()).sum();
         if (scale - scale_ggml).abs() > 1e-6 * scale_ggml.abs() + f64::MIN_POSITIVE {
             fails.push(format!(
                 "{at}: tolerance scale from kiln's dequantized weights {scale:e} != ggml's {scale_ggml:e} \
@@ -621,10 +520,7 @@ fn check_dot(ty: GgmlType) {
         let tol = DOT_REL_TOL * scale_ggml + 1e-30;
 
         let mut paths: Vec<(&str, Result<f32, String>)> = vec![
-            (
-                "vec_dot (dispatching)",
-                vec_dot(ty, w, act).map_err(|e| e.to_string()),
-            ),
+            ("vec_dot (dispatching)", vec_dot(ty, w, act).map_err(|e| e.to_string())),
             ("Dot::scalar", Ok((d.scalar)(w, act))),
         ];
         if let Some(f) = avx2 {
@@ -699,32 +595,18 @@ mod dot {
 #[test]
 fn every_fixture_file_is_checked() {
     let mut expected: Vec<String> = Vec::new();
-    let names = |k: &str, ts: &[GgmlType]| {
-        ts.iter()
-            .map(|t| format!("{}.{k}.bin", t.name()))
-            .collect::<Vec<_>>()
-    };
+    let names = |k: &str, ts: &[GgmlType]| ts.iter().map(|t| format!("{}.{k}.bin", t.name())).collect::<Vec<_>>();
     use GgmlType::*;
     expected.extend(names(
         "dequant",
-        &[
-            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, MXFP4,
-        ],
+        &[F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, MXFP4],
     ));
     expected.extend(names(
         "quant",
-        &[
-            F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-            MXFP4,
-        ],
+        &[F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, MXFP4],
     ));
     expected.extend(names("actq", &[Q8_0, Q8_1, Q8_K]));
-    expected.extend(names(
-        "dot",
-        &[
-            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4,
-        ],
-    ));
+    expected.extend(names("dot", &[F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4]));
     expected.sort();
     let mut found: Vec<String> = std::fs::read_dir(fixture_dir())
         .expect("fixture directory")
@@ -732,8 +614,5 @@ fn every_fixture_file_is_checked() {
         .filter(|n| n.ends_with(".bin"))
         .collect();
     found.sort();
-    assert_eq!(
-        found, expected,
-        "fixture files on disk vs files the tests read"
-    );
+    assert_eq!(found, expected, "fixture files on disk vs files the tests read");
 }

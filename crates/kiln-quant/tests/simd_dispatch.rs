@@ -58,9 +58,7 @@ fn abs_scale(ty: GgmlType, t: &TypeTraits, w: &[u8], act: &[u8]) -> f64 {
 fn every_kernel_pointer_agrees() {
     let (has_avx2, has_vnni) = (simd::has_avx2_fma(), simd::has_avx512_vnni());
     if !has_vnni {
-        eprintln!(
-            "Dot::vnni kernels not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)"
-        );
+        eprintln!("Dot::vnni kernels not run: this CPU lacks AVX-512 VNNI (or KILN_NO_VNNI/KILN_NO_SIMD is set)");
     }
     let mut rng = Rng(0x6b69_6c6e_5349_4d44);
     let mut vnni_checked = 0;
@@ -77,33 +75,19 @@ fn every_kernel_pointer_agrees() {
             if let (Some(f), true) = (d.avx2, has_avx2) {
                 // SAFETY: AVX2, FMA and F16C were detected at run time.
                 let v = unsafe { f(&w, &act) };
-                assert!(
-                    (v - scalar).abs() as f64 <= tol,
-                    "{ty} x{blocks}: avx2 {v} vs scalar {scalar}"
-                );
+                assert!((v - scalar).abs() as f64 <= tol, "{ty} x{blocks}: avx2 {v} vs scalar {scalar}");
                 chosen = v;
             }
             if let (Some(f), true) = (d.vnni, has_vnni) {
                 // SAFETY: AVX2, FMA, F16C and AVX-512 F/VL/BW/VNNI were detected at run time.
                 let v = unsafe { f(&w, &act) };
-                assert!(
-                    (v - scalar).abs() as f64 <= tol,
-                    "{ty} x{blocks}: vnni {v} vs scalar {scalar}"
-                );
-                assert_eq!(
-                    v.to_bits(),
-                    chosen.to_bits(),
-                    "{ty} x{blocks}: vnni {v} vs avx2 {chosen}"
-                );
+                assert!((v - scalar).abs() as f64 <= tol, "{ty} x{blocks}: vnni {v} vs scalar {scalar}");
+                assert_eq!(v.to_bits(), chosen.to_bits(), "{ty} x{blocks}: vnni {v} vs avx2 {chosen}");
                 chosen = v;
                 vnni_checked += 1;
             }
             let dispatched = t.dot(&w, &act).unwrap();
-            assert_eq!(
-                dispatched.to_bits(),
-                chosen.to_bits(),
-                "{ty} x{blocks}: dispatch picked another kernel"
-            );
+            assert_eq!(dispatched.to_bits(), chosen.to_bits(), "{ty} x{blocks}: dispatch picked another kernel");
         }
     }
     if has_vnni {
@@ -153,11 +137,7 @@ fn environment_switches_select_kernels() {
         }
         let out = cmd.output().expect("run this test binary as a child");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child with {var:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "child with {var:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         // The test harness may print "test dispatch_child ... " on the same line.
         let line = stdout.lines().find(|l| l.contains("DETECTED ")).expect("child report");
         (line.contains("avx2=true"), line.contains("vnni=true"))

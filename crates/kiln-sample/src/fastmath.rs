@@ -78,13 +78,7 @@ mod tests {
             x -= 0.001_234_567;
         }
         assert!(worst < 4.0 * f64::EPSILON, "worst relative error {worst:e}");
-        for x in [
-            -1e-300,
-            -f64::MIN_POSITIVE,
-            -0.5 * std::f64::consts::LN_2,
-            -std::f64::consts::LN_2,
-            -707.9,
-        ] {
+        for x in [-1e-300, -f64::MIN_POSITIVE, -0.5 * std::f64::consts::LN_2, -std::f64::consts::LN_2, -707.9] {
             let rel = ((exp_nonpos(x) - x.exp()) / x.exp()).abs();
             assert!(rel < 4.0 * f64::EPSILON, "x = {x}: {rel:e}");
         }

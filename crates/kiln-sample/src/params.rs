@@ -61,10 +61,7 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding: temperature 0 and every filter and penalty off.
     pub fn greedy() -> Self {
-        Self {
-            temperature: 0.0,
-            ..Self::neutral()
-        }
+        Self { temperature: 0.0, ..Self::neutral() }
     }
 
     /// Temperature 1 and every filter and penalty off: draws follow the softmax of the logits.
@@ -90,9 +87,7 @@ impl SamplingParams {
     /// Whether any of the three penalties changes a logit.
     pub fn penalties_enabled(&self) -> bool {
         self.repeat_last_n != 0
-            && (self.repeat_penalty != 1.0
-                || self.presence_penalty != 0.0
-                || self.frequency_penalty != 0.0)
+            && (self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0)
     }
 
     /// Checks every field against its range; the first offending field is reported.
@@ -109,39 +104,19 @@ impl SamplingParams {
     /// | `seed` | any |
     pub fn validate(&self) -> Result<(), SamplingError> {
         fn bad(name: &'static str, value: impl ToString, expected: &'static str) -> SamplingError {
-            SamplingError::InvalidParameter {
-                name,
-                value: value.to_string(),
-                expected,
-            }
+            SamplingError::InvalidParameter { name, value: value.to_string(), expected }
         }
         if !self.temperature.is_finite() {
-            return Err(bad(
-                "temperature",
-                self.temperature,
-                "a finite number (<= 0 means greedy)",
-            ));
+            return Err(bad("temperature", self.temperature, "a finite number (<= 0 means greedy)"));
         }
         if !(0.0..=1.0).contains(&self.top_p) {
-            return Err(bad(
-                "top_p",
-                self.top_p,
-                "a number in [0, 1] (1 disables it)",
-            ));
+            return Err(bad("top_p", self.top_p, "a number in [0, 1] (1 disables it)"));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(bad(
-                "min_p",
-                self.min_p,
-                "a number in [0, 1] (0 disables it)",
-            ));
+            return Err(bad("min_p", self.min_p, "a number in [0, 1] (0 disables it)"));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return Err(bad(
-                "repeat_penalty",
-                self.repeat_penalty,
-                "a finite number > 0 (1 disables it)",
-            ));
+            return Err(bad("repeat_penalty", self.repeat_penalty, "a finite number > 0 (1 disables it)"));
         }
         if self.repeat_last_n < -1 {
             return Err(bad(
@@ -151,18 +126,10 @@ impl SamplingParams {
             ));
         }
         if !self.presence_penalty.is_finite() {
-            return Err(bad(
-                "presence_penalty",
-                self.presence_penalty,
-                "a finite number (0 disables it)",
-            ));
+            return Err(bad("presence_penalty", self.presence_penalty, "a finite number (0 disables it)"));
         }
         if !self.frequency_penalty.is_finite() {
-            return Err(bad(
-                "frequency_penalty",
-                self.frequency_penalty,
-                "a finite number (0 disables it)",
-            ));
+            return Err(bad("frequency_penalty", self.frequency_penalty, "a finite number (0 disables it)"));
         }
         Ok(())
     }

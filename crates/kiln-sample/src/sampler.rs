@@ -112,21 +112,11 @@ impl Sampler {
     /// e.g. a GPU top-k; note that penalties then apply only to the tokens present). The list is
     /// left as the filters left it. `None` only if `candidates` is empty; a non-greedy call draws
     /// from the generator either way.
-    pub fn sample_candidates(
-        &mut self,
-        candidates: &mut Candidates,
-        history: &[u32],
-    ) -> Option<u32> {
+    pub fn sample_candidates(&mut self, candidates: &mut Candidates, history: &[u32]) -> Option<u32> {
         let p = &self.params;
         if p.penalties_enabled() {
             self.counts.refill(history, p.repeat_last_n);
-            steps::penalties(
-                candidates,
-                &self.counts,
-                p.repeat_penalty,
-                p.frequency_penalty,
-                p.presence_penalty,
-            );
+            steps::penalties(candidates, &self.counts, p.repeat_penalty, p.frequency_penalty, p.presence_penalty);
         }
         if p.is_greedy() {
             return steps::greedy(candidates);

@@ -72,10 +72,7 @@ pub fn sanitize_logit(x: f32) -> f32 {
 /// The canonical order: higher logit first, then lower id. A total order on sanitized logits.
 #[inline]
 pub(crate) fn canonical(a: &Candidate, b: &Candidate) -> Ordering {
-    b.logit
-        .partial_cmp(&a.logit)
-        .unwrap_or(Ordering::Equal)
-        .then(a.id.cmp(&b.id))
+    b.logit.partial_cmp(&a.logit).unwrap_or(Ordering::Equal).then(a.id.cmp(&b.id))
 }
 
 impl Candidates {
@@ -97,27 +94,14 @@ impl Candidates {
         self.items.clear();
         self.items.reserve(n);
         self.items
-            .extend(logits[..n].iter().enumerate().map(|(i, &l)| Candidate {
-                id: i as u32,
-                logit: sanitize_logit(l),
-            }));
+            .extend(logits[..n].iter().enumerate().map(|(i, &l)| Candidate { id: i as u32, logit: sanitize_logit(l) }));
         self.dense = true;
     }
 
     /// A list from arbitrary `(id, logit)` pairs, kept in the given order.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (u32, f32)>) -> Self {
-        let items = pairs
-            .into_iter()
-            .map(|(id, logit)| Candidate {
-                id,
-                logit: sanitize_logit(logit),
-            })
-            .collect();
-        Self {
-            items,
-            dense: false,
-            weights: Vec::new(),
-        }
+        let items = pairs.into_iter().map(|(id, logit)| Candidate { id, logit: sanitize_logit(logit) }).collect();
+        Self { items, dense: false, weights: Vec::new() }
     }
 
     /// The candidates, in the list's current order.
@@ -229,24 +213,14 @@ pub fn penalize(logit: f32, count: u32, repeat: f32, frequency: f32, presence: f
     if count == 0 {
         return logit;
     }
-    let l = if logit <= 0.0 {
-        logit * repeat
-    } else {
-        logit / repeat
-    };
+    let l = if logit <= 0.0 { logit * repeat } else { logit / repeat };
     sanitize_logit(l - (count as f32 * frequency + presence))
 }
 
 /// Applies the repetition, frequency and presence penalties to every candidate that occurs in
 /// `counts`. Candidates not in the window are untouched; window tokens that are not candidates (for
 /// example ids past the vocabulary) are ignored. Order is kept.
-pub fn penalties(
-    c: &mut Candidates,
-    counts: &TokenCounts,
-    repeat: f32,
-    frequency: f32,
-    presence: f32,
-) {
+pub fn penalties(c: &mut Candidates, counts: &TokenCounts, repeat: f32, frequency: f32, presence: f32) {
     if counts.is_empty() {
         return;
     }
@@ -285,10 +259,7 @@ fn slice_max(xs: &[f32]) -> f32 {
             acc[j] = acc[j].max(c[j]);
         }
     }
-    let mut m = it
-        .remainder()
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut m = it.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     for a in acc {
         m = m.max(a);
     }
@@ -326,10 +297,7 @@ fn scan_row<V: RowVisitor>(logits: &[f32], counts: &TokenCounts, pen: (f32, f32,
             break;
         }
         scan_segment(&logits[start..id], start, v);
-        v.visit(
-            id as u32,
-            penalize(sanitize_logit(logits[id]), count, pen.0, pen.1, pen.2),
-        );
+        v.visit(id as u32, penalize(sanitize_logit(logits[id]), count, pen.0, pen.1, pen.2));
         start = id + 1;
     }
     scan_segment(&logits[start..], start, v);
@@ -352,10 +320,7 @@ pub(crate) fn greedy_row(logits: &[f32], counts: &TokenCounts, pen: (f32, f32, f
             }
         }
     }
-    let mut best = Best {
-        id: 0,
-        logit: f32::NEG_INFINITY,
-    };
+    let mut best = Best { id: 0, logit: f32::NEG_INFINITY };
     scan_row(logits, counts, pen, &mut best);
     best.id
 }
@@ -383,13 +348,7 @@ impl Ord for Worst {
 /// [`penalties`] then [`top_k`] on a full row, into `out`, without building the full candidate
 /// list: a bounded heap of the `k` best so far; once it is full, blocks of the row that cannot
 /// beat its worst entry are skipped. Requires `0 < k < len`.
-pub(crate) fn top_k_row(
-    logits: &[f32],
-    counts: &TokenCounts,
-    pen: (f32, f32, f32),
-    k: usize,
-    out: &mut Candidates,
-) {
+pub(crate) fn top_k_row(logits: &[f32], counts: &TokenCounts, pen: (f32, f32, f32), k: usize, out: &mut Candidates) {
     struct Heap {
         heap: BinaryHeap<Worst>,
         k: usize,
@@ -416,11 +375,7 @@ pub(crate) fn top_k_row(
             }
         }
     }
-    let mut h = Heap {
-        heap: BinaryHeap::with_capacity(k),
-        k,
-        worst: f32::NEG_INFINITY,
-    };
+    let mut h = Heap { heap: BinaryHeap::with_capacity(k), k, worst: f32::NEG_INFINITY };
     scan_row(logits, counts, pen, &mut h);
     out.items.clear();
     out.items.extend(h.heap.into_vec().into_iter().map(|w| w.0));
@@ -476,11 +431,7 @@ pub fn top_p(c: &mut Candidates, p: f32) {
     // Monotone in the logit: a lower bucket holds only strictly higher logits.
     let bucket = |l: f32| -> usize {
         let d = (max as f64 - l as f64) * PER_NAT;
-        if d < (BUCKETS - 1) as f64 {
-            d as usize
-        } else {
-            BUCKETS - 1
-        }
+        if d < (BUCKETS - 1) as f64 { d as usize } else { BUCKETS - 1 }
     };
     let mut weights = std::mem::take(&mut c.weights);
     let total = fill_weights(&c.items, max, &mut weights);
@@ -606,11 +557,7 @@ pub(crate) fn draw_with(c: &Candidates, u: f64, weights: &mut Vec<f64>) -> Optio
     if max == f32::NEG_INFINITY {
         return c.items.iter().map(|x| x.id).min();
     }
-    let u = if u.is_nan() {
-        0.0
-    } else {
-        u.clamp(0.0, 1.0 - f64::EPSILON / 2.0)
-    };
+    let u = if u.is_nan() { 0.0 } else { u.clamp(0.0, 1.0 - f64::EPSILON / 2.0) };
     let total = fill_weights(&c.items, max, weights);
     let target = u * total;
     let mut cum = 0.0f64;
@@ -631,10 +578,5 @@ pub(crate) fn draw_with(c: &Candidates, u: f64, weights: &mut Vec<f64>) -> Optio
         // Summed one by one, the block fell just short: go on with the next one.
     }
     // `u * total` rounded up to the whole mass: the last token with nonzero probability.
-    c.items
-        .iter()
-        .zip(weights.iter())
-        .rev()
-        .find(|&(_, &w)| w > 0.0)
-        .map(|(x, _)| x.id)
+    c.items.iter().zip(weights.iter()).rev().find(|&(_, &w)| w > 0.0).map(|(x, _)| x.id)
 }

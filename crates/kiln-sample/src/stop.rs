@@ -103,11 +103,7 @@ impl StopStrings {
                 list.push(s);
             }
         }
-        Ok(Self {
-            stops: list,
-            held: String::new(),
-            done: false,
-        })
+        Ok(Self { stops: list, held: String::new(), done: false })
     }
 
     /// The stop strings, without duplicates, in the order given.
@@ -131,26 +127,15 @@ impl StopStrings {
             return StopChunk::default();
         }
         if self.stops.is_empty() {
-            return StopChunk {
-                text: chunk.to_owned(),
-                stop: None,
-            };
+            return StopChunk { text: chunk.to_owned(), stop: None };
         }
         self.held.push_str(chunk);
         let full = self.earliest_full_match();
         let partial = self.earliest_partial_match();
         match (full, partial) {
-            (Some((pos, idx)), partial) if partial.is_none_or(|r| r >= pos) => {
-                self.cut_at(pos, idx)
-            }
-            (_, Some(r)) => StopChunk {
-                text: self.held.drain(..r).collect(),
-                stop: None,
-            },
-            (_, None) => StopChunk {
-                text: std::mem::take(&mut self.held),
-                stop: None,
-            },
+            (Some((pos, idx)), partial) if partial.is_none_or(|r| r >= pos) => self.cut_at(pos, idx),
+            (_, Some(r)) => StopChunk { text: self.held.drain(..r).collect(), stop: None },
+            (_, None) => StopChunk { text: std::mem::take(&mut self.held), stop: None },
         }
     }
 
@@ -162,10 +147,7 @@ impl StopStrings {
         }
         let out = match self.earliest_full_match() {
             Some((pos, idx)) => self.cut_at(pos, idx),
-            None => StopChunk {
-                text: std::mem::take(&mut self.held),
-                stop: None,
-            },
+            None => StopChunk { text: std::mem::take(&mut self.held), stop: None },
         };
         self.done = true;
         out
@@ -174,10 +156,7 @@ impl StopStrings {
     fn cut_at(&mut self, pos: usize, idx: usize) -> StopChunk {
         self.held.truncate(pos);
         self.done = true;
-        StopChunk {
-            text: std::mem::take(&mut self.held),
-            stop: Some(self.stops[idx].clone()),
-        }
+        StopChunk { text: std::mem::take(&mut self.held), stop: Some(self.stops[idx].clone()) }
     }
 
     /// `(byte position, stop index)` of the earliest complete stop string in `held`; ties go to the
@@ -196,16 +175,10 @@ impl StopStrings {
     fn earliest_partial_match(&self) -> Option<usize> {
         let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
         let from = self.held.len().saturating_sub(longest.saturating_sub(1));
-        self.held
-            .char_indices()
-            .map(|(i, _)| i)
-            .filter(|&i| i >= from)
-            .find(|&i| {
-                let tail = &self.held[i..];
-                self.stops
-                    .iter()
-                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
-            })
+        self.held.char_indices().map(|(i, _)| i).filter(|&i| i >= from).find(|&i| {
+            let tail = &self.held[i..];
+            self.stops.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
+        })
     }
 }
 
@@ -232,12 +205,7 @@ pub struct StopCriteria {
 impl StopCriteria {
     /// Criteria with the given EOG ids and token budget and no stop strings.
     pub fn new(eog_ids: impl IntoIterator<Item = u32>, max_tokens: usize) -> Self {
-        Self {
-            eog_ids: eog_ids.into_iter().collect(),
-            ignore_eos: false,
-            max_tokens,
-            stop: StopStrings::default(),
-        }
+        Self { eog_ids: eog_ids.into_iter().collect(), ignore_eos: false, max_tokens, stop: StopStrings::default() }
     }
 
     /// Token-level check for the token `id` just sampled, where `n_generated` counts the generated

@@ -11,20 +11,10 @@ use proptest::prelude::*;
 fn defaults_are_llama_cpp_defaults_and_valid() {
     let p = SamplingParams::default();
     assert_eq!(
-        (
-            p.temperature,
-            p.top_k,
-            p.top_p,
-            p.min_p,
-            p.repeat_penalty,
-            p.repeat_last_n
-        ),
+        (p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.repeat_last_n),
         (0.8, 40, 0.95, 0.05, 1.0, 64)
     );
-    assert_eq!(
-        (p.presence_penalty, p.frequency_penalty, p.seed),
-        (0.0, 0.0, 0)
-    );
+    assert_eq!((p.presence_penalty, p.frequency_penalty, p.seed), (0.0, 0.0, 0));
     p.validate().unwrap();
     SamplingParams::greedy().validate().unwrap();
     SamplingParams::neutral().validate().unwrap();
@@ -45,79 +35,19 @@ fn defaults_are_llama_cpp_defaults_and_valid() {
 fn out_of_range_parameters_are_named_in_the_error() {
     let d = SamplingParams::default;
     let cases: Vec<(SamplingParams, &str)> = vec![
-        (
-            SamplingParams {
-                temperature: f32::NAN,
-                ..d()
-            },
-            "temperature",
-        ),
-        (
-            SamplingParams {
-                temperature: f32::INFINITY,
-                ..d()
-            },
-            "temperature",
-        ),
+        (SamplingParams { temperature: f32::NAN, ..d() }, "temperature"),
+        (SamplingParams { temperature: f32::INFINITY, ..d() }, "temperature"),
         (SamplingParams { top_p: -0.1, ..d() }, "top_p"),
         (SamplingParams { top_p: 1.5, ..d() }, "top_p"),
-        (
-            SamplingParams {
-                top_p: f32::NAN,
-                ..d()
-            },
-            "top_p",
-        ),
-        (
-            SamplingParams {
-                min_p: -0.01,
-                ..d()
-            },
-            "min_p",
-        ),
+        (SamplingParams { top_p: f32::NAN, ..d() }, "top_p"),
+        (SamplingParams { min_p: -0.01, ..d() }, "min_p"),
         (SamplingParams { min_p: 2.0, ..d() }, "min_p"),
-        (
-            SamplingParams {
-                repeat_penalty: 0.0,
-                ..d()
-            },
-            "repeat_penalty",
-        ),
-        (
-            SamplingParams {
-                repeat_penalty: -1.0,
-                ..d()
-            },
-            "repeat_penalty",
-        ),
-        (
-            SamplingParams {
-                repeat_penalty: f32::NAN,
-                ..d()
-            },
-            "repeat_penalty",
-        ),
-        (
-            SamplingParams {
-                repeat_last_n: -2,
-                ..d()
-            },
-            "repeat_last_n",
-        ),
-        (
-            SamplingParams {
-                presence_penalty: f32::NAN,
-                ..d()
-            },
-            "presence_penalty",
-        ),
-        (
-            SamplingParams {
-                frequency_penalty: f32::NEG_INFINITY,
-                ..d()
-            },
-            "frequency_penalty",
-        ),
+        (SamplingParams { repeat_penalty: 0.0, ..d() }, "repeat_penalty"),
+        (SamplingParams { repeat_penalty: -1.0, ..d() }, "repeat_penalty"),
+        (SamplingParams { repeat_penalty: f32::NAN, ..d() }, "repeat_penalty"),
+        (SamplingParams { repeat_last_n: -2, ..d() }, "repeat_last_n"),
+        (SamplingParams { presence_penalty: f32::NAN, ..d() }, "presence_penalty"),
+        (SamplingParams { frequency_penalty: f32::NEG_INFINITY, ..d() }, "frequency_penalty"),
     ];
     for (p, name) in cases {
         let err = p.validate().unwrap_err();
@@ -129,27 +59,14 @@ fn out_of_range_parameters_are_named_in_the_error() {
         assert!(msg.contains(name) && msg.contains("expected"), "{msg}");
         assert_eq!(Sampler::new(p).unwrap_err(), err);
     }
-    let msg = SamplingParams { top_p: -0.5, ..d() }
-        .validate()
-        .unwrap_err()
-        .to_string();
-    assert_eq!(
-        msg,
-        "invalid sampling parameter top_p = -0.5: expected a number in [0, 1] (1 disables it)"
-    );
+    let msg = SamplingParams { top_p: -0.5, ..d() }.validate().unwrap_err().to_string();
+    assert_eq!(msg, "invalid sampling parameter top_p = -0.5: expected a number in [0, 1] (1 disables it)");
 }
 
 #[test]
 fn params_deserialize_with_defaults_and_round_trip() {
     let p: SamplingParams = serde_json::from_str(r#"{"temperature": 0.2, "seed": 99}"#).unwrap();
-    assert_eq!(
-        p,
-        SamplingParams {
-            temperature: 0.2,
-            seed: 99,
-            ..SamplingParams::default()
-        }
-    );
+    assert_eq!(p, SamplingParams { temperature: 0.2, seed: 99, ..SamplingParams::default() });
     let back: SamplingParams = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
     assert_eq!(back, p);
 }
@@ -222,11 +139,7 @@ fn reference_chacha8_matches_the_published_zero_key_vector() {
 #[test]
 fn random_stream_is_the_documented_chacha8_stream() {
     for seed in [0u64, 1, 0x0123_4567_89ab_cdef, u64::MAX] {
-        let mut s = Sampler::new(SamplingParams {
-            seed,
-            ..SamplingParams::neutral()
-        })
-        .unwrap();
+        let mut s = Sampler::new(SamplingParams { seed, ..SamplingParams::neutral() }).unwrap();
         let got: Vec<f64> = (0..300).map(|_| s.next_uniform()).collect(); // several 64-word blocks
         assert_eq!(got, reference_uniforms(seed, 300), "seed {seed:#x}");
     }
@@ -235,11 +148,7 @@ fn random_stream_is_the_documented_chacha8_stream() {
 #[test]
 fn each_non_greedy_sample_takes_exactly_one_draw() {
     let want = reference_uniforms(5, 8);
-    let mut s = Sampler::new(SamplingParams {
-        seed: 5,
-        ..SamplingParams::default()
-    })
-    .unwrap();
+    let mut s = Sampler::new(SamplingParams { seed: 5, ..SamplingParams::default() }).unwrap();
     let logits = [0.5f32, 2.0, -1.0, 0.0];
     for _ in 0..3 {
         s.sample(&logits, &[1, 2]);
@@ -275,11 +184,7 @@ fn reference_distribution(logits: &[f32], history: &[u32], p: &SamplingParams) -
     for (id, v) in l.iter_mut().enumerate() {
         let n = window.iter().filter(|&&t| t as usize == id).count();
         if n > 0 {
-            *v = if *v <= 0.0 {
-                *v * p.repeat_penalty as f64
-            } else {
-                *v / p.repeat_penalty as f64
-            };
+            *v = if *v <= 0.0 { *v * p.repeat_penalty as f64 } else { *v / p.repeat_penalty as f64 };
             *v -= n as f64 * p.frequency_penalty as f64 + p.presence_penalty as f64;
         }
     }
@@ -289,10 +194,7 @@ fn reference_distribution(logits: &[f32], history: &[u32], p: &SamplingParams) -
         order.truncate(p.top_k as usize);
     }
     let softmax = |ids: &[usize], t: f64| -> Vec<f64> {
-        let w: Vec<f64> = ids
-            .iter()
-            .map(|&i| ((l[i] - l[ids[0]]) / t).exp())
-            .collect();
+        let w: Vec<f64> = ids.iter().map(|&i| ((l[i] - l[ids[0]]) / t).exp()).collect();
         let s: f64 = w.iter().sum();
         w.into_iter().map(|x| x / s).collect()
     };
@@ -340,44 +242,28 @@ fn check_distribution(logits: &[f32], history: &[u32], params: SamplingParams, n
         }
         let mean = n as f64 * q;
         let sd = (n as f64 * q * (1.0 - q)).sqrt();
-        assert!(
-            (c as f64 - mean).abs() <= 5.0 * sd + 1.0,
-            "token {id}: {c} draws, expected {mean:.1} ± {sd:.1}"
-        );
+        assert!((c as f64 - mean).abs() <= 5.0 * sd + 1.0, "token {id}: {c} draws, expected {mean:.1} ± {sd:.1}");
         chi2 += (c as f64 - mean).powi(2) / mean;
         df += 1;
     }
     df = df.saturating_sub(1);
     // 1e-6 upper tail of chi-square: about df + 5.4·sqrt(2·df) + 22 is well above it for df ≤ 20.
     let bound = df as f64 + 5.4 * (2.0 * df as f64).sqrt() + 22.0;
-    assert!(
-        chi2 < bound,
-        "chi-square {chi2:.1} with {df} degrees of freedom (bound {bound:.1})"
-    );
+    assert!(chi2 < bound, "chi-square {chi2:.1} with {df} degrees of freedom (bound {bound:.1})");
 }
 
 #[test]
 fn draws_follow_the_tempered_softmax() {
     let logits = [0.5, -1.0, 2.0, 1.3, 0.0, -0.7, 1.1, 0.2];
-    let params = SamplingParams {
-        temperature: 0.7,
-        seed: 42,
-        ..SamplingParams::neutral()
-    };
+    let params = SamplingParams { temperature: 0.7, seed: 42, ..SamplingParams::neutral() };
     check_distribution(&logits, &[], params, 200_000);
-    let hot = SamplingParams {
-        temperature: 2.5,
-        seed: 7,
-        ..SamplingParams::neutral()
-    };
+    let hot = SamplingParams { temperature: 2.5, seed: 7, ..SamplingParams::neutral() };
     check_distribution(&logits, &[], hot, 200_000);
 }
 
 #[test]
 fn draws_follow_the_full_chain() {
-    let logits = [
-        2.0, 1.5, 1.4, 0.3, -0.5, 1.9, 0.0, -2.0, 0.8, 1.0, -1.0, 0.5,
-    ];
+    let logits = [2.0, 1.5, 1.4, 0.3, -0.5, 1.9, 0.0, -2.0, 0.8, 1.0, -1.0, 0.5];
     // window of 4: [5, 9, 11, 2]; the first two 0s are outside it
     let history = [0, 0, 5, 9, 11, 2];
     let params = SamplingParams {
@@ -402,34 +288,18 @@ fn draws_follow_the_full_chain() {
 fn chain_on_a_full_size_vocabulary_stays_inside_the_reference_support() {
     // 262,144 logits from a fixed pattern; default parameters (top-k 40) and top-p alone.
     let n = 262_144u32;
-    let logits: Vec<f32> = (0..n)
-        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) % 10_000) as f32 / 700.0)
-        .collect();
+    let logits: Vec<f32> = (0..n).map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) % 10_000) as f32 / 700.0).collect();
     let history: Vec<u32> = (0..200).map(|i| (i * 977) % n).collect();
     for params in [
-        SamplingParams {
-            seed: 3,
-            ..SamplingParams::default()
-        },
-        SamplingParams {
-            seed: 3,
-            top_p: 0.5,
-            ..SamplingParams::neutral()
-        },
-        SamplingParams {
-            seed: 3,
-            repeat_penalty: 1.5,
-            ..SamplingParams::neutral()
-        },
+        SamplingParams { seed: 3, ..SamplingParams::default() },
+        SamplingParams { seed: 3, top_p: 0.5, ..SamplingParams::neutral() },
+        SamplingParams { seed: 3, repeat_penalty: 1.5, ..SamplingParams::neutral() },
     ] {
         let want = reference_distribution(&logits, &history, &params);
         let mut s = Sampler::new(params.clone()).unwrap();
         for _ in 0..20 {
             let id = s.sample(&logits, &history);
-            assert!(
-                want[id as usize] > 0.0,
-                "{id} outside the support for {params:?}"
-            );
+            assert!(want[id as usize] > 0.0, "{id} outside the support for {params:?}");
         }
     }
 }
@@ -437,19 +307,12 @@ fn chain_on_a_full_size_vocabulary_stays_inside_the_reference_support() {
 // ---------------------------------------------------------------- determinism
 
 fn pseudo_logits(n: usize, salt: u32) -> Vec<f32> {
-    (0..n as u32)
-        .map(|i| ((i ^ salt).wrapping_mul(2_246_822_519) >> 20) as f32 / 512.0)
-        .collect()
+    (0..n as u32).map(|i| ((i ^ salt).wrapping_mul(2_246_822_519) >> 20) as f32 / 512.0).collect()
 }
 
 #[test]
 fn same_seed_same_sequence() {
-    let params = SamplingParams {
-        seed: 77,
-        repeat_penalty: 1.2,
-        frequency_penalty: 0.1,
-        ..SamplingParams::default()
-    };
+    let params = SamplingParams { seed: 77, repeat_penalty: 1.2, frequency_penalty: 0.1, ..SamplingParams::default() };
     let run = || {
         let mut s = Sampler::new(params.clone()).unwrap();
         let mut history = vec![1, 2, 3];
@@ -461,25 +324,14 @@ fn same_seed_same_sequence() {
     };
     let a = run();
     assert_eq!(a, run());
-    assert!(
-        a[3..]
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            > 20,
-        "not actually random"
-    );
+    assert!(a[3..].iter().collect::<std::collections::HashSet<_>>().len() > 20, "not actually random");
 }
 
 #[test]
 fn different_seeds_differ_on_a_flat_distribution() {
     let flat = vec![0.0f32; 1000];
     let seq = |seed| {
-        let mut s = Sampler::new(SamplingParams {
-            seed,
-            ..SamplingParams::neutral()
-        })
-        .unwrap();
+        let mut s = Sampler::new(SamplingParams { seed, ..SamplingParams::neutral() }).unwrap();
         (0..64).map(|_| s.sample(&flat, &[])).collect::<Vec<u32>>()
     };
     assert_ne!(seq(1), seq(2));
@@ -491,11 +343,7 @@ fn different_seeds_differ_on_a_flat_distribution() {
 fn flat_draws_are_the_inverse_cdf_of_the_reference_stream() {
     // Independent end-to-end check of the draw: with 1000 equal logits the token is floor(u·1000).
     let u = reference_uniforms(31, 100);
-    let mut s = Sampler::new(SamplingParams {
-        seed: 31,
-        ..SamplingParams::neutral()
-    })
-    .unwrap();
+    let mut s = Sampler::new(SamplingParams { seed: 31, ..SamplingParams::neutral() }).unwrap();
     for &ui in &u {
         let want = (ui * 1000.0).floor() as u32;
         let got = s.sample(&[0.0; 1000], &[]);
@@ -513,11 +361,7 @@ fn greedy_picks_the_lowest_index_on_ties() {
     assert_eq!(s.sample(&[1.0, 3.0, 3.0, 2.0], &[]), 1);
     assert_eq!(s.sample(&[5.0, 5.0], &[]), 0);
     // a greedy sampler ignores the seed and never touches the stream
-    let mut other = Sampler::new(SamplingParams {
-        seed: 99,
-        ..SamplingParams::greedy()
-    })
-    .unwrap();
+    let mut other = Sampler::new(SamplingParams { seed: 99, ..SamplingParams::greedy() }).unwrap();
     let l = pseudo_logits(5000, 3);
     assert_eq!(s.sample(&l, &[]), other.sample(&l, &[]));
     assert_eq!(s.next_uniform(), reference_uniforms(0, 1)[0]);
@@ -532,20 +376,13 @@ fn greedy_repeat_last_n_window() {
     //   last_n 2 → same as -1 → 0
     let logits = [3.0, 2.9];
     for (last_n, want) in [(1, 1), (0, 0), (-1, 0), (2, 0)] {
-        let mut s = Sampler::new(SamplingParams {
-            repeat_penalty: 2.0,
-            repeat_last_n: last_n,
-            ..SamplingParams::greedy()
-        })
-        .unwrap();
+        let mut s =
+            Sampler::new(SamplingParams { repeat_penalty: 2.0, repeat_last_n: last_n, ..SamplingParams::greedy() })
+                .unwrap();
         assert_eq!(s.sample(&logits, &[1, 0]), want, "last_n {last_n}");
     }
     // presence penalty alone can flip the choice too: 3.0 − 0.2 < 2.9
-    let mut s = Sampler::new(SamplingParams {
-        presence_penalty: 0.2,
-        ..SamplingParams::greedy()
-    })
-    .unwrap();
+    let mut s = Sampler::new(SamplingParams { presence_penalty: 0.2, ..SamplingParams::greedy() }).unwrap();
     assert_eq!(s.sample(&logits, &[0]), 1);
     // history ids past the vocabulary are ignored
     assert_eq!(s.sample(&logits, &[7, 1_000_000]), 0);
@@ -553,16 +390,8 @@ fn greedy_repeat_last_n_window() {
 
 #[test]
 fn nan_and_infinite_logits_never_panic() {
-    for params in [
-        SamplingParams::greedy(),
-        SamplingParams::default(),
-        SamplingParams::neutral(),
-    ] {
-        let mut s = Sampler::new(SamplingParams {
-            repeat_penalty: 1.1,
-            ..params
-        })
-        .unwrap();
+    for params in [SamplingParams::greedy(), SamplingParams::default(), SamplingParams::neutral()] {
+        let mut s = Sampler::new(SamplingParams { repeat_penalty: 1.1, ..params }).unwrap();
         assert_eq!(s.sample(&[f32::NAN; 6], &[0, 1]), 0, "all NaN");
         assert_eq!(s.sample(&[f32::NEG_INFINITY; 6], &[0, 1]), 0, "all -inf");
         assert_eq!(s.sample(&[], &[0]), 0, "empty row");
@@ -576,11 +405,7 @@ fn nan_and_infinite_logits_never_panic() {
             assert!(id == 0 || id == 3, "{id}");
         }
         // huge logits at a small temperature, and a temperature that would overflow any logit
-        let mut cold = Sampler::new(SamplingParams {
-            temperature: 1e-3,
-            ..SamplingParams::neutral()
-        })
-        .unwrap();
+        let mut cold = Sampler::new(SamplingParams { temperature: 1e-3, ..SamplingParams::neutral() }).unwrap();
         let mut frozen = Sampler::new(SamplingParams {
             temperature: 1e-39, // 2 / t overflows f32
             ..SamplingParams::neutral()
@@ -596,20 +421,12 @@ fn nan_and_infinite_logits_never_panic() {
 #[test]
 fn sample_candidates_runs_the_chain_on_a_partial_list() {
     // a "GPU top-k" list, out of order; greedy with a presence penalty on id 40
-    let mut s = Sampler::new(SamplingParams {
-        presence_penalty: 1.0,
-        ..SamplingParams::greedy()
-    })
-    .unwrap();
+    let mut s = Sampler::new(SamplingParams { presence_penalty: 1.0, ..SamplingParams::greedy() }).unwrap();
     let mut c = Candidates::from_pairs([(12, 1.0), (40, 1.5), (7, 0.2)]);
     assert_eq!(s.sample_candidates(&mut c, &[40]), Some(12));
     assert_eq!(s.sample_candidates(&mut Candidates::new(), &[]), None);
     // non-greedy with top-k 1: always the best candidate
-    let mut s = Sampler::new(SamplingParams {
-        top_k: 1,
-        ..SamplingParams::neutral()
-    })
-    .unwrap();
+    let mut s = Sampler::new(SamplingParams { top_k: 1, ..SamplingParams::neutral() }).unwrap();
     let mut c = Candidates::from_pairs([(12, 1.0), (40, 1.5), (7, 0.2)]);
     assert_eq!(s.sample_candidates(&mut c, &[]), Some(40));
     assert_eq!(c.ids().collect::<Vec<_>>(), vec![40]);

@@ -47,10 +47,7 @@ fn top_k_ties_go_to_lower_ids_and_off_values_do_nothing() {
 fn top_p_keeps_the_smallest_prefix_reaching_p() {
     // probabilities by id: [0.10, 0.50, 0.15, 0.25]; sorted: 1 (0.50), 3 (0.25), 2 (0.15), 0 (0.10)
     // cumulative: 0.50, 0.75, 0.90, 1.00. The kept ids stay in list order.
-    let logits: Vec<f32> = [0.10f64, 0.50, 0.15, 0.25]
-        .iter()
-        .map(|p| p.ln() as f32)
-        .collect();
+    let logits: Vec<f32> = [0.10f64, 0.50, 0.15, 0.25].iter().map(|p| p.ln() as f32).collect();
     let cases: [(f32, &[u32]); 6] = [
         (0.0, &[1]),
         (0.3, &[1]),
@@ -65,12 +62,7 @@ fn top_p_keeps_the_smallest_prefix_reaching_p() {
         assert_eq!(ids(&c), want, "top_p = {p}");
     }
     // the same tokens in another order keep that order
-    let mut c = Candidates::from_pairs([
-        (3, logits[3]),
-        (0, logits[0]),
-        (2, logits[2]),
-        (1, logits[1]),
-    ]);
+    let mut c = Candidates::from_pairs([(3, logits[3]), (0, logits[0]), (2, logits[2]), (1, logits[1])]);
     steps::top_p(&mut c, 0.8);
     assert_eq!(ids(&c), vec![3, 2, 1]);
 }
@@ -102,13 +94,8 @@ fn top_p_on_a_flat_vocabulary_breaks_ties_by_id() {
 #[test]
 fn min_p_is_relative_to_the_most_likely_token() {
     // logits [2, 1, 0, -1]: p_i / p_max = 1, e^-1 = 0.368, e^-2 = 0.135, e^-3 = 0.050
-    let cases: [(f32, &[u32]); 5] = [
-        (0.0, &[0, 1, 2, 3]),
-        (0.04, &[0, 1, 2, 3]),
-        (0.1, &[0, 1, 2]),
-        (0.3, &[0, 1]),
-        (0.4, &[0]),
-    ];
+    let cases: [(f32, &[u32]); 5] =
+        [(0.0, &[0, 1, 2, 3]), (0.04, &[0, 1, 2, 3]), (0.1, &[0, 1, 2]), (0.3, &[0, 1]), (0.4, &[0])];
     for (p, want) in cases {
         let mut c = Candidates::from_logits(&[2.0, 1.0, 0.0, -1.0]);
         steps::min_p(&mut c, p);
@@ -134,12 +121,7 @@ fn penalties_on_a_known_history() {
     // last 3 tokens only: [4, 0, 0] → counts {0: 2, 4: 1}:
     //   id 0: 1 − (0.2 + 0.5) = 0.3; id 1 untouched: −1
     let want_last3 = [0.3, -1.0, 0.5, 3.0, -0.6];
-    for (last_n, want) in [
-        (-1, want_all),
-        (6, want_all),
-        (100, want_all),
-        (3, want_last3),
-    ] {
+    for (last_n, want) in [(-1, want_all), (6, want_all), (100, want_all), (3, want_last3)] {
         let counts = TokenCounts::from_history(&history, last_n);
         let mut c = Candidates::from_logits(&logits);
         steps::penalties(&mut c, &counts, 2.0, 0.1, 0.5);
@@ -162,10 +144,7 @@ fn penalties_on_a_shuffled_partial_list_match_the_dense_path() {
     // history also names id 9, which is not a candidate.
     let history = [0, 1, 1, 4, 0, 0, 9];
     let counts = TokenCounts::from_history(&history, -1);
-    assert_eq!(
-        counts.iter().collect::<Vec<_>>(),
-        vec![(0, 3), (1, 2), (4, 1), (9, 1)]
-    );
+    assert_eq!(counts.iter().collect::<Vec<_>>(), vec![(0, 3), (1, 2), (4, 1), (9, 1)]);
     let mut c = Candidates::from_pairs([(4, 0.0), (2, 0.5), (0, 2.0), (1, -1.0)]);
     steps::penalties(&mut c, &counts, 2.0, 0.1, 0.5);
     assert_eq!(ids(&c), vec![4, 2, 0, 1]);
@@ -229,15 +208,7 @@ fn softmax_matches_hand_values() {
 fn draw_is_the_inverse_cdf() {
     // probabilities [0.2, 0.3, 0.5]: CDF 0.2, 0.5, 1.0
     let c = Candidates::from_logits(&[0.2f32.ln(), 0.3f32.ln(), 0.5f32.ln()]);
-    for (u, want) in [
-        (0.0, 0),
-        (0.1, 0),
-        (0.19, 0),
-        (0.21, 1),
-        (0.49, 1),
-        (0.51, 2),
-        (0.999_999, 2),
-    ] {
+    for (u, want) in [(0.0, 0), (0.1, 0), (0.19, 0), (0.21, 1), (0.49, 1), (0.51, 2), (0.999_999, 2)] {
         assert_eq!(steps::draw(&c, u), Some(want), "u = {u}");
     }
     // out-of-range u is clamped rather than trusted
@@ -305,19 +276,12 @@ fn sane(x: f32) -> f64 {
 /// Ids sorted by (logit desc, id asc): the whole list, with a plain stable sort.
 fn ref_order(logits: &[f32]) -> Vec<u32> {
     let mut v: Vec<u32> = (0..logits.len() as u32).collect();
-    v.sort_by(|&a, &b| {
-        sane(logits[b as usize])
-            .partial_cmp(&sane(logits[a as usize]))
-            .unwrap()
-    });
+    v.sort_by(|&a, &b| sane(logits[b as usize]).partial_cmp(&sane(logits[a as usize])).unwrap());
     v
 }
 
 fn ref_weights(logits: &[f32]) -> Vec<f64> {
-    let max = logits
-        .iter()
-        .map(|&l| sane(l))
-        .fold(f64::NEG_INFINITY, f64::max);
+    let max = logits.iter().map(|&l| sane(l)).fold(f64::NEG_INFINITY, f64::max);
     logits.iter().map(|&l| (sane(l) - max).exp()).collect()
 }
 

@@ -33,23 +33,14 @@ fn run_chars(stops: &[&str], text: &str) -> (String, Option<String>) {
 
 #[test]
 fn stop_inside_one_chunk_cuts_before_it() {
-    assert_eq!(
-        run(&["END"], &["hello END world"]),
-        ("hello ".into(), Some("END".into()))
-    );
+    assert_eq!(run(&["END"], &["hello END world"]), ("hello ".into(), Some("END".into())));
     assert_eq!(run(&["END"], &["END"]), ("".into(), Some("END".into())));
 }
 
 #[test]
 fn stop_split_across_one_char_chunks() {
-    assert_eq!(
-        run_chars(&["END"], "hello END world"),
-        ("hello ".into(), Some("END".into()))
-    );
-    assert_eq!(
-        run(&["</s>"], &["abc<", "/", "s", "> tail"]),
-        ("abc".into(), Some("</s>".into()))
-    );
+    assert_eq!(run_chars(&["END"], "hello END world"), ("hello ".into(), Some("END".into())));
+    assert_eq!(run(&["</s>"], &["abc<", "/", "s", "> tail"]), ("abc".into(), Some("</s>".into())));
 }
 
 #[test]
@@ -66,18 +57,9 @@ fn only_a_possible_prefix_is_held_back() {
 #[test]
 fn overlapping_prefixes() {
     // "abcabd" in "abcabcabd": the match starts at byte 3.
-    assert_eq!(
-        run_chars(&["abcabd"], "abcabcabd"),
-        ("abc".into(), Some("abcabd".into()))
-    );
-    assert_eq!(
-        run(&["abcabd"], &["abcabcabd"]),
-        ("abc".into(), Some("abcabd".into()))
-    );
-    assert_eq!(
-        run(&["abcabd"], &["abcab", "cabd"]),
-        ("abc".into(), Some("abcabd".into()))
-    );
+    assert_eq!(run_chars(&["abcabd"], "abcabcabd"), ("abc".into(), Some("abcabd".into())));
+    assert_eq!(run(&["abcabd"], &["abcabcabd"]), ("abc".into(), Some("abcabd".into())));
+    assert_eq!(run(&["abcabd"], &["abcab", "cabd"]), ("abc".into(), Some("abcabd".into())));
     // step by step: what is released when
     let mut m = StopStrings::new(["abcabd"]).unwrap();
     let texts: Vec<String> = chars("abcabcabd").iter().map(|c| m.push(c).text).collect();
@@ -87,78 +69,39 @@ fn overlapping_prefixes() {
 
 #[test]
 fn multiple_stop_strings_earliest_wins() {
-    assert_eq!(
-        run(&["foo", "bar"], &["xxbarfoo"]),
-        ("xx".into(), Some("bar".into()))
-    );
-    assert_eq!(
-        run_chars(&["foo", "bar"], "xxbarfoo"),
-        ("xx".into(), Some("bar".into()))
-    );
+    assert_eq!(run(&["foo", "bar"], &["xxbarfoo"]), ("xx".into(), Some("bar".into())));
+    assert_eq!(run_chars(&["foo", "bar"], "xxbarfoo"), ("xx".into(), Some("bar".into())));
     // same start: the shortest is reported (it completes first in a stream)
-    assert_eq!(
-        run(&["abc", "ab"], &["xabc"]),
-        ("x".into(), Some("ab".into()))
-    );
-    assert_eq!(
-        run_chars(&["abc", "ab"], "xabc"),
-        ("x".into(), Some("ab".into()))
-    );
+    assert_eq!(run(&["abc", "ab"], &["xabc"]), ("x".into(), Some("ab".into())));
+    assert_eq!(run_chars(&["abc", "ab"], "xabc"), ("x".into(), Some("ab".into())));
 }
 
 #[test]
 fn a_completed_stop_waits_for_an_earlier_longer_candidate() {
     // "bc" completes at byte 1 while "abcd" (starting at 0) is still possible.
-    assert_eq!(
-        run_chars(&["abcd", "bc"], "abcd"),
-        ("".into(), Some("abcd".into()))
-    );
-    assert_eq!(
-        run_chars(&["abcd", "bc"], "abcX"),
-        ("a".into(), Some("bc".into()))
-    );
+    assert_eq!(run_chars(&["abcd", "bc"], "abcd"), ("".into(), Some("abcd".into())));
+    assert_eq!(run_chars(&["abcd", "bc"], "abcX"), ("a".into(), Some("bc".into())));
     // the stream ends while waiting: finish() reports the complete one
-    assert_eq!(
-        run_chars(&["abcd", "bc"], "abc"),
-        ("a".into(), Some("bc".into()))
-    );
+    assert_eq!(run_chars(&["abcd", "bc"], "abc"), ("a".into(), Some("bc".into())));
 }
 
 #[test]
 fn unicode_stop_strings() {
-    assert_eq!(
-        run_chars(&["終わり"], "こんにちは終わりです"),
-        ("こんにちは".into(), Some("終わり".into()))
-    );
-    assert_eq!(
-        run(&["🛑"], &["go ", "🛑", " no"]),
-        ("go ".into(), Some("🛑".into()))
-    );
+    assert_eq!(run_chars(&["終わり"], "こんにちは終わりです"), ("こんにちは".into(), Some("終わり".into())));
+    assert_eq!(run(&["🛑"], &["go ", "🛑", " no"]), ("go ".into(), Some("🛑".into())));
     // "é" and "è" share their first UTF-8 byte; nothing is split or confused
     assert_eq!(run_chars(&["éa"], "èaé"), ("èaé".into(), None));
     let mut m = StopStrings::new(["éa"]).unwrap();
     assert_eq!(m.push("xé").text, "x");
     assert_eq!(m.held(), "é");
-    assert_eq!(
-        m.finish(),
-        StopChunk {
-            text: "é".into(),
-            stop: None
-        }
-    );
+    assert_eq!(m.finish(), StopChunk { text: "é".into(), stop: None });
 }
 
 #[test]
 fn finish_releases_everything_held_and_nothing_after() {
     let mut m = StopStrings::new(["cd"]).unwrap();
     assert_eq!(m.push("abc").text, "ab");
-    assert_eq!(
-        m.finish(),
-        StopChunk {
-            text: "c".into(),
-            stop: None
-        }
-    );
+    assert_eq!(m.finish(), StopChunk { text: "c".into(), stop: None });
     assert_eq!(m.finish(), StopChunk::default());
     assert_eq!(m.push("more"), StopChunk::default());
     // after a hit nothing more comes out either
@@ -177,14 +120,8 @@ fn no_stop_strings_pass_everything_through() {
 
 #[test]
 fn empty_stop_string_is_an_error_and_duplicates_are_dropped() {
-    assert_eq!(
-        StopStrings::new(["a", ""]).unwrap_err(),
-        SamplingError::EmptyStopString { index: 1 }
-    );
-    assert_eq!(
-        StopStrings::new(["a", "b", "a"]).unwrap().stops(),
-        ["a", "b"]
-    );
+    assert_eq!(StopStrings::new(["a", ""]).unwrap_err(), SamplingError::EmptyStopString { index: 1 });
+    assert_eq!(StopStrings::new(["a", "b", "a"]).unwrap().stops(), ["a", "b"]);
 }
 
 #[test]
@@ -203,11 +140,7 @@ fn criteria_check_tokens() {
     assert_eq!(c.check_token(5, 1), None);
     assert_eq!(c.check_token(9, 1), Some(FinishReason::Stop));
     assert_eq!(c.check_token(5, 3), Some(FinishReason::Length));
-    assert_eq!(
-        c.check_token(2, 3),
-        Some(FinishReason::Stop),
-        "EOG wins over the budget"
-    );
+    assert_eq!(c.check_token(2, 3), Some(FinishReason::Stop), "EOG wins over the budget");
     c.ignore_eos = true;
     assert_eq!(c.check_token(9, 1), None);
     assert_eq!(c.check_token(9, 3), Some(FinishReason::Length));
@@ -220,10 +153,7 @@ fn criteria_stop_text() {
     let mut c = StopCriteria::new([0], 100);
     c.stop = StopStrings::new(["\n\n"]).unwrap();
     assert_eq!(c.push_text("one\n"), ("one".into(), None));
-    assert_eq!(
-        c.push_text("\ntwo"),
-        ("".into(), Some(FinishReason::StopString("\n\n".into())))
-    );
+    assert_eq!(c.push_text("\ntwo"), ("".into(), Some(FinishReason::StopString("\n\n".into()))));
     let mut c = StopCriteria::new([0], 100);
     c.stop = StopStrings::new(["\n\n"]).unwrap();
     assert_eq!(c.push_text("one\n"), ("one".into(), None));

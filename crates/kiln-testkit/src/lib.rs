@@ -64,18 +64,8 @@ fn run(cmd: &mut Command) {
 
 /// Runs `script` with the oracle Python and `args`, returning stdout. Panics with stderr on failure.
 pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) -> Vec<u8> {
-    let out = Command::new(oracle_python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run oracle python");
-    assert!(
-        out.status.success(),
-        "oracle python failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(oracle_python()).arg("-c").arg(script).args(args).output().expect("run oracle python");
+    assert!(out.status.success(), "oracle python failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 

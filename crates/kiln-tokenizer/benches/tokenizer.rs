@@ -36,13 +36,9 @@ fn encode_decode(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(text.len() as u64));
     for name in ["gptoss", "smollm2", "gemma3"] {
         let tok = common::tokenizer_for(name);
-        g.bench_function(format!("encode {name}"), |b| {
-            b.iter(|| tok.encode(black_box(&text), false, true).unwrap())
-        });
+        g.bench_function(format!("encode {name}"), |b| b.iter(|| tok.encode(black_box(&text), false, true).unwrap()));
         let ids = tok.encode(&text, false, true).unwrap();
-        g.bench_function(format!("decode {name}"), |b| {
-            b.iter(|| tok.decode(black_box(&ids), false).unwrap())
-        });
+        g.bench_function(format!("decode {name}"), |b| b.iter(|| tok.decode(black_box(&ids), false).unwrap()));
         g.bench_function(format!("stream {name}"), |b| {
             b.iter(|| {
                 let mut d = Detokenizer::new(&tok);
@@ -56,9 +52,7 @@ fn encode_decode(c: &mut Criterion) {
     }
     // For scale: tiktoken-rs on the same text (the gpt-oss vocabulary, o200k_harmony).
     let tiktoken = tiktoken_rs::o200k_harmony().unwrap();
-    g.bench_function("encode gptoss with tiktoken-rs", |b| {
-        b.iter(|| tiktoken.encode_ordinary(black_box(&text)))
-    });
+    g.bench_function("encode gptoss with tiktoken-rs", |b| b.iter(|| tiktoken.encode_ordinary(black_box(&text))));
     g.finish();
 }
 

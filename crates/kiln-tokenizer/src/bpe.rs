@@ -16,8 +16,7 @@ pub(crate) fn byte_to_char_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
-        let printable =
-            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).expect("Latin-1 is valid")
         } else {
@@ -55,11 +54,7 @@ pub(crate) struct Bpe {
 impl Bpe {
     /// Builds the merge table from `tokenizer.ggml.merges` strings (`"left right"`, split at the
     /// first space after the first byte, as llama.cpp does).
-    pub(crate) fn new<'a>(
-        vocab: &Vocab,
-        merges: impl Iterator<Item = &'a [u8]>,
-        ignore_merges: bool,
-    ) -> Bpe {
+    pub(crate) fn new<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>, ignore_merges: bool) -> Bpe {
         let mut bpe = Bpe {
             n_tokens: vocab.len() as u32,
             extra: Vec::new(),
@@ -103,17 +98,13 @@ impl Bpe {
         }
         let hash = self.hasher.hash_one(text);
         let extra = &self.extra;
-        if let Some(&i) = self
-            .extra_index
-            .find(hash, |&i| &*extra[i as usize] == text)
-        {
+        if let Some(&i) = self.extra_index.find(hash, |&i| &*extra[i as usize] == text) {
             return self.n_tokens + i;
         }
         let i = self.extra.len() as u32;
         self.extra.push(text.into());
         let (extra, hasher) = (&self.extra, &self.hasher);
-        self.extra_index
-            .insert_unique(hash, i, |&j| hasher.hash_one(&*extra[j as usize]));
+        self.extra_index.insert_unique(hash, i, |&j| hasher.hash_one(&*extra[j as usize]));
         self.n_tokens + i
     }
 
@@ -148,11 +139,7 @@ impl Bpe {
             .map(|(i, &b)| Sym {
                 sym: self.byte_sym[b as usize],
                 prev: if i == 0 { NONE } else { i as u32 - 1 },
-                next: if i as u32 + 1 == n {
-                    NONE
-                } else {
-                    i as u32 + 1
-                },
+                next: if i as u32 + 1 == n { NONE } else { i as u32 + 1 },
                 alive: true,
             })
             .collect();

@@ -27,10 +27,7 @@ pub struct Message {
 impl Message {
     /// A message.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
+        Message { role: role.into(), content: content.into() }
     }
 }
 
@@ -80,35 +77,21 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` (each a `{role, content}` object).
-    pub fn render(
-        &self,
-        messages: &[Message],
-        options: &ChatOptions,
-    ) -> Result<String, TokenizerError> {
-        let messages = serde_json::to_value(messages)
-            .map_err(|e| TokenizerError::Template(format!("messages: {e}")))?;
+    pub fn render(&self, messages: &[Message], options: &ChatOptions) -> Result<String, TokenizerError> {
+        let messages =
+            serde_json::to_value(messages).map_err(|e| TokenizerError::Template(format!("messages: {e}")))?;
         self.render_json(&messages, options)
     }
 
     /// Renders messages given as JSON (any fields a template reads: `tool_calls`, `thinking`, …).
-    pub fn render_json(
-        &self,
-        messages: &serde_json::Value,
-        options: &ChatOptions,
-    ) -> Result<String, TokenizerError> {
+    pub fn render_json(&self, messages: &serde_json::Value, options: &ChatOptions) -> Result<String, TokenizerError> {
         let mut ctx = options.extra.clone();
         ctx.insert("messages".into(), messages.clone());
-        ctx.insert(
-            "add_generation_prompt".into(),
-            options.add_generation_prompt.into(),
-        );
+        ctx.insert("add_generation_prompt".into(), options.add_generation_prompt.into());
         ctx.insert("bos_token".into(), options.bos_token.clone().into());
         ctx.insert("eos_token".into(), options.eos_token.clone().into());
         let now = options.now.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
         });
         ctx.insert(NOW_VAR.into(), now.into());
         let tmpl = self.env.get_template(NAME)?;
@@ -139,10 +122,7 @@ fn raise_exception(message: String) -> Result<Value, Error> {
 
 /// `strftime_now(format)`: the rendering's time (UTC) formatted like Python's `strftime`.
 fn strftime_now(state: &State, format: String) -> Result<Value, Error> {
-    let now = state
-        .lookup(NOW_VAR)
-        .and_then(|v| i64::try_from(v).ok())
-        .unwrap_or(0);
+    let now = state.lookup(NOW_VAR).and_then(|v| i64::try_from(v).ok()).unwrap_or(0);
     Ok(Value::from(strftime(now, &format)?))
 }
 
@@ -186,15 +166,7 @@ fn strftime(unix: i64, format: &str) -> Result<String, Error> {
         "November",
         "December",
     ];
-    const DAYS: [&str; 7] = [
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-        "Sunday",
-    ];
+    const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
@@ -250,9 +222,7 @@ fn tojson(value: Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, Erro
     let positional = |i: usize| args.0.get(i).cloned();
     let arg = |i: usize, name: &str| -> Result<Option<Value>, Error> {
         let named: Option<Value> = kwargs.get(name)?;
-        Ok(named
-            .or_else(|| positional(i))
-            .filter(|v| !v.is_none() && !v.is_undefined()))
+        Ok(named.or_else(|| positional(i)).filter(|v| !v.is_none() && !v.is_undefined()))
     };
     let ensure_ascii = arg(0, "ensure_ascii")?.is_some_and(|v| v.is_true());
     let indent = match arg(1, "indent")? {
@@ -260,10 +230,7 @@ fn tojson(value: Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, Erro
         Some(v) => match i64::try_from(v.clone()) {
             Ok(n) => Some(" ".repeat(n.max(0) as usize)),
             Err(_) => Some(v.as_str().map(str::to_owned).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidOperation,
-                    "tojson: indent must be an integer or a string",
-                )
+                Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an integer or a string")
             })?),
         },
     };
@@ -274,40 +241,22 @@ fn tojson(value: Value, args: Rest<Value>, kwargs: Kwargs) -> Result<Value, Erro
                 .try_iter()?
                 .map(|p| p.as_str().map(str::to_owned))
                 .collect::<Option<_>>()
-                .ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::InvalidOperation,
-                        "tojson: separators must be two strings",
-                    )
-                })?;
+                .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings"))?;
             match parts.as_slice() {
                 [item, key] => Some((item.clone(), key.clone())),
                 _ => {
-                    return Err(Error::new(
-                        ErrorKind::InvalidOperation,
-                        "tojson: separators must be two strings",
-                    ));
+                    return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings"));
                 }
             }
         }
     };
     let sort_keys = arg(3, "sort_keys")?.is_some_and(|v| v.is_true());
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value)
-        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    let (item_sep, key_sep) = separators.unwrap_or_else(|| {
-        (
-            if indent.is_some() { "," } else { ", " }.to_owned(),
-            ": ".to_owned(),
-        )
-    });
-    let style = PyJson {
-        indent,
-        item_sep,
-        key_sep,
-        ensure_ascii,
-        sort_keys,
-    };
+    let json =
+        serde_json::to_value(&value).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let (item_sep, key_sep) =
+        separators.unwrap_or_else(|| (if indent.is_some() { "," } else { ", " }.to_owned(), ": ".to_owned()));
+    let style = PyJson { indent, item_sep, key_sep, ensure_ascii, sort_keys };
     let mut out = String::new();
     style.write(&json, 0, &mut out);
     Ok(Value::from(out))
@@ -420,11 +369,7 @@ fn py_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
     // Rust's `{:?}` gives the shortest round-trip digits; switch to Python's exponent style
     // outside [1e-4, 1e16).
@@ -445,14 +390,8 @@ mod tests {
     #[test]
     fn strftime_known_dates() {
         // 2024-02-29 13:05:09 UTC = 1709211909 (hand-checked with `date -u -d @1709211909`).
-        assert_eq!(
-            strftime(1_709_211_909, "%Y-%m-%d %H:%M:%S").unwrap(),
-            "2024-02-29 13:05:09"
-        );
-        assert_eq!(
-            strftime(1_709_211_909, "%d %B %Y, %A %j").unwrap(),
-            "29 February 2024, Thursday 060"
-        );
+        assert_eq!(strftime(1_709_211_909, "%Y-%m-%d %H:%M:%S").unwrap(), "2024-02-29 13:05:09");
+        assert_eq!(strftime(1_709_211_909, "%d %B %Y, %A %j").unwrap(), "29 February 2024, Thursday 060");
         assert_eq!(strftime(0, "%a %b %e %I %p").unwrap(), "Thu Jan  1 12 AM");
         assert!(strftime(0, "%Q").is_err());
     }
@@ -464,12 +403,8 @@ mod tests {
         )
         .unwrap();
         let mut o = ChatOptions::default();
-        o.extra.insert(
-            "x".into(),
-            serde_json::json!({"b": [1, 2.5, true, null], "a": {}, "c": []}),
-        );
-        o.extra
-            .insert("s".into(), serde_json::json!("<é\"\n\u{1}>"));
+        o.extra.insert("x".into(), serde_json::json!({"b": [1, 2.5, true, null], "a": {}, "c": []}));
+        o.extra.insert("s".into(), serde_json::json!("<é\"\n\u{1}>"));
         // Expected strings from Python 3.11: json.dumps(x, ensure_ascii=False, ...).
         assert_eq!(
             t.render(&[], &o).unwrap(),
@@ -480,10 +415,7 @@ mod tests {
     #[test]
     fn raise_exception_is_an_error_with_the_message() {
         let t = ChatTemplate::new("{{ raise_exception('no system role') }}").unwrap();
-        let e = t
-            .render(&[], &ChatOptions::default())
-            .unwrap_err()
-            .to_string();
+        let e = t.render(&[], &ChatOptions::default()).unwrap_err().to_string();
         assert!(e.contains("no system role"), "{e}");
     }
 

@@ -60,10 +60,9 @@ impl HfEngine {
 fn has_byte_level(decoder: &Value) -> bool {
     match decoder.get("type").and_then(Value::as_str) {
         Some("ByteLevel") => true,
-        Some("Sequence") => decoder
-            .get("decoders")
-            .and_then(Value::as_array)
-            .is_some_and(|ds| ds.iter().any(has_byte_level)),
+        Some("Sequence") => {
+            decoder.get("decoders").and_then(Value::as_array).is_some_and(|ds| ds.iter().any(has_byte_level))
+        }
         _ => false,
     }
 }
@@ -82,18 +81,12 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
     let raw: Value = serde_json::from_slice(json).map_err(hf_err)?;
     let byte_level = raw.get("decoder").is_some_and(has_byte_level);
     let config: Option<Value> = match config {
-        Some(c) => Some(
-            serde_json::from_slice(c).map_err(|e| hf_err(format!("tokenizer_config.json: {e}")))?,
-        ),
+        Some(c) => Some(serde_json::from_slice(c).map_err(|e| hf_err(format!("tokenizer_config.json: {e}")))?),
         None => None,
     };
 
     let vocab_map = tok.get_vocab(true);
-    let n = vocab_map
-        .values()
-        .map(|&id| id as usize + 1)
-        .max()
-        .unwrap_or(0);
+    let n = vocab_map.values().map(|&id| id as usize + 1).max().unwrap_or(0);
     if n == 0 {
         return Err(TokenizerError::TokenizerJson("empty vocabulary".into()));
     }
@@ -103,10 +96,7 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
     }
     let mut vocab = Vocab::new(texts.iter().map(|t| t.unwrap_or("").as_bytes()));
     let added = tok.get_added_tokens_decoder();
-    let byte_fallback = raw
-        .pointer("/model/byte_fallback")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let byte_fallback = raw.pointer("/model/byte_fallback").and_then(Value::as_bool).unwrap_or(false);
     for (id, t) in texts.iter().enumerate() {
         let id = id as u32;
         let attr = match (t, added.get(&id)) {
@@ -139,17 +129,11 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
     }
     let eog = derive_specials(&mut vocab, &mut sp);
     let matcher = SpecialMatcher::new(&vocab, &[]);
-    let engine = HfEngine {
-        tok,
-        literal: OnceLock::new(),
-        byte_level,
-    };
+    let engine = HfEngine { tok, literal: OnceLock::new(), byte_level };
     // What the post-processor does with `add_special_tokens`, seen on an empty text.
     let with_special = engine.encode("", true, true)?;
     let add_bos = sp.bos.is_some() && with_special.first().copied() == sp.bos;
-    let add_eos = sp.eos.is_some()
-        && with_special.last().copied() == sp.eos
-        && !(with_special.len() == 1 && add_bos);
+    let add_eos = sp.eos.is_some() && with_special.last().copied() == sp.eos && !(with_special.len() == 1 && add_bos);
     Ok(Tokenizer {
         vocab,
         specials: sp,
@@ -169,9 +153,5 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
 
 fn is_byte_token(t: &str) -> bool {
     let b = t.as_bytes();
-    b.len() == 6
-        && t.starts_with("<0x")
-        && t.ends_with('>')
-        && b[3].is_ascii_hexdigit()
-        && b[4].is_ascii_hexdigit()
+    b.len() == 6 && t.starts_with("<0x") && t.ends_with('>') && b[3].is_ascii_hexdigit() && b[4].is_ascii_hexdigit()
 }

@@ -141,26 +141,13 @@ pub use vocab::TokenAttr;
 impl Tokenizer {
     /// Renders `messages` with this model's chat template ([`chat_template`](Self::chat_template)),
     /// with `bos_token` / `eos_token` set to the BOS and EOS tokens' texts.
-    pub fn render_chat(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-    ) -> Result<String, TokenizerError> {
-        let template = self
-            .chat_template()
-            .ok_or_else(|| TokenizerError::Template("the model has no chat template".into()))?;
+    pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+        let template =
+            self.chat_template().ok_or_else(|| TokenizerError::Template("the model has no chat template".into()))?;
         let text = |id: Option<u32>| {
-            id.and_then(|i| self.token_text(i))
-                .map(|t| String::from_utf8_lossy(t).into_owned())
-                .unwrap_or_default()
+            id.and_then(|i| self.token_text(i)).map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default()
         };
-        render_chat(
-            template,
-            messages,
-            add_generation_prompt,
-            &text(self.bos_id()),
-            &text(self.eos_id()),
-        )
+        render_chat(template, messages, add_generation_prompt, &text(self.bos_id()), &text(self.eos_id()))
     }
 }
 

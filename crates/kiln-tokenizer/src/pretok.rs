@@ -116,29 +116,18 @@ pub(crate) struct PreInfo {
 /// The `tokenizer.ggml.pre` names this crate supports, with llama.cpp's settings for each.
 pub(crate) fn pre_info(name: &str) -> Option<PreInfo> {
     use PreKind::*;
-    let p = |kind, ignore_merges, clean_spaces, add_bos| {
-        Some(PreInfo {
-            kind,
-            ignore_merges,
-            clean_spaces,
-            add_bos,
-        })
-    };
+    let p = |kind, ignore_merges, clean_spaces, add_bos| Some(PreInfo { kind, ignore_merges, clean_spaces, add_bos });
     match name {
         "default" => p(Default, false, true, false),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" => p(Llama3, true, true, true),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" => p(Llama3, true, true, true),
         "dbrx" | "smaug-bpe" => p(Llama3, false, true, false),
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-        | "a.x-4.0" | "mellum" | "mpt" | "olmo" | "jais" | "exaone4" => p(Gpt2, false, true, false),
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
+        | "mpt" | "olmo" | "jais" | "exaone4" => p(Gpt2, false, true, false),
         "trillion" | "granite-docling" => p(Gpt2, false, false, false),
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" => {
-            p(Qwen2, false, false, false)
-        }
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" => p(Qwen2, false, false, false),
         "stablelm2" | "megrez" => p(Qwen2, false, true, false),
-        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
-            p(StarCoder, false, true, false)
-        }
+        "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => p(StarCoder, false, true, false),
         "smollm" | "command-r" => p(StarCoder, false, false, false),
         "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => p(Gpt4o, false, false, false),
         "tekken" => p(Tekken, true, false, true),
@@ -212,26 +201,17 @@ impl PreTokenizer {
             }
         };
         let steps = match kind {
-            PreKind::Default => vec![
-                regex(DEFAULT_PUNCT_RE)?,
-                Step::Gpt2,
-                regex(r"\p{N}+")?,
-                regex(r"[0-9][0-9][0-9]")?,
-            ],
+            PreKind::Default => {
+                vec![regex(DEFAULT_PUNCT_RE)?, Step::Gpt2, regex(r"\p{N}+")?, regex(r"[0-9][0-9][0-9]")?]
+            }
             PreKind::Gpt2 => vec![Step::Gpt2],
             PreKind::Llama3 => vec![Step::Llama3 { digits: 3 }],
             PreKind::Qwen2 => vec![Step::Llama3 { digits: 1 }],
             PreKind::StarCoder => vec![regex(r"\p{N}")?, Step::Gpt2],
             PreKind::Gpt4o if reference => vec![regex(GPT4O_RE_ORIGINAL)?],
-            PreKind::Gpt4o => vec![Step::O200k {
-                contractions: true,
-                digits: 3,
-            }],
+            PreKind::Gpt4o => vec![Step::O200k { contractions: true, digits: 3 }],
             PreKind::Tekken if reference => vec![regex(TEKKEN_RE_ORIGINAL)?],
-            PreKind::Tekken => vec![Step::O200k {
-                contractions: false,
-                digits: 1,
-            }],
+            PreKind::Tekken => vec![Step::O200k { contractions: false, digits: 1 }],
         };
         Ok(PreTokenizer { steps })
     }
@@ -252,10 +232,7 @@ impl PreTokenizer {
                 match step {
                     Step::Gpt2 => split_gpt2(&cps, seg, &mut out),
                     Step::Llama3 { digits } => split_llama3(&cps, seg, *digits, &mut out),
-                    Step::O200k {
-                        contractions,
-                        digits,
-                    } => split_o200k(&cps, seg, *contractions, *digits, &mut out),
+                    Step::O200k { contractions, digits } => split_o200k(&cps, seg, *contractions, *digits, &mut out),
                     Step::Collapsed(re) => {
                         let rc = collapsed.get_or_insert_with(|| Recoded::new(&cps, collapse_char));
                         split_regex(re, rc, seg, &mut out)?
@@ -345,11 +322,7 @@ fn collapse_char(c: char) -> char {
 }
 
 fn widen_char(c: char) -> char {
-    if !c.is_ascii() && is_whitespace(c) {
-        '\u{0B}'
-    } else {
-        c
-    }
+    if !c.is_ascii() && is_whitespace(c) { '\u{0B}' } else { c }
 }
 
 /// Rewrites `\p{X}` into a class of the collapsed stand-in plus the ASCII members of category X,
@@ -361,10 +334,7 @@ fn collapse_regex(re: &str) -> String {
             "N" => (CAT_NUMBER, "0-9"),
             "L" | "Lu" | "Ll" | "Lt" | "Lm" | "Lo" => (CAT_LETTER, "A-Za-z"),
             // ASCII punctuation: !"#%&'()*,-./:;?@[\]_{}
-            "P" => (
-                CAT_PUNCT,
-                r"\x21-\x23\x25-\x2A\x2C-\x2F\x3A-\x3B\x3F-\x40\x5B-\x5D\x5F\x7B\x7D",
-            ),
+            "P" => (CAT_PUNCT, r"\x21-\x23\x25-\x2A\x2C-\x2F\x3A-\x3B\x3F-\x40\x5B-\x5D\x5F\x7B\x7D"),
             "M" => (CAT_MARK, ""),
             // ASCII symbols: $+<=>^`|~
             "S" => (CAT_SYMBOL, r"\x24\x2B\x3C-\x3E\x5E\x60\x7C\x7E"),
@@ -448,13 +418,7 @@ fn split_regex(
 /// `[^\r\n\p{L}\p{N}]`, O = `[^\s\p{L}\p{N}]`, C an ASCII-case-insensitive contraction (o200k
 /// only). With backtracking, `P? UP* LO+` takes the longest UP run and, if the character after it
 /// is not LO, gives back UP characters until one that is also LO (a non-ASCII letter) starts LO+.
-fn split_o200k(
-    cps: &[char],
-    seg: std::ops::Range<usize>,
-    contractions: bool,
-    digits: usize,
-    out: &mut Vec<usize>,
-) {
+fn split_o200k(cps: &[char], seg: std::ops::Range<usize>, contractions: bool, digits: usize, out: &mut Vec<usize>) {
     let end = seg.end;
     let letter = |i: usize| i < end && Flags::of(cps[i]).letter;
     let up = |i: usize| letter(i) && !cps[i].is_ascii_lowercase();
@@ -474,11 +438,7 @@ fn split_o200k(
             return 0;
         }
         let lower = |j: usize| {
-            if j < end {
-                cps[j].to_ascii_lowercase()
-            } else {
-                '\0'
-            }
+            if j < end { cps[j].to_ascii_lowercase() } else { '\0' }
         };
         match (lower(i + 1), lower(i + 2)) {
             ('s' | 't' | 'm' | 'd', _) => 2,
@@ -490,11 +450,7 @@ fn split_o200k(
     while pos < end {
         let c = cps[pos];
         // P? : the only start of a letter alternative is after a P character, or at a letter.
-        let q = if c != '\r' && c != '\n' && !letter(pos) && !number(pos) {
-            pos + 1
-        } else {
-            pos
-        };
+        let q = if c != '\r' && c != '\n' && !letter(pos) && !number(pos) { pos + 1 } else { pos };
         // P? UP* LO+ C?
         let up_end = run(q, &up);
         let lo_start = if lo(up_end) {
@@ -539,20 +495,12 @@ fn split_o200k(
 /// Flags of the code point at `pos`, or [`Flags::NONE`] outside `seg`.
 #[inline]
 fn flags_at(cps: &[char], seg: &std::ops::Range<usize>, pos: usize) -> Flags {
-    if seg.contains(&pos) {
-        Flags::of(cps[pos])
-    } else {
-        Flags::NONE
-    }
+    if seg.contains(&pos) { Flags::of(cps[pos]) } else { Flags::NONE }
 }
 
 #[inline]
 fn cp_at(cps: &[char], seg: &std::ops::Range<usize>, pos: usize) -> Option<char> {
-    if seg.contains(&pos) {
-        Some(cps[pos])
-    } else {
-        None
-    }
+    if seg.contains(&pos) { Some(cps[pos]) } else { None }
 }
 
 /// GPT-2's split, as llama.cpp's `unicode_regex_split_custom_gpt2` computes it.
@@ -586,11 +534,7 @@ fn split_gpt2(cps: &[char], seg: std::ops::Range<usize>, out: &mut Vec<usize>) {
                 }
             }
         }
-        let mut f2 = if c == ' ' {
-            flags_at(cps, &seg, pos + 1)
-        } else {
-            f
-        };
+        let mut f2 = if c == ' ' { flags_at(cps, &seg, pos + 1) } else { f };
         // <space>?\p{L}+
         if f2.letter {
             pos += usize::from(c == ' ');
@@ -678,9 +622,7 @@ fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, out: &
             }
         }
         // [^\r\n\p{L}\p{N}]?\p{L}+
-        if !(c == '\r' || c == '\n' || f.number)
-            && (f.letter || flags_at(cps, &seg, pos + 1).letter)
-        {
+        if !(c == '\r' || c == '\n' || f.number) && (f.letter || flags_at(cps, &seg, pos + 1).letter) {
             pos += 1;
             while flags_at(cps, &seg, pos).letter {
                 pos += 1;
@@ -702,11 +644,7 @@ fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, out: &
             continue;
         }
         // <space>?[^\s\p{L}\p{N}]+[\r\n]*
-        let mut f2 = if c == ' ' {
-            flags_at(cps, &seg, pos + 1)
-        } else {
-            f
-        };
+        let mut f2 = if c == ' ' { flags_at(cps, &seg, pos + 1) } else { f };
         let other = |f: Flags| !(f.whitespace || f.letter || f.number);
         if other(f2) && f.defined {
             pos += usize::from(c == ' ');
@@ -757,11 +695,7 @@ mod tests {
 
     fn words(kind: PreKind, mode: SplitMode, text: &str) -> Vec<String> {
         let p = PreTokenizer::new(kind, mode).unwrap();
-        p.split(text)
-            .unwrap()
-            .into_iter()
-            .map(|r| text[r].to_string())
-            .collect()
+        p.split(text).unwrap().into_iter().map(|r| text[r].to_string()).collect()
     }
 
     #[test]
@@ -773,32 +707,14 @@ mod tests {
 
     #[test]
     fn gpt2_split_hand_checked() {
-        let w = words(
-            PreKind::Gpt2,
-            SplitMode::LlamaCpp,
-            "Hello world's  end\n\n 12 x!!",
-        );
-        assert_eq!(
-            w,
-            [
-                "Hello", " world", "'s", " ", " end", "\n\n", " 12", " x", "!!"
-            ]
-        );
+        let w = words(PreKind::Gpt2, SplitMode::LlamaCpp, "Hello world's  end\n\n 12 x!!");
+        assert_eq!(w, ["Hello", " world", "'s", " ", " end", "\n\n", " 12", " x", "!!"]);
     }
 
     #[test]
     fn llama3_split_hand_checked() {
-        let w = words(
-            PreKind::Llama3,
-            SplitMode::LlamaCpp,
-            "I'M 1234567 ok.\r\n  yes",
-        );
-        assert_eq!(
-            w,
-            [
-                "I", "'M", " ", "123", "456", "7", " ok", ".\r\n", " ", " yes"
-            ]
-        );
+        let w = words(PreKind::Llama3, SplitMode::LlamaCpp, "I'M 1234567 ok.\r\n  yes");
+        assert_eq!(w, ["I", "'M", " ", "123", "456", "7", " ok", ".\r\n", " ", " yes"]);
     }
 
     #[test]
@@ -807,11 +723,7 @@ mod tests {
         // regexes they stand for (run with real Unicode classes).
         let text = "Hello, World! It's 2024... I'VE   seen 1234567 things\t\n\n  ok?\r\n€5 ümlaut \
                     中文字 ۱۲۳ 'll 're x'd  \n end  ";
-        for (kind, re) in [
-            (PreKind::Gpt2, GPT2_RE),
-            (PreKind::Llama3, LLAMA3_RE),
-            (PreKind::Qwen2, QWEN2_RE),
-        ] {
+        for (kind, re) in [(PreKind::Gpt2, GPT2_RE), (PreKind::Llama3, LLAMA3_RE), (PreKind::Qwen2, QWEN2_RE)] {
             let custom = words(kind, SplitMode::LlamaCpp, text);
             let rx = compile(re).unwrap();
             let mut by_regex = Vec::new();
@@ -870,19 +782,11 @@ mod tests {
             seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
             texts.push(t);
         }
-        for (kind, re) in [
-            (PreKind::Gpt4o, GPT4O_RE_LLAMACPP),
-            (PreKind::Tekken, TEKKEN_RE_LLAMACPP),
-        ] {
+        for (kind, re) in [(PreKind::Gpt4o, GPT4O_RE_LLAMACPP), (PreKind::Tekken, TEKKEN_RE_LLAMACPP)] {
             let code = PreTokenizer::new(kind, SplitMode::LlamaCpp).unwrap();
             let rx = compile(&collapse_regex(re)).unwrap();
             for t in &texts {
-                let by_code: Vec<String> = code
-                    .split(t)
-                    .unwrap()
-                    .into_iter()
-                    .map(|r| t[r].to_string())
-                    .collect();
+                let by_code: Vec<String> = code.split(t).unwrap().into_iter().map(|r| t[r].to_string()).collect();
                 assert_eq!(by_code, collapsed_words(&rx, t), "{kind:?} {t:?}");
             }
         }
@@ -892,19 +796,10 @@ mod tests {
     fn gpt4o_modes_differ_on_combining_marks_only() {
         // Plain text: the same split in both modes.
         let t = "Hello World, I'm here: 1234 cafés ПРИВЕТ мир 中文";
-        assert_eq!(
-            words(PreKind::Gpt4o, SplitMode::LlamaCpp, t),
-            words(PreKind::Gpt4o, SplitMode::Reference, t)
-        );
+        assert_eq!(words(PreKind::Gpt4o, SplitMode::LlamaCpp, t), words(PreKind::Gpt4o, SplitMode::Reference, t));
         // A decomposed accent: tiktoken keeps the mark with its letter, llama.cpp does not.
         let t = "cafe\u{301}";
-        assert_eq!(
-            words(PreKind::Gpt4o, SplitMode::Reference, t),
-            ["cafe\u{301}"]
-        );
-        assert_eq!(
-            words(PreKind::Gpt4o, SplitMode::LlamaCpp, t),
-            ["cafe", "\u{301}"]
-        );
+        assert_eq!(words(PreKind::Gpt4o, SplitMode::Reference, t), ["cafe\u{301}"]);
+        assert_eq!(words(PreKind::Gpt4o, SplitMode::LlamaCpp, t), ["cafe", "\u{301}"]);
     }
 }

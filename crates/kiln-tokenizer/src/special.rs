@@ -32,28 +32,16 @@ impl SpecialMatcher {
     /// `cache`: the special tokens in priority order (see `vocab::special_cache`). Tokens whose
     /// text is not UTF-8 are left out (they cannot occur in a `&str` at a character boundary).
     pub(crate) fn new(vocab: &Vocab, cache: &[u32]) -> SpecialMatcher {
-        let ids: Vec<u32> = cache
-            .iter()
-            .copied()
-            .filter(|&id| std::str::from_utf8(vocab.text(id)).is_ok())
-            .collect();
+        let ids: Vec<u32> = cache.iter().copied().filter(|&id| std::str::from_utf8(vocab.text(id)).is_ok()).collect();
         let ac = if ids.is_empty() {
             None
         } else {
-            AhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                .build(ids.iter().map(|&id| vocab.text(id)))
-                .ok()
+            AhoCorasickBuilder::new().match_kind(MatchKind::Standard).build(ids.iter().map(|&id| vocab.text(id))).ok()
         };
         SpecialMatcher { ac, ids }
     }
 
-    pub(crate) fn partition<'a>(
-        &self,
-        vocab: &Vocab,
-        text: &'a str,
-        parse_special: bool,
-    ) -> Vec<Fragment<'a>> {
+    pub(crate) fn partition<'a>(&self, vocab: &Vocab, text: &'a str, parse_special: bool) -> Vec<Fragment<'a>> {
         if text.is_empty() {
             return Vec::new();
         }
@@ -64,12 +52,7 @@ impl SpecialMatcher {
         // (priority, start, end)
         let mut found: Vec<(u32, usize, usize)> = ac
             .find_overlapping_iter(text)
-            .filter(|m| {
-                parse_special
-                    || !vocab
-                        .attr(self.ids[m.pattern().as_usize()])
-                        .intersects(skip)
-            })
+            .filter(|m| parse_special || !vocab.attr(self.ids[m.pattern().as_usize()]).intersects(skip))
             .map(|m| (m.pattern().as_u32(), m.start(), m.end()))
             .collect();
         if found.is_empty() {
@@ -159,20 +142,10 @@ mod tests {
         ]);
         assert_eq!(
             m.partition(&v, "1<a><b>2<a>3<b>", true),
-            [
-                Text("1"),
-                Token(1),
-                Text("2"),
-                Token(0),
-                Text("3"),
-                Token(2)
-            ]
+            [Text("1"), Token(1), Text("2"), Token(0), Text("3"), Token(2)]
         );
         // Without parse_special only the user-defined token is split out.
-        assert_eq!(
-            m.partition(&v, "1<a><b>2<a>3<b>", false),
-            [Text("1<a>"), Token(2), Text("2<a>3"), Token(2)]
-        );
+        assert_eq!(m.partition(&v, "1<a><b>2<a>3<b>", false), [Text("1<a>"), Token(2), Text("2<a>3"), Token(2)]);
         assert_eq!(m.partition(&v, "<a><a>", true), [Token(0), Token(0)]);
         assert_eq!(m.partition(&v, "", true), []);
     }
@@ -180,17 +153,9 @@ mod tests {
     #[test]
     fn strip_attributes_remove_adjacent_white_space() {
         use Fragment::*;
-        let (v, m) = vocab(&[
-            ("<l>", TokenAttr::CONTROL | TokenAttr::LSTRIP),
-            ("<r>", TokenAttr::CONTROL | TokenAttr::RSTRIP),
-        ]);
-        assert_eq!(
-            m.partition(&v, "a  <l> b", true),
-            [Text("a"), Token(0), Text(" b")]
-        );
-        assert_eq!(
-            m.partition(&v, "a <r> \n b", true),
-            [Text("a "), Token(1), Text("b")]
-        );
+        let (v, m) =
+            vocab(&[("<l>", TokenAttr::CONTROL | TokenAttr::LSTRIP), ("<r>", TokenAttr::CONTROL | TokenAttr::RSTRIP)]);
+        assert_eq!(m.partition(&v, "a  <l> b", true), [Text("a"), Token(0), Text(" b")]);
+        assert_eq!(m.partition(&v, "a <r> \n b", true), [Text("a "), Token(1), Text("b")]);
     }
 }

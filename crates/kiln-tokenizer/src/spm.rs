@@ -33,9 +33,7 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Higher score first; equal scores: lower left index first.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then_with(|| other.left.cmp(&self.left))
+        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -65,11 +63,7 @@ pub(crate) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
             start: start as u32,
             len,
             prev: if i == 0 { NONE } else { i as u32 - 1 },
-            next: if end == text.len() {
-                NONE
-            } else {
-                i as u32 + 1
-            },
+            next: if end == text.len() { NONE } else { i as u32 + 1 },
         });
     }
     let mut heap = BinaryHeap::new();
@@ -81,12 +75,7 @@ pub(crate) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         let s = ls.start as usize;
         let piece = &bytes[s..s + (ls.len + rs.len) as usize];
         if let Some(id) = vocab.lookup(piece) {
-            heap.push(Bigram {
-                score: vocab.score(id),
-                left: l,
-                right: r,
-                size: ls.len + rs.len,
-            });
+            heap.push(Bigram { score: vocab.score(id), left: l, right: r, size: ls.len + rs.len });
         }
     };
     for i in 1..syms.len() as u32 {
@@ -123,14 +112,7 @@ pub(crate) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
 /// `None` where llama.cpp would throw (the vocabulary has neither).
 pub(crate) fn byte_token(vocab: &Vocab, b: u8) -> Option<u32> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let name = [
-        b'<',
-        b'0',
-        b'x',
-        HEX[(b >> 4) as usize],
-        HEX[(b & 15) as usize],
-        b'>',
-    ];
+    let name = [b'<', b'0', b'x', HEX[(b >> 4) as usize], HEX[(b & 15) as usize], b'>'];
     vocab.lookup(&name).or_else(|| vocab.lookup(&[b]))
 }
 

@@ -49,21 +49,14 @@ impl<'t> Detokenizer<'t> {
 
     /// A detokenizer that renders control tokens as their text when `special` is true.
     pub fn with_special(tok: &'t Tokenizer, special: bool) -> Self {
-        Detokenizer {
-            tok,
-            special,
-            remove_space: tok.add_space_prefix,
-            pending: Vec::new(),
-            utf8: Vec::new(),
-        }
+        Detokenizer { tok, special, remove_space: tok.add_space_prefix, pending: Vec::new(), utf8: Vec::new() }
     }
 
     /// Adds one token; returns the text that is now complete (often empty, never a partial
     /// character). Errors only for an id outside the vocabulary (the state is unchanged then).
     pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
         let mut piece = Vec::new();
-        self.tok
-            .append_piece(id, self.special, usize::from(self.remove_space), &mut piece)?;
+        self.tok.append_piece(id, self.special, usize::from(self.remove_space), &mut piece)?;
         self.remove_space = false;
         if self.tok.clean_spaces {
             self.pending.extend_from_slice(&piece);
@@ -173,11 +166,7 @@ mod tests {
                 pending.drain(..s);
             }
             out.extend(clean_spaces(&pending));
-            assert_eq!(
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&whole),
-                "step {step}"
-            );
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&whole), "step {step}");
         }
     }
 }

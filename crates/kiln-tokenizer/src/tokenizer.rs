@@ -98,10 +98,7 @@ impl Tokenizer {
     }
 
     /// [`from_gguf`](Self::from_gguf) with options.
-    pub fn from_gguf_with(
-        file: &GgufFile,
-        options: TokenizerOptions,
-    ) -> Result<Tokenizer, TokenizerError> {
+    pub fn from_gguf_with(file: &GgufFile, options: TokenizerOptions) -> Result<Tokenizer, TokenizerError> {
         let model = file.get_str(KEY_MODEL)?.to_owned();
         let spm = match model.as_str() {
             "llama" => true,
@@ -115,13 +112,8 @@ impl Tokenizer {
             (true, true, false, None)
         } else {
             // A missing or empty pre-tokenizer means "default" (llama.cpp warns about it).
-            let name = pre_name
-                .as_deref()
-                .filter(|n| !n.is_empty())
-                .unwrap_or("default");
-            let info = pre_info(name).ok_or_else(|| TokenizerError::UnsupportedPre {
-                name: name.to_owned(),
-            })?;
+            let name = pre_name.as_deref().filter(|n| !n.is_empty()).unwrap_or("default");
+            let info = pre_info(name).ok_or_else(|| TokenizerError::UnsupportedPre { name: name.to_owned() })?;
             (info.add_bos, false, info.clean_spaces, Some(info))
         };
         let mut add_eos = false;
@@ -135,15 +127,11 @@ impl Tokenizer {
             return Err(TokenizerError::Metadata(format!("{KEY_TOKENS} is empty")));
         }
         if n > u32::MAX as usize / 2 {
-            return Err(TokenizerError::Metadata(format!(
-                "{KEY_TOKENS} has {n} tokens"
-            )));
+            return Err(TokenizerError::Metadata(format!("{KEY_TOKENS} has {n} tokens")));
         }
         let mut vocab = Vocab::new(tokens.iter());
         if vocab.len() != n {
-            return Err(TokenizerError::Metadata(format!(
-                "{KEY_TOKENS}: could not read all {n} strings"
-            )));
+            return Err(TokenizerError::Metadata(format!("{KEY_TOKENS}: could not read all {n} strings")));
         }
         if let Some(scores) = file.get_opt_array(KEY_SCORES)? {
             if scores.len() < n {
@@ -154,9 +142,7 @@ impl Tokenizer {
             }
             match scores.elem_type() {
                 ValueType::F32 => vocab.set_scores(scores.to_vec::<f32>()?.into_iter()),
-                ValueType::I32 => {
-                    vocab.set_scores(scores.to_vec::<i32>()?.into_iter().map(|s| s as f32))
-                }
+                ValueType::I32 => vocab.set_scores(scores.to_vec::<i32>()?.into_iter().map(|s| s as f32)),
                 t => {
                     return Err(TokenizerError::Metadata(format!(
                         "{KEY_SCORES} must be an array of f32 or i32, found {t}"
@@ -185,18 +171,9 @@ impl Tokenizer {
         // Special ids: type defaults, disabled when out of range, then the metadata.
         let in_range = |id: u32| (id as usize) < n;
         let mut sp = if spm {
-            Specials {
-                bos: Some(1),
-                eos: Some(2),
-                unk: Some(0),
-                ..Default::default()
-            }
+            Specials { bos: Some(1), eos: Some(2), unk: Some(0), ..Default::default() }
         } else {
-            Specials {
-                bos: Some(11),
-                eos: Some(11),
-                ..Default::default()
-            }
+            Specials { bos: Some(11), eos: Some(11), ..Default::default() }
         };
         for slot in [&mut sp.bos, &mut sp.eos, &mut sp.unk] {
             *slot = slot.filter(|&id| in_range(id));
@@ -235,14 +212,10 @@ impl Tokenizer {
             add_eos = v;
         }
         if add_bos && sp.bos.is_none() {
-            return Err(TokenizerError::Metadata(
-                "add_bos_token is set but there is no BOS token".into(),
-            ));
+            return Err(TokenizerError::Metadata("add_bos_token is set but there is no BOS token".into()));
         }
         if add_eos && sp.eos.is_none() {
-            return Err(TokenizerError::Metadata(
-                "add_eos_token is set but there is no EOS token".into(),
-            ));
+            return Err(TokenizerError::Metadata("add_eos_token is set but there is no EOS token".into()));
         }
 
         let eog = derive_specials(&mut vocab, &mut sp);
@@ -256,20 +229,13 @@ impl Tokenizer {
             None => Engine::Spm,
             Some(info) => {
                 let merges = file.get_opt_str_array(KEY_MERGES)?.ok_or_else(|| {
-                    TokenizerError::Metadata(format!(
-                        "{KEY_MERGES} is missing (needed by gpt2 tokenizers)"
-                    ))
+                    TokenizerError::Metadata(format!("{KEY_MERGES} is missing (needed by gpt2 tokenizers)"))
                 })?;
                 let bpe = Bpe::new(&vocab, merges.iter(), info.ignore_merges);
-                Engine::Bpe {
-                    bpe: Box::new(bpe),
-                    pre: PreTokenizer::new(info.kind, options.split)?,
-                }
+                Engine::Bpe { bpe: Box::new(bpe), pre: PreTokenizer::new(info.kind, options.split)? }
             }
         };
-        let chat_template = file
-            .get_opt_str("tokenizer.chat_template")?
-            .map(str::to_owned);
+        let chat_template = file.get_opt_str("tokenizer.chat_template")?.map(str::to_owned);
         Ok(Tokenizer {
             vocab,
             specials: sp,
@@ -313,19 +279,10 @@ impl Tokenizer {
     /// Reads `path` (a `tokenizer.json`) and, if present, the `tokenizer_config.json` beside it.
     pub fn from_tokenizer_json_file(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
         let path = path.as_ref();
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| TokenizerError::Io {
-                path: p.to_owned(),
-                source,
-            })
-        };
+        let read = |p: &Path| std::fs::read(p).map_err(|source| TokenizerError::Io { path: p.to_owned(), source });
         let json = read(path)?;
         let config_path = path.with_file_name("tokenizer_config.json");
-        let config = if config_path.exists() {
-            Some(read(&config_path)?)
-        } else {
-            None
-        };
+        let config = if config_path.exists() { Some(read(&config_path)?) } else { None };
         crate::hf::build(&json, config.as_deref())
     }
 
@@ -338,12 +295,7 @@ impl Tokenizer {
     ///
     /// Errors only for a `tokenizer.json` tokenizer that fails, or if a pre-tokenizer regex hits
     /// its backtracking limit.
-    pub fn encode(
-        &self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-    ) -> Result<Vec<u32>, TokenizerError> {
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
         if let Engine::Hf(hf) = &self.engine {
             return hf.encode(text, add_special, parse_special);
         }
@@ -364,11 +316,7 @@ impl Tokenizer {
                                 buf.push('\u{2581}');
                             }
                             for c in t.chars() {
-                                if c == ' ' {
-                                    buf.push('\u{2581}')
-                                } else {
-                                    buf.push(c)
-                                }
+                                if c == ' ' { buf.push('\u{2581}') } else { buf.push(c) }
                             }
                             crate::spm::encode(&self.vocab, &buf, &mut out);
                             prev_special = false;
@@ -491,11 +439,7 @@ impl Tokenizer {
             remove_space = false;
             ids = &ids[1..];
         }
-        if remove_special
-            && self.add_eos
-            && ids.last().copied() == self.specials.eos
-            && self.specials.eos.is_some()
-        {
+        if remove_special && self.add_eos && ids.last().copied() == self.specials.eos && self.specials.eos.is_some() {
             ids = &ids[..ids.len() - 1];
         }
         let mut out = Vec::with_capacity(ids.len() * 4);
@@ -513,10 +457,7 @@ impl Tokenizer {
         if (id as usize) < self.vocab.len() {
             Ok(())
         } else {
-            Err(TokenizerError::IdOutOfRange {
-                id,
-                vocab_size: self.vocab.len(),
-            })
+            Err(TokenizerError::IdOutOfRange { id, vocab_size: self.vocab.len() })
         }
     }
 
@@ -544,11 +485,7 @@ impl Tokenizer {
 
     /// Token `id`'s score (SentencePiece); 0 without scores or out of range.
     pub fn token_score(&self, id: u32) -> f32 {
-        if (id as usize) < self.vocab.len() {
-            self.vocab.score(id)
-        } else {
-            0.0
-        }
+        if (id as usize) < self.vocab.len() { self.vocab.score(id) } else { 0.0 }
     }
 
     /// Beginning-of-sequence token.
@@ -582,9 +519,7 @@ impl Tokenizer {
     /// Fill-in-the-middle tokens: prefix, suffix, middle, pad, repo, file separator.
     pub fn fim_ids(&self) -> [Option<u32>; 6] {
         let s = &self.specials;
-        [
-            s.fim_pre, s.fim_suf, s.fim_mid, s.fim_pad, s.fim_rep, s.fim_sep,
-        ]
+        [s.fim_pre, s.fim_suf, s.fim_mid, s.fim_pad, s.fim_rep, s.fim_sep]
     }
 
     /// The tokens that end generation, ascending: EOS, EOT, EOM, the FIM pad/repo/separator
@@ -683,13 +618,7 @@ pub(crate) fn clean_spaces(text: &[u8]) -> Vec<u8> {
     let mut prev_was_skipped_space = false;
     while i < a.len() {
         let x = a[i];
-        if i > 0
-            && x == b'\''
-            && i + 1 < a.len()
-            && a[i - 1] == b' '
-            && !prev_was_skipped_space
-            && a[i + 1] == b' '
-        {
+        if i > 0 && x == b'\'' && i + 1 < a.len() && a[i - 1] == b' ' && !prev_was_skipped_space && a[i + 1] == b' ' {
             b.pop();
             b.push(x);
             i += 2;
@@ -729,21 +658,14 @@ mod tests {
             ("Hello , world !", "Hello, world!"),
             ("a  .", "a ."),
             ("rock ' n ' roll", "rock'n'roll"),
-            (
-                "it 's he 'll they 're we 've I 'm",
-                "it's he 'll they're we've I'm",
-            ),
+            ("it 's he 'll they 're we 've I 'm", "it's he 'll they're we've I'm"),
             ("don 't", "don 't"),
             (" ' ", "'"),
             ("x 'r", "x 'r"),
             ("", ""),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                String::from_utf8(clean_spaces(input.as_bytes())).unwrap(),
-                want,
-                "{input:?}"
-            );
+            assert_eq!(String::from_utf8(clean_spaces(input.as_bytes())).unwrap(), want, "{input:?}");
         }
     }
 

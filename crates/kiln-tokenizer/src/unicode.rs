@@ -66,12 +66,7 @@ pub(crate) struct Flags {
 }
 
 impl Flags {
-    pub(crate) const NONE: Flags = Flags {
-        letter: false,
-        number: false,
-        whitespace: false,
-        defined: false,
-    };
+    pub(crate) const NONE: Flags = Flags { letter: false, number: false, whitespace: false, defined: false };
 
     pub(crate) fn of(c: char) -> Flags {
         if c.is_ascii() {
@@ -83,12 +78,7 @@ impl Flags {
             };
         }
         let cl = class(c);
-        Flags {
-            letter: cl == Class::Letter,
-            number: cl == Class::Number,
-            whitespace: is_whitespace(c),
-            defined: true,
-        }
+        Flags { letter: cl == Class::Letter, number: cl == Class::Number, whitespace: is_whitespace(c), defined: true }
     }
 }
 
@@ -119,7 +109,7 @@ mod tests {
             ('😀', Class::Symbol),
             ('\u{1F3FD}', Class::Symbol), // skin tone modifier, Sk
             ('中', Class::Letter),
-            ('\u{2EBF0}', Class::Letter), // CJK extension I, new in 15.1
+            ('\u{2EBF0}', Class::Letter),   // CJK extension I, new in 15.1
             ('\u{1C89}', Class::Undefined), // new in Unicode 16.0: undefined for llama.cpp
             ('\u{10FFFF}', Class::Undefined),
         ];

@@ -82,16 +82,8 @@ impl fmt::Debug for TokenAttr {
             (TokenAttr::LSTRIP, "LSTRIP"),
             (TokenAttr::RSTRIP, "RSTRIP"),
         ];
-        let names: Vec<&str> = NAMES
-            .iter()
-            .filter(|(a, _)| self.contains(*a))
-            .map(|(_, n)| *n)
-            .collect();
-        if names.is_empty() {
-            f.write_str("UNDEFINED")
-        } else {
-            f.write_str(&names.join("|"))
-        }
+        let names: Vec<&str> = NAMES.iter().filter(|(a, _)| self.contains(*a)).map(|(_, n)| *n).collect();
+        if names.is_empty() { f.write_str("UNDEFINED") } else { f.write_str(&names.join("|")) }
     }
 }
 
@@ -122,8 +114,7 @@ impl Vocab {
         for (id, text) in texts.enumerate() {
             v.starts.push(v.arena.len());
             if text.is_empty() {
-                v.arena
-                    .extend_from_slice(format!("[EMPTY_{id}]").as_bytes());
+                v.arena.extend_from_slice(format!("[EMPTY_{id}]").as_bytes());
             } else {
                 v.arena.extend_from_slice(text);
             }
@@ -140,8 +131,7 @@ impl Vocab {
             match v.index.find_mut(hash, |&other| text_of(other) == text) {
                 Some(slot) => *slot = id,
                 None => {
-                    v.index
-                        .insert_unique(hash, id, |&i| hasher.hash_one(text_of(i)));
+                    v.index.insert_unique(hash, id, |&i| hasher.hash_one(text_of(i)));
                 }
             }
         }
@@ -252,13 +242,7 @@ const FIM_MID_TEXTS: &[&str] = &[
     "<|middle|>",
 ];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &[
-    "<|fim_repo|>",
-    "<|repo_name|>",
-    "<fim-repo>",
-    "<REPO>",
-    "<reponame>",
-];
+const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 /// Texts llama.cpp puts in the end-of-generation set whatever the metadata says.
 const EOG_TEXTS: &[&str] = &[
@@ -286,8 +270,7 @@ const EOG_TEXTS: &[&str] = &[
     "[e~[",
 ];
 /// Harmony markers llama.cpp always renders (it makes them user-defined).
-const ALWAYS_RENDERED_TEXTS: &[&str] =
-    &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
+const ALWAYS_RENDERED_TEXTS: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 fn is_one_of(text: &[u8], list: &[&str]) -> bool {
     list.iter().any(|t| t.as_bytes() == text)
@@ -358,9 +341,7 @@ pub(crate) fn derive_specials(vocab: &mut Vocab, sp: &mut Specials) -> Vec<u32> 
 
     // gpt-oss (o200k_harmony) and solar-open: "<|end|>" ends a message, not the generation.
     let in_eog = |vocab: &Vocab, eog: &std::collections::BTreeSet<u32>, texts: &[&str]| {
-        eog.iter()
-            .copied()
-            .find(|&id| is_one_of(vocab.text(id), texts))
+        eog.iter().copied().find(|&id| is_one_of(vocab.text(id), texts))
     };
     let has_return = in_eog(vocab, &eog, &["<|return|>"]).is_some();
     let has_call = in_eog(vocab, &eog, &["<|call|>", "<|calls|>"]).is_some();
@@ -409,9 +390,7 @@ pub(crate) fn apply_name_rules(vocab: &mut Vocab, special_cache: &[u32], model_n
 /// longest text first (ties: lower id first).
 pub(crate) fn special_cache(vocab: &Vocab) -> Vec<u32> {
     let mask = TokenAttr::CONTROL | TokenAttr::USER_DEFINED | TokenAttr::UNKNOWN;
-    let mut ids: Vec<u32> = (0..vocab.len() as u32)
-        .filter(|&id| vocab.attr(id).intersects(mask))
-        .collect();
+    let mut ids: Vec<u32> = (0..vocab.len() as u32).filter(|&id| vocab.attr(id).intersects(mask)).collect();
     ids.sort_by_key(|&id| std::cmp::Reverse(vocab.text(id).len()));
     ids
 }
@@ -437,22 +416,12 @@ mod tests {
 
     #[test]
     fn harmony_end_is_not_end_of_generation() {
-        let texts: Vec<&[u8]> = vec![
-            b"x",
-            b"<|endoftext|>",
-            b"<|return|>",
-            b"<|end|>",
-            b"<|call|>",
-            b"<|start|>",
-        ];
+        let texts: Vec<&[u8]> = vec![b"x", b"<|endoftext|>", b"<|return|>", b"<|end|>", b"<|call|>", b"<|start|>"];
         let mut v = Vocab::new(texts.into_iter());
         for id in 1..6 {
             v.set_attr(id, TokenAttr::CONTROL);
         }
-        let mut sp = Specials {
-            eos: Some(2),
-            ..Default::default()
-        };
+        let mut sp = Specials { eos: Some(2), ..Default::default() };
         let eog = derive_specials(&mut v, &mut sp);
         assert_eq!(eog, [1, 2, 4]);
         assert_eq!(sp.eot, Some(1), "lowest-id EOT candidate");

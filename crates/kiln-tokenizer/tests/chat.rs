@@ -23,29 +23,14 @@ fn templates_render_like_jinja2() {
         let name = case["name"].as_str().unwrap();
         assert_eq!(want["name"], case["name"]);
         let template = match case.get("template_file") {
-            Some(f) => {
-                std::fs::read_to_string(fixtures_dir().join("chat").join(f.as_str().unwrap()))
-                    .unwrap()
-            }
+            Some(f) => std::fs::read_to_string(fixtures_dir().join("chat").join(f.as_str().unwrap())).unwrap(),
             None => case["template"].as_str().unwrap().to_owned(),
         };
         let options = ChatOptions {
             add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
-            bos_token: case
-                .get("bos_token")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned(),
-            eos_token: case
-                .get("eos_token")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned(),
-            extra: case
-                .get("extra")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
+            bos_token: case.get("bos_token").and_then(Value::as_str).unwrap_or("").to_owned(),
+            eos_token: case.get("eos_token").and_then(Value::as_str).unwrap_or("").to_owned(),
+            extra: case.get("extra").and_then(Value::as_object).cloned().unwrap_or_default(),
             now: Some(case.get("now").and_then(Value::as_i64).unwrap_or(0)),
         };
         let got = ChatTemplate::new(&template)
@@ -53,11 +38,7 @@ fn templates_render_like_jinja2() {
             .render_json(&case["messages"], &options);
         match (want.get("ok"), want.get("error")) {
             (Some(text), _) => {
-                assert_eq!(
-                    got.unwrap_or_else(|e| panic!("{name}: {e}")),
-                    text.as_str().unwrap(),
-                    "{name}"
-                )
+                assert_eq!(got.unwrap_or_else(|e| panic!("{name}: {e}")), text.as_str().unwrap(), "{name}")
             }
             (_, Some(msg)) => {
                 let e = got.expect_err(name).to_string();
@@ -78,12 +59,7 @@ fn smollm2_template_comes_from_the_gguf() {
     assert_eq!(case["template_from_gguf"], "smollm2");
     assert_eq!(tok.chat_template(), case["template"].as_str());
     // Tokenizer::render_chat fills bos_token / eos_token from the vocabulary.
-    let text = tok
-        .render_chat(
-            &[Message::new("user", "What is the capital of France?")],
-            true,
-        )
-        .unwrap();
+    let text = tok.render_chat(&[Message::new("user", "What is the capital of France?")], true).unwrap();
     assert_eq!(text, load("expected.json")[0]["ok"].as_str().unwrap());
     // Gemma 3 270M's GGUF has no template.
     let gemma = Tokenizer::from_gguf_path(common::gemma3_path()).unwrap();
@@ -96,22 +72,11 @@ fn chatml_renders_the_reference_prompt() {
     // The prompt llama.cpp's reference run used (reference/smollm2_chatml_greedy.json) is plain
     // ChatML for one user message. (SmolLM2's own template would add a default system message.)
     let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures_dir().join("reference/smollm2_chatml_greedy.json"))
-            .unwrap(),
+        &std::fs::read_to_string(fixtures_dir().join("reference/smollm2_chatml_greedy.json")).unwrap(),
     )
     .unwrap();
-    let chatml = load("cases.json")[2]["template"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let text = render_chat(
-        &chatml,
-        &[Message::new("user", "What is the capital of France?")],
-        true,
-        "",
-        "",
-    )
-    .unwrap();
+    let chatml = load("cases.json")[2]["template"].as_str().unwrap().to_owned();
+    let text = render_chat(&chatml, &[Message::new("user", "What is the capital of France?")], true, "", "").unwrap();
     assert_eq!(text, reference["prompt"].as_str().unwrap());
 }
 
@@ -121,8 +86,5 @@ fn template_errors_are_values() {
     assert!(render_chat("{{ messages[0].content.strip( }}", &[], false, "", "").is_err());
     // Undefined data renders as nothing (Jinja2's default), a missing message index is an error
     // only where Jinja2's is.
-    assert_eq!(
-        render_chat("[{{ nothing }}]", &[], false, "", "").unwrap(),
-        "[]"
-    );
+    assert_eq!(render_chat("[{{ nothing }}]", &[], false, "", "").unwrap(), "[]");
 }

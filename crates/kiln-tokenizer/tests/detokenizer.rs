@@ -25,32 +25,18 @@ fn check_vocabulary(name: &str) {
         for special in [false, true] {
             let whole = tok.decode(&ids, special).unwrap();
             let chunks = stream(&tok, &ids, special);
-            assert_eq!(
-                chunks.concat(),
-                whole,
-                "{name}: streamed != decoded for {:?}",
-                &text[..text.len().min(80)]
-            );
+            assert_eq!(chunks.concat(), whole, "{name}: streamed != decoded for {:?}", &text[..text.len().min(80)]);
             if !whole.contains('\u{FFFD}') {
                 for c in &chunks {
-                    assert!(
-                        !c.contains('\u{FFFD}'),
-                        "{name}: U+FFFD in a chunk of {:?}",
-                        &text[..text.len().min(80)]
-                    );
+                    assert!(!c.contains('\u{FFFD}'), "{name}: U+FFFD in a chunk of {:?}", &text[..text.len().min(80)]);
                 }
             }
         }
-        split_chars += ids
-            .iter()
-            .filter(|&&id| std::str::from_utf8(&tok.token_to_piece(id, false).unwrap()).is_err())
-            .count();
+        split_chars +=
+            ids.iter().filter(|&&id| std::str::from_utf8(&tok.token_to_piece(id, false).unwrap()).is_err()).count();
     }
     // The texts do split characters across tokens, so the test exercises the holding back.
-    assert!(
-        split_chars > 50,
-        "{name}: only {split_chars} partial-UTF-8 pieces"
-    );
+    assert!(split_chars > 50, "{name}: only {split_chars} partial-UTF-8 pieces");
 }
 
 #[test]
@@ -78,12 +64,7 @@ fn clean_spaces_vocabulary_stream_equals_decode() {
     for text in &texts {
         let ids = tok.encode(text, false, true).unwrap();
         let whole = tok.decode(&ids, false).unwrap();
-        assert_eq!(
-            stream(&tok, &ids, false).concat(),
-            whole,
-            "{:?}",
-            &text[..text.len().min(80)]
-        );
+        assert_eq!(stream(&tok, &ids, false).concat(), whole, "{:?}", &text[..text.len().min(80)]);
         cleaned += usize::from(whole != *text);
     }
     assert!(cleaned > 3, "clean-up changed only {cleaned} texts");
@@ -94,22 +75,11 @@ fn emoji_split_across_byte_tokens_comes_out_whole() {
     let tok = tokenizer_for("gptoss");
     // 🧬 (U+1F9EC) is not one token in o200k: its four bytes arrive in pieces.
     let ids = tok.encode("🧬🧬", false, false).unwrap();
-    let pieces: Vec<Vec<u8>> = ids
-        .iter()
-        .map(|&id| tok.token_to_piece(id, false).unwrap())
-        .collect();
-    assert!(
-        pieces.iter().any(|p| std::str::from_utf8(p).is_err()),
-        "{pieces:?}"
-    );
+    let pieces: Vec<Vec<u8>> = ids.iter().map(|&id| tok.token_to_piece(id, false).unwrap()).collect();
+    assert!(pieces.iter().any(|p| std::str::from_utf8(p).is_err()), "{pieces:?}");
     let chunks = stream(&tok, &ids, false);
     assert_eq!(chunks.concat(), "🧬🧬");
-    assert!(
-        chunks
-            .iter()
-            .all(|c| c.is_empty() || c.chars().all(|ch| ch == '🧬')),
-        "{chunks:?}"
-    );
+    assert!(chunks.iter().all(|c| c.is_empty() || c.chars().all(|ch| ch == '🧬')), "{chunks:?}");
     // A naive per-token lossy decode would have produced U+FFFD.
     let naive: String = pieces.iter().map(|p| String::from_utf8_lossy(p)).collect();
     assert!(naive.contains('\u{FFFD}'));

@@ -20,18 +20,10 @@ fn byte_tokens() -> Vec<String> {
 
 #[test]
 fn unsupported_models_are_named() {
-    for model in [
-        "bert", "t5", "rwkv", "none", "no_vocab", "plamo2", "gemma4", "whatever",
-    ] {
-        let e = build(&[
-            ("tokenizer.ggml.model", model.into()),
-            ("tokenizer.ggml.tokens", vec!["a"].into()),
-        ])
-        .unwrap_err();
-        assert!(
-            matches!(&e, TokenizerError::Unsupported(m) if m == model),
-            "{e}"
-        );
+    for model in ["bert", "t5", "rwkv", "none", "no_vocab", "plamo2", "gemma4", "whatever"] {
+        let e =
+            build(&[("tokenizer.ggml.model", model.into()), ("tokenizer.ggml.tokens", vec!["a"].into())]).unwrap_err();
+        assert!(matches!(&e, TokenizerError::Unsupported(m) if m == model), "{e}");
         assert!(e.to_string().contains(model), "{e}");
     }
 }
@@ -45,23 +37,15 @@ fn unknown_pre_tokenizer_is_named() {
         ("tokenizer.ggml.merges", Vec::<String>::new().into()),
     ])
     .unwrap_err();
-    assert!(
-        matches!(&e, TokenizerError::UnsupportedPre { name } if name == "deepseek-coder"),
-        "{e}"
-    );
-    assert!(
-        e.to_string().contains("\"deepseek-coder\"") && e.to_string().contains("gpt-4o"),
-        "{e}"
-    );
+    assert!(matches!(&e, TokenizerError::UnsupportedPre { name } if name == "deepseek-coder"), "{e}");
+    assert!(e.to_string().contains("\"deepseek-coder\"") && e.to_string().contains("gpt-4o"), "{e}");
 }
 
 #[test]
 fn inconsistent_metadata_is_an_error() {
     let gpt2 = |extra: Vec<(&'static str, Value)>| {
-        let mut v: Vec<(&str, Value)> = vec![
-            ("tokenizer.ggml.model", "gpt2".into()),
-            ("tokenizer.ggml.tokens", byte_tokens().into()),
-        ];
+        let mut v: Vec<(&str, Value)> =
+            vec![("tokenizer.ggml.model", "gpt2".into()), ("tokenizer.ggml.tokens", byte_tokens().into())];
         v.extend(extra);
         build(&v)
     };
@@ -74,11 +58,7 @@ fn inconsistent_metadata_is_an_error() {
         ("tokenizer.ggml.token_type", vec![1i32; 3].into()),
     ])
     .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("token_type has 3 entries for 256 tokens"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("token_type has 3 entries for 256 tokens"), "{e}");
     // Scores of the wrong type.
     let e = gpt2(vec![
         ("tokenizer.ggml.merges", Vec::<String>::new().into()),
@@ -87,21 +67,14 @@ fn inconsistent_metadata_is_an_error() {
     .unwrap_err();
     assert!(e.to_string().contains("scores"), "{e}");
     // Tokens of the wrong type.
-    let e = build(&[
-        ("tokenizer.ggml.model", "llama".into()),
-        ("tokenizer.ggml.tokens", 5u32.into()),
-    ])
-    .unwrap_err();
+    let e = build(&[("tokenizer.ggml.model", "llama".into()), ("tokenizer.ggml.tokens", 5u32.into())]).unwrap_err();
     assert!(e.to_string().contains("tokenizer.ggml.tokens"), "{e}");
     // No tokens at all.
     let e = build(&[("tokenizer.ggml.model", "llama".into())]).unwrap_err();
     assert!(e.to_string().contains("tokenizer.ggml.tokens"), "{e}");
     // BOS asked for but absent (one token: the SentencePiece default BOS 1 is out of range).
-    let e = build(&[
-        ("tokenizer.ggml.model", "llama".into()),
-        ("tokenizer.ggml.tokens", vec!["a"].into()),
-    ])
-    .unwrap_err();
+    let e =
+        build(&[("tokenizer.ggml.model", "llama".into()), ("tokenizer.ggml.tokens", vec!["a"].into())]).unwrap_err();
     assert!(e.to_string().contains("BOS"), "{e}");
 }
 
@@ -121,21 +94,14 @@ fn odd_but_valid_metadata_does_not_panic() {
         ("tokenizer.ggml.pre", "".into()),
         ("tokenizer.ggml.tokens", tokens.into()),
         ("tokenizer.ggml.token_type", types.into()),
-        (
-            "tokenizer.ggml.merges",
-            vec!["a b", "nospace", " x", "a ", "zz yy", "ab ab"].into(),
-        ),
+        ("tokenizer.ggml.merges", vec!["a b", "nospace", " x", "a ", "zz yy", "ab ab"].into()),
         ("tokenizer.ggml.bos_token_id", 1_000_000u32.into()),
         ("tokenizer.ggml.eos_token_id", (n as u32 - 1).into()),
     ])
     .unwrap();
     assert_eq!(tok.pre(), Some(""));
     assert_eq!(tok.eos_id(), Some(n as u32 - 1));
-    assert_eq!(
-        tok.bos_id(),
-        Some(11),
-        "an out-of-range BOS keeps the BPE default"
-    );
+    assert_eq!(tok.bos_id(), Some(11), "an out-of-range BOS keeps the BPE default");
     assert_eq!(tok.token_text(256), Some(&b"[EMPTY_256]"[..]));
     for text in ["", "abab ab", "<|x|>é😀\u{0}\u{10FFFF}", "\r\n\t  "] {
         let ids = tok.encode(text, true, true).unwrap();
@@ -144,10 +110,7 @@ fn odd_but_valid_metadata_does_not_panic() {
     assert_eq!(tok.token_to_piece(n as u32 - 2, true).unwrap(), [0]);
     // Ids out of range are errors everywhere.
     for bad in [n as u32, u32::MAX] {
-        assert!(matches!(
-            tok.token_to_piece(bad, true),
-            Err(TokenizerError::IdOutOfRange { .. })
-        ));
+        assert!(matches!(tok.token_to_piece(bad, true), Err(TokenizerError::IdOutOfRange { .. })));
         assert!(tok.decode(&[0, bad], false).is_err());
         assert!(Detokenizer::new(&tok).push(bad).is_err());
         assert_eq!(tok.token_text(bad), None);
@@ -157,14 +120,8 @@ fn odd_but_valid_metadata_does_not_panic() {
     // A SentencePiece vocabulary without byte tokens: unknown characters are dropped.
     let spm = build(&[
         ("tokenizer.ggml.model", "llama".into()),
-        (
-            "tokenizer.ggml.tokens",
-            vec!["<unk>", "<s>", "</s>", "\u{2581}a", "b"].into(),
-        ),
-        (
-            "tokenizer.ggml.scores",
-            vec![0.0f32, 0.0, 0.0, -1.0, f32::NAN].into(),
-        ),
+        ("tokenizer.ggml.tokens", vec!["<unk>", "<s>", "</s>", "\u{2581}a", "b"].into()),
+        ("tokenizer.ggml.scores", vec![0.0f32, 0.0, 0.0, -1.0, f32::NAN].into()),
     ])
     .unwrap();
     assert_eq!(spm.encode("a b é", true, false).unwrap(), [1, 3, 4]);
@@ -180,38 +137,19 @@ fn random_metadata_never_panics() {
         seed ^= seed << 17;
         seed
     };
-    let alphabet = [
-        "a", "b", "Ġ", "▁", " ", "<", "|", ">", "\n", "é", "😀", "<0x41>", "'s", "1",
-    ];
+    let alphabet = ["a", "b", "Ġ", "▁", " ", "<", "|", ">", "\n", "é", "😀", "<0x41>", "'s", "1"];
     for round in 0..200 {
         let n = 1 + (next() % 40) as usize;
         let tokens: Vec<String> = (0..n)
-            .map(|_| {
-                (0..(next() % 4))
-                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                    .collect()
-            })
+            .map(|_| (0..(next() % 4)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect())
             .collect();
         let types: Vec<i32> = (0..n).map(|_| (next() % 8) as i32 - 1).collect();
         let merges: Vec<String> = (0..(next() % 20))
-            .map(|_| {
-                format!(
-                    "{} {}",
-                    tokens[(next() % n as u64) as usize],
-                    tokens[(next() % n as u64) as usize]
-                )
-            })
+            .map(|_| format!("{} {}", tokens[(next() % n as u64) as usize], tokens[(next() % n as u64) as usize]))
             .collect();
         let scores: Vec<f32> = (0..n).map(|_| (next() % 100) as f32 / -10.0).collect();
         let model = if round % 2 == 0 { "gpt2" } else { "llama" };
-        let pre = [
-            "gpt-4o",
-            "smollm",
-            "llama-bpe",
-            "qwen2",
-            "default",
-            "tekken",
-        ][(next() % 6) as usize];
+        let pre = ["gpt-4o", "smollm", "llama-bpe", "qwen2", "default", "tekken"][(next() % 6) as usize];
         let built = build(&[
             ("tokenizer.ggml.model", model.into()),
             ("tokenizer.ggml.pre", pre.into()),
@@ -223,9 +161,7 @@ fn random_metadata_never_panics() {
             ("tokenizer.ggml.add_bos_token", (next() % 2 == 0).into()),
         ]);
         let Ok(tok) = built else { continue };
-        let text: String = (0..(next() % 30))
-            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-            .collect();
+        let text: String = (0..(next() % 30)).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
         for (add, parse) in [(false, false), (true, true)] {
             let ids = tok.encode(&text, add, parse).unwrap();
             let _ = tok.decode(&ids, parse).unwrap();

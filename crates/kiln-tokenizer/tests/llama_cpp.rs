@@ -19,32 +19,21 @@ fn check(name: &str) -> usize {
     let tok = tokenizer_for(name);
     let corpus = corpus();
     assert_eq!(tok.vocab_size(), fx.n_vocab, "{name}: vocab size");
-    assert_eq!(
-        (tok.add_bos(), tok.add_eos()),
-        (fx.add_bos, fx.add_eos),
-        "{name}: add_bos/add_eos"
-    );
+    assert_eq!((tok.add_bos(), tok.add_eos()), (fx.add_bos, fx.add_eos), "{name}: add_bos/add_eos");
     assert_eq!(tok.bos_id(), opt(fx.bos), "{name}: bos");
     assert_eq!(tok.eos_id(), opt(fx.eos), "{name}: eos");
     assert_eq!(tok.eot_id(), opt(fx.eot), "{name}: eot");
     assert_eq!(tok.sep_id(), opt(fx.sep), "{name}: sep");
     assert_eq!(tok.pad_id(), opt(fx.pad), "{name}: pad");
     assert_eq!(tok.fim_ids(), fx.fim.map(opt), "{name}: fim");
-    assert_eq!(
-        tok.eog_ids(),
-        fx.eog.as_slice(),
-        "{name}: end-of-generation ids"
-    );
+    assert_eq!(tok.eog_ids(), fx.eog.as_slice(), "{name}: end-of-generation ids");
     for &[start, count, attr] in &fx.attr_runs {
         for id in start..start + count {
             let got = tok.token_attr(id as u32).unwrap().bits();
             assert_eq!(u64::from(got), attr, "{name}: attributes of token {id}");
         }
     }
-    for (special, digests) in [
-        (false, &fx.piece_digests_plain),
-        (true, &fx.piece_digests_special),
-    ] {
+    for (special, digests) in [(false, &fx.piece_digests_plain), (true, &fx.piece_digests_special)] {
         for (block, want) in digests.iter().enumerate() {
             let mut data = Vec::new();
             let end = ((block + 1) * 4096).min(tok.vocab_size());
@@ -62,11 +51,7 @@ fn check(name: &str) -> usize {
             );
         }
     }
-    assert_eq!(
-        fx.cases.len(),
-        corpus.len(),
-        "{name}: fixture made from this corpus"
-    );
+    assert_eq!(fx.cases.len(), corpus.len(), "{name}: fixture made from this corpus");
     let mut compared = 0;
     for (case, entry) in fx.cases.iter().zip(&corpus) {
         assert_eq!(case.name, entry.name);
@@ -77,19 +62,11 @@ fn check(name: &str) -> usize {
             ("add_special_parse_special", true, true),
         ] {
             let got = tok.encode(&entry.text, add, parse).unwrap();
-            assert_eq!(
-                got, case.ids[mode],
-                "{name}: case {:?} ({mode}) text {:?}",
-                case.name, entry.text
-            );
+            assert_eq!(got, case.ids[mode], "{name}: case {:?} ({mode}) text {:?}", case.name, entry.text);
             compared += 1;
         }
         let ids = &case.ids["add_special_parse_special"];
-        for (key, remove, unparse) in [
-            ("keep", false, false),
-            ("keep_unparse", false, true),
-            ("remove", true, false),
-        ] {
+        for (key, remove, unparse) in [("keep", false, false), ("keep_unparse", false, true), ("remove", true, false)] {
             let got = tok.detokenize(ids, remove, unparse).unwrap();
             let want = unhex(&case.detokenize[key]);
             assert_eq!(
@@ -98,11 +75,7 @@ fn check(name: &str) -> usize {
                 "{name}: detokenize ({key}) of case {:?}",
                 case.name
             );
-            assert_eq!(
-                got, want,
-                "{name}: detokenize bytes ({key}) of case {:?}",
-                case.name
-            );
+            assert_eq!(got, want, "{name}: detokenize bytes ({key}) of case {:?}", case.name);
         }
     }
     // The long mixed text.
@@ -111,35 +84,20 @@ fn check(name: &str) -> usize {
     if let Some(want) = &fx.mixed.ids
         && ids != *want
     {
-        let i = ids
-            .iter()
-            .zip(want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(ids.len().min(want.len()));
+        let i = ids.iter().zip(want).position(|(a, b)| a != b).unwrap_or(ids.len().min(want.len()));
         let lo = i.saturating_sub(5);
         panic!(
             "{name}: mixed text ids differ from llama.cpp at index {i}: ours {:?} llama.cpp {:?} (around {:?})",
             &ids[lo..(i + 5).min(ids.len())],
             &want[lo..(i + 5).min(want.len())],
-            String::from_utf8_lossy(
-                &tok.decode_bytes(&ids[lo..(i + 5).min(ids.len())], true)
-                    .unwrap()
-            )
+            String::from_utf8_lossy(&tok.decode_bytes(&ids[lo..(i + 5).min(ids.len())], true).unwrap())
         );
     }
     let ids_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-    assert_eq!(
-        (ids.len(), fnv(&ids_bytes)),
-        (fx.mixed.n_ids, fx.mixed.ids_fnv.clone()),
-        "{name}: mixed text ids"
-    );
+    assert_eq!((ids.len(), fnv(&ids_bytes)), (fx.mixed.n_ids, fx.mixed.ids_fnv.clone()), "{name}: mixed text ids");
     let all = tok.encode(&mixed, true, true).unwrap();
     let detok = tok.detokenize(&all, false, false).unwrap();
-    assert_eq!(
-        fnv(&detok),
-        fx.mixed.detokenize_keep_fnv,
-        "{name}: detokenize of the mixed text"
-    );
+    assert_eq!(fnv(&detok), fx.mixed.detokenize_keep_fnv, "{name}: detokenize of the mixed text");
     compared + 1
 }
 
@@ -180,17 +138,10 @@ fn gptoss_vocabulary_equals_make_tiny_gptoss() {
         if !key.starts_with("tokenizer.") {
             continue;
         }
-        assert_eq!(
-            theirs.get(key).map(|v| v.to_value()),
-            Some(value.to_value()),
-            "{key}"
-        );
+        assert_eq!(theirs.get(key).map(|v| v.to_value()), Some(value.to_value()), "{key}");
         n += 1;
     }
-    let theirs_keys = theirs
-        .metadata()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-        .count();
+    let theirs_keys = theirs.metadata().filter(|(k, _)| k.starts_with("tokenizer.")).count();
     assert_eq!(n, theirs_keys, "same set of tokenizer keys");
     let t1 = Tokenizer::from_gguf(&theirs).unwrap();
     assert_eq!(t1.vocab_size(), 201_088);

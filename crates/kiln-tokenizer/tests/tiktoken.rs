@@ -27,11 +27,7 @@ fn gptoss(split: SplitMode) -> Tokenizer {
 /// Texts without harmony special-token text (tiktoken's `encode_ordinary` treats it as text,
 /// llama.cpp always splits out the user-defined `<|start|>`, `<|channel|>`, …).
 fn ordinary_texts() -> Vec<String> {
-    let mut texts: Vec<String> = corpus()
-        .into_iter()
-        .map(|c| c.text)
-        .filter(|t| !t.contains("<|"))
-        .collect();
+    let mut texts: Vec<String> = corpus().into_iter().map(|c| c.text).filter(|t| !t.contains("<|")).collect();
     texts.push(mixed());
     texts
 }
@@ -46,12 +42,7 @@ fn reference_split_equals_tiktoken() {
     let mut bytes = 0;
     for text in ordinary_texts() {
         let ids = tok.encode(&text, false, false).unwrap();
-        assert_eq!(
-            ids,
-            tiktoken_ids(&text),
-            "text {:?}",
-            &text[..text.len().min(200)]
-        );
+        assert_eq!(ids, tiktoken_ids(&text), "text {:?}", &text[..text.len().min(200)]);
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
         bytes += text.len();
     }
@@ -63,20 +54,12 @@ fn tokenizer_json_equals_tiktoken() {
     let tok = Tokenizer::from_tokenizer_json(gptoss_tokenizer_json()).unwrap();
     for text in ordinary_texts() {
         let ids = tok.encode(&text, false, false).unwrap();
-        assert_eq!(
-            ids,
-            tiktoken_ids(&text),
-            "text {:?}",
-            &text[..text.len().min(200)]
-        );
+        assert_eq!(ids, tiktoken_ids(&text), "text {:?}", &text[..text.len().min(200)]);
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
     }
     // With special tokens parsed, as tiktoken's encode_with_special_tokens.
     let harmony = "<|start|>user<|message|>Hi<|end|><|start|>assistant<|channel|>final<|message|>Yo<|return|>";
-    assert_eq!(
-        tok.encode(harmony, false, true).unwrap(),
-        tiktoken().encode_with_special_tokens(harmony)
-    );
+    assert_eq!(tok.encode(harmony, false, true).unwrap(), tiktoken().encode_with_special_tokens(harmony));
     assert_eq!(tok.eog_ids(), [199_999, 200_002, 200_012]);
 }
 
@@ -84,8 +67,7 @@ fn tokenizer_json_equals_tiktoken() {
 /// adaptation of the o200k regex can split differently from tiktoken.
 fn may_differ(line: &str) -> bool {
     let marks = fancy_regex::Regex::new(r"\p{M}|[\p{Lu}\p{Lt}]").unwrap();
-    line.chars()
-        .any(|c| !c.is_ascii() && marks.is_match(c.encode_utf8(&mut [0; 4])).unwrap())
+    line.chars().any(|c| !c.is_ascii() && marks.is_match(c.encode_utf8(&mut [0; 4])).unwrap())
 }
 
 #[test]
@@ -99,10 +81,7 @@ fn llama_cpp_split_equals_tiktoken_except_on_marks_and_capitals() {
             if ids == tiktoken_ids(line) {
                 same += 1;
             } else {
-                assert!(
-                    may_differ(line),
-                    "llama.cpp split differs from tiktoken on {line:?}"
-                );
+                assert!(may_differ(line), "llama.cpp split differs from tiktoken on {line:?}");
                 differ += 1;
             }
             if may_differ(line) {
@@ -110,13 +89,8 @@ fn llama_cpp_split_equals_tiktoken_except_on_marks_and_capitals() {
             }
         }
     }
-    eprintln!(
-        "{same} lines equal tiktoken; {differ} differ, of {differ_expected} with marks or non-ASCII capitals"
-    );
+    eprintln!("{same} lines equal tiktoken; {differ} differ, of {differ_expected} with marks or non-ASCII capitals");
     // Both kinds of line occur, so the test says something.
     assert!(same > 500, "{same} equal lines");
-    assert!(
-        differ > 0 && differ <= differ_expected,
-        "{differ} differing lines of {differ_expected} candidates"
-    );
+    assert!(differ > 0 && differ <= differ_expected, "{differ} differing lines of {differ_expected} candidates");
 }

@@ -11,26 +11,11 @@ use serde_json::json;
 
 fn smollm2_tokenizer_json() -> String {
     let file = GgufFile::open(smollm2_path()).unwrap();
-    let tokens = file
-        .get_str_array("tokenizer.ggml.tokens")
-        .unwrap()
-        .to_vec_str()
-        .unwrap();
-    let types = file
-        .get_array("tokenizer.ggml.token_type")
-        .unwrap()
-        .to_vec::<i32>()
-        .unwrap();
-    let merges = file
-        .get_str_array("tokenizer.ggml.merges")
-        .unwrap()
-        .to_vec_str()
-        .unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), json!(i)))
-        .collect();
+    let tokens = file.get_str_array("tokenizer.ggml.tokens").unwrap().to_vec_str().unwrap();
+    let types = file.get_array("tokenizer.ggml.token_type").unwrap().to_vec::<i32>().unwrap();
+    let merges = file.get_str_array("tokenizer.ggml.merges").unwrap().to_vec_str().unwrap();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
     let added: Vec<serde_json::Value> = tokens
         .iter()
         .enumerate()
@@ -60,9 +45,7 @@ fn smollm2_tokenizer_json() -> String {
 #[test]
 fn smollm2_tokenizer_json_matches_llama_cpp() {
     let config = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": "{{ 'x' }}"});
-    let tok =
-        Tokenizer::from_tokenizer_json_with_config(smollm2_tokenizer_json(), config.to_string())
-            .unwrap();
+    let tok = Tokenizer::from_tokenizer_json_with_config(smollm2_tokenizer_json(), config.to_string()).unwrap();
     assert_eq!(tok.kind(), TokenizerKind::HuggingFace);
     assert_eq!((tok.bos_id(), tok.eos_id()), (Some(1), Some(2)));
     assert_eq!(tok.chat_template(), Some("{{ 'x' }}"));
@@ -85,10 +68,7 @@ fn smollm2_tokenizer_json_matches_llama_cpp() {
     }
     assert_eq!(compared, 2 * fx.cases.len());
     let mixed = mixed();
-    assert_eq!(
-        tok.encode(&mixed, false, false).unwrap(),
-        *fx.mixed.ids.as_ref().unwrap()
-    );
+    assert_eq!(tok.encode(&mixed, false, false).unwrap(), *fx.mixed.ids.as_ref().unwrap());
 }
 
 #[test]

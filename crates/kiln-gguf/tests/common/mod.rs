@@ -116,46 +116,22 @@ pub fn seed_files() -> Vec<Vec<u8>> {
     w.add("tokens", vec!["<s>", "a", "bc", "", "déf"]).unwrap();
     w.add("types", vec![1i32, 2, 3, 1, 1]).unwrap();
     w.add("flags", vec![true, false]).unwrap();
-    w.add(
-        "nested",
-        vec![
-            Array::from(vec![1u16, 2]),
-            Array::from(vec!["x"]),
-            Array::Array(vec![Array::U8(vec![9])]),
-        ],
-    )
-    .unwrap();
+    w.add("nested", vec![Array::from(vec![1u16, 2]), Array::from(vec!["x"]), Array::Array(vec![Array::U8(vec![9])])])
+        .unwrap();
     w.add("bytes", Value::String(vec![0xff, 0])).unwrap();
-    w.add_tensor("tok_embd.weight", GgmlType::F32, &[4, 2], vec![1; 32])
-        .unwrap();
-    w.add_tensor("blk.0.ffn.weight", GgmlType::Q4_K, &[256, 1], vec![2; 144])
-        .unwrap();
-    w.add_tensor(
-        "blk.0.exp.weight",
-        GgmlType::MXFP4,
-        &[32, 2, 1],
-        vec![3; 34],
-    )
-    .unwrap();
+    w.add_tensor("tok_embd.weight", GgmlType::F32, &[4, 2], vec![1; 32]).unwrap();
+    w.add_tensor("blk.0.ffn.weight", GgmlType::Q4_K, &[256, 1], vec![2; 144]).unwrap();
+    w.add_tensor("blk.0.exp.weight", GgmlType::MXFP4, &[32, 2, 1], vec![3; 34]).unwrap();
     w.add_tensor("empty", GgmlType::F16, &[0], vec![]).unwrap();
     seeds.push(w.to_bytes().unwrap());
 
     let mut w = GgufWriter::new();
     w.set_alignment(64).unwrap();
-    for (i, ty) in [
-        GgmlType::F16,
-        GgmlType::Q8_0,
-        GgmlType::Q6_K,
-        GgmlType::I8,
-        GgmlType::BF16,
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, ty) in [GgmlType::F16, GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::I8, GgmlType::BF16].into_iter().enumerate()
     {
         let shape = [ty.block_elems() as u64, 2];
         let size = ty.row_bytes(shape[0]).unwrap() as usize * 2;
-        w.add_tensor(format!("t{i}"), ty, &shape, vec![i as u8; size])
-            .unwrap();
+        w.add_tensor(format!("t{i}"), ty, &shape, vec![i as u8; size]).unwrap();
     }
     seeds.push(w.to_bytes().unwrap());
 

@@ -2,11 +2,11 @@
 //! per-head RMSNorm of q and k, GeGLU, NeoX RoPE with a separate base on sliding-window layers,
 //! five sliding-window layers to one global layer, tied output embedding.
 
+use crate::Result;
 use crate::backend::{AttnParams, Backend, Glu, Rope, RowKv};
 use crate::config::Config;
 use crate::kv::KvCache;
 use crate::model::{Batch, Binder, Head, Model};
-use crate::Result;
 
 pub(crate) struct Layer<W> {
     attn_norm: W,
@@ -80,7 +80,8 @@ pub(crate) fn forward<B: Backend>(
     let mut u = be.act(n, c.n_ff);
     let mut gu = be.act(n, c.n_ff);
     for (il, l) in w.layers.iter().enumerate() {
-        let rope = Rope { style: c.rope_style, n_rot: c.n_rot, base: c.rope_base_for(il), freq_scale: c.rope_scale_for(il) };
+        let rope =
+            Rope { style: c.rope_style, n_rot: c.n_rot, base: c.rope_base_for(il), freq_scale: c.rope_scale_for(il) };
         let attn = AttnParams {
             n_head: c.n_head,
             n_head_kv: c.n_head_kv,

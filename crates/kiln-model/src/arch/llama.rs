@@ -1,11 +1,11 @@
 //! The llama family (`llama`, `qwen2`): RMSNorm, RoPE, grouped-query attention with optional
 //! q/k/v biases, SwiGLU, optionally tied output embedding.
 
+use crate::Result;
 use crate::backend::{AttnParams, Backend, Glu, Rope, RowKv};
 use crate::config::Config;
 use crate::kv::KvCache;
 use crate::model::{Batch, Binder, Head, Model};
-use crate::Result;
 
 pub(crate) struct Layer<W> {
     attn_norm: W,
@@ -86,7 +86,8 @@ pub(crate) fn forward<B: Backend>(
     let mut u = be.act(n, c.n_ff);
     let mut gu = be.act(n, c.n_ff);
     for (il, l) in w.layers.iter().enumerate() {
-        let rope = Rope { style: c.rope_style, n_rot: c.n_rot, base: c.rope_base_for(il), freq_scale: c.rope_scale_for(il) };
+        let rope =
+            Rope { style: c.rope_style, n_rot: c.n_rot, base: c.rope_base_for(il), freq_scale: c.rope_scale_for(il) };
         be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h);
         be.matmul(&h, &l.wq, l.bq.as_ref(), &mut q);
         be.matmul(&h, &l.wk, l.bk.as_ref(), &mut k);

@@ -33,7 +33,15 @@ const SPLIT_KV_MIN: usize = 512;
 /// The number of chunks of that split: the thread count of the reference fixtures (`-t 2`).
 const SPLIT_KV_CHUNKS: usize = 2;
 
-pub(super) fn attention(pool: &Pool, kv: &CpuKv, layer: usize, rows: &[RowKv<'_>], q: &CpuAct, p: &AttnParams, out: &mut CpuAct) {
+pub(super) fn attention(
+    pool: &Pool,
+    kv: &CpuKv,
+    layer: usize,
+    rows: &[RowKv<'_>],
+    q: &CpuAct,
+    p: &AttnParams,
+    out: &mut CpuAct,
+) {
     let group = p.n_head / p.n_head_kv;
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let (kw, vw) = (p.n_head_kv * hd, p.n_head_kv * hdv);
@@ -71,7 +79,8 @@ pub(super) fn attention(pool: &Pool, kv: &CpuKv, layer: usize, rows: &[RowKv<'_>
             &vs[slot * vw + kvh * hdv..slot * vw + (kvh + 1) * hdv]
         };
         if tiled {
-            let wd = widened.iter().find(|w| std::ptr::eq(w.blocks, r.blocks)).expect("every row's sequence is widened");
+            let wd =
+                widened.iter().find(|w| std::ptr::eq(w.blocks, r.blocks)).expect("every row's sequence is widened");
             let tile = |t0: usize| {
                 let base = ((kvh * wd.n_tiles) + t0 / KV_TILE) * hd * KV_TILE;
                 &wd.kt[base..base + hd * KV_TILE]

@@ -1,8 +1,8 @@
 //! Quantized matrix products on the CPU.
 
-use kiln_quant::GgmlType;
 use super::pool::SyncPtr;
 use super::{CpuAct, Pool};
+use kiln_quant::GgmlType;
 
 /// Activation rows a task keeps hot while it sweeps its weight rows.
 const ACT_TILE: usize = 16;

@@ -103,11 +103,18 @@ impl Backend for CpuBackend {
         let base = self.file.bytes().as_ptr() as usize;
         let start = w.bytes.as_ptr() as usize;
         // The CPU backend only binds tensors of its own file.
-        assert!(start >= base && start + w.bytes.len() <= base + self.file.bytes().len(), "weight {} is not from the backend's file", w.name);
+        assert!(
+            start >= base && start + w.bytes.len() <= base + self.file.bytes().len(),
+            "weight {} is not from the backend's file",
+            w.name
+        );
         let cols = w.shape.first().copied().unwrap_or(1) as usize;
         let rows = w.shape.iter().skip(1).product::<u64>() as usize;
-        let traits = kiln_quant::traits(w.ty)
-            .ok_or(ModelError::TensorType { name: w.name.to_string(), ty: w.ty, role: "a weight" })?;
+        let traits = kiln_quant::traits(w.ty).ok_or(ModelError::TensorType {
+            name: w.name.to_string(),
+            ty: w.ty,
+            role: "a weight",
+        })?;
         let vec = if w.shape.len() == 1 {
             let mut v = vec![0f32; cols];
             (traits.dequantize)(w.bytes, &mut v);
@@ -203,29 +210,29 @@ impl Backend for CpuBackend {
         let cols = x.cols;
         let per = self.rows_per_task(x.rows, cols);
         self.pool.chunks_mut(&mut x.data, per * cols, |ci, rows| {
-          for (ri, row) in rows.chunks_mut(cols).enumerate() {
-            let p = pos[ci * per + ri];
-            // cos/sin of p·scale·base^(-2j/n_rot), the angle built by repeated multiplication as ggml does.
-            let mut cs = Vec::with_capacity(half);
-            let mut theta = p as f32 * rope.freq_scale;
-            for _ in 0..half {
-                cs.push((theta.cos(), theta.sin()));
-                theta *= theta_scale;
-            }
-            for head in row.chunks_mut(head_dim) {
-                for (j, &(c, s)) in cs.iter().enumerate() {
-                    let (i0, i1) = match rope.style {
-                        RopeStyle::Normal => (2 * j, 2 * j + 1),
-                        RopeStyle::Neox => (j, j + half),
-                    };
-                    let (x0, x1) = (head[i0], head[i1]);
-                    // ggml's `x0*cos - x1*sin`, `x0*sin + x1*cos` as GCC compiles them: the first
-                    // product fused with the addition.
-                    head[i0] = x0.mul_add(c, -(x1 * s));
-                    head[i1] = x0.mul_add(s, x1 * c);
+            for (ri, row) in rows.chunks_mut(cols).enumerate() {
+                let p = pos[ci * per + ri];
+                // cos/sin of p·scale·base^(-2j/n_rot), the angle built by repeated multiplication as ggml does.
+                let mut cs = Vec::with_capacity(half);
+                let mut theta = p as f32 * rope.freq_scale;
+                for _ in 0..half {
+                    cs.push((theta.cos(), theta.sin()));
+                    theta *= theta_scale;
+                }
+                for head in row.chunks_mut(head_dim) {
+                    for (j, &(c, s)) in cs.iter().enumerate() {
+                        let (i0, i1) = match rope.style {
+                            RopeStyle::Normal => (2 * j, 2 * j + 1),
+                            RopeStyle::Neox => (j, j + half),
+                        };
+                        let (x0, x1) = (head[i0], head[i1]);
+                        // ggml's `x0*cos - x1*sin`, `x0*sin + x1*cos` as GCC compiles them: the first
+                        // product fused with the addition.
+                        head[i0] = x0.mul_add(c, -(x1 * s));
+                        head[i1] = x0.mul_add(s, x1 * c);
+                    }
                 }
             }
-          }
         });
     }
 

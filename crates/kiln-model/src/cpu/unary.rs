@@ -108,7 +108,10 @@ mod tests {
     #[test]
     fn gelu_table_matches_the_formula() {
         for x in [-3.0f32, -0.5, 0.0, 0.25, 1.0, 2.5] {
-            let want = 0.5 * x as f64 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * x as f64 * (1.0 + 0.044715 * (x as f64).powi(2))).tanh());
+            let want = 0.5
+                * x as f64
+                * (1.0
+                    + ((2.0 / std::f64::consts::PI).sqrt() * x as f64 * (1.0 + 0.044715 * (x as f64).powi(2))).tanh());
             let got = gelu_table()[f16::from_f32(x).to_bits() as usize].to_f64();
             assert!((got - want).abs() <= 1e-3 * want.abs().max(1e-3), "gelu({x}) = {got}, want {want}");
         }

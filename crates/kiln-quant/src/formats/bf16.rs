@@ -65,8 +65,7 @@ mod avx2 {
     fn split16(b: &[u8; 32]) -> (__m256, __m256) {
         let v = load32(b);
         let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v));
-        let odd =
-            _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(0xffff_0000u32 as i32)));
+        let odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(0xffff_0000u32 as i32)));
         (even, odd)
     }
 

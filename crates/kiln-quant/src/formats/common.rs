@@ -35,11 +35,7 @@ pub fn f16_to_f32(bits: u16) -> f32 {
 /// conversion drops the payload; the F16C instruction would keep part of it).
 #[inline]
 pub fn f32_to_f16(x: f32) -> u16 {
-    if x.is_nan() {
-        ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00
-    } else {
-        half::f16::from_f32(x).to_bits()
-    }
+    if x.is_nan() { ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00 } else { half::f16::from_f32(x).to_bits() }
 }
 
 /// `GGML_BF16_TO_FP32`: bfloat16 is the top half of an `f32`, so this is a plain shift (NaNs
@@ -267,9 +263,8 @@ pub(crate) mod x86 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn halves8(h: [[u8; 2]; 8]) -> __m256 {
-        let pack = |q: &[[u8; 2]]| {
-            q.iter().rev().fold(0u64, |acc, b| (acc << 16) | u16::from_le_bytes(*b) as u64) as i64
-        };
+        let pack =
+            |q: &[[u8; 2]]| q.iter().rev().fold(0u64, |acc, b| (acc << 16) | u16::from_le_bytes(*b) as u64) as i64;
         _mm256_cvtph_ps(_mm_set_epi64x(pack(&h[4..]), pack(&h[..4])))
     }
 
@@ -329,12 +324,7 @@ pub(crate) mod x86 {
         // Byte j of the result looks at byte j / 8 of `bits` ...
         let spread = _mm256_shuffle_epi8(
             _mm256_set1_epi32(bits as i32),
-            _mm256_set_epi64x(
-                0x0303_0303_0303_0303,
-                0x0202_0202_0202_0202,
-                0x0101_0101_0101_0101,
-                0,
-            ),
+            _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0),
         );
         // ... and keeps bit j % 8 of it.
         let select = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
@@ -497,12 +487,7 @@ mod tests {
                 let ld = |x: &[u8; 32]| _mm256_loadu_si256(x.as_ptr().cast());
                 let acc = _mm256_loadu_si256(acc.as_ptr().cast());
                 let (a, b, c) = (ld(&a), ld(&b), ld(&c));
-                let r = [
-                    I::dpbusd(acc, a, b),
-                    I::dpwssd(acc, a, b),
-                    I::dot_offset(a, c, b),
-                    I::dot_i8_i8(a, b),
-                ];
+                let r = [I::dpbusd(acc, a, b), I::dpwssd(acc, a, b), I::dot_offset(a, c, b), I::dot_i8_i8(a, b)];
                 for (o, r) in out.iter_mut().zip(r) {
                     _mm256_storeu_si256(o.as_mut_ptr().cast(), r);
                 }
@@ -529,10 +514,8 @@ mod tests {
                 let g = 4 * k..4 * k + 4;
                 let busd: i64 = g.clone().map(|i| a[i] as i64 * b[i] as i8 as i64).sum();
                 let ws = |x: &[u8; 32], i: usize| i16::from_le_bytes([x[2 * i], x[2 * i + 1]]);
-                let wssd: i64 =
-                    (2 * k..2 * k + 2).map(|i| ws(&a, i) as i64 * ws(&b, i) as i64).sum();
-                let off: i64 =
-                    g.clone().map(|i| (a[i] as i64 - c[i] as i64) * b[i] as i8 as i64).sum();
+                let wssd: i64 = (2 * k..2 * k + 2).map(|i| ws(&a, i) as i64 * ws(&b, i) as i64).sum();
+                let off: i64 = g.clone().map(|i| (a[i] as i64 - c[i] as i64) * b[i] as i8 as i64).sum();
                 let ii: i64 = g.map(|i| a[i] as i8 as i64 * b[i] as i8 as i64).sum();
                 out[0][k] = (acc[k] as i64 + busd) as i32;
                 out[1][k] = (acc[k] as i64 + wssd) as i32;
@@ -568,9 +551,7 @@ mod tests {
             }
             let vnni = crate::simd::has_avx512_vnni();
             if !vnni {
-                eprintln!(
-                    "Vnni building blocks not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI)"
-                );
+                eprintln!("Vnni building blocks not tested: CPU lacks AVX-512 VNNI (or KILN_NO_VNNI)");
             }
             let mut rng = Rng(0x5EED_1234_ABCD_0001);
             for round in 0..20_000 {
@@ -586,21 +567,12 @@ mod tests {
                 // dot_offset, and no b = −128 where a < 0 for dot_i8_i8.
                 let a127 = a.map(|v| v & 0x7f);
                 let (a63, c63) = (a.map(|v| v & 0x3f), c.map(|v| v & 0x3f));
-                let b_ok: [u8; 32] =
-                    std::array::from_fn(|i| if a[i] >= 0x80 && b[i] == 0x80 { 0x81 } else { b[i] });
+                let b_ok: [u8; 32] = std::array::from_fn(|i| if a[i] >= 0x80 && b[i] == 0x80 { 0x81 } else { b[i] });
                 // SAFETY: AVX2, FMA and F16C detected above.
-                let (g1, g2, g3) = unsafe {
-                    (
-                        ops_avx2(acc, a127, b, c),
-                        ops_avx2(acc, a63, b, c63),
-                        ops_avx2(acc, a, b_ok, c),
-                    )
-                };
-                let (r1, r2, r3) = (
-                    reference(acc, a127, b, c),
-                    reference(acc, a63, b, c63),
-                    reference(acc, a, b_ok, c),
-                );
+                let (g1, g2, g3) =
+                    unsafe { (ops_avx2(acc, a127, b, c), ops_avx2(acc, a63, b, c63), ops_avx2(acc, a, b_ok, c)) };
+                let (r1, r2, r3) =
+                    (reference(acc, a127, b, c), reference(acc, a63, b, c63), reference(acc, a, b_ok, c));
                 assert_eq!(g1[0], r1[0], "avx2 dpbusd");
                 // SAFETY: AVX2, FMA and F16C detected above.
                 let full = unsafe { ops_avx2(acc, a, b, c) };

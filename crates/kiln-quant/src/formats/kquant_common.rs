@@ -27,11 +27,7 @@ pub(crate) fn f32_at(b: &[u8], off: usize) -> f32 {
 /// input's sign, as ggml's portable conversion writes it.
 #[inline]
 pub(crate) fn f32_to_f16_bits(x: f32) -> u16 {
-    if x.is_nan() {
-        ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00
-    } else {
-        half::f16::from_f32(x).to_bits()
-    }
+    if x.is_nan() { ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00 } else { half::f16::from_f32(x).to_bits() }
 }
 
 /// Writes `x` as a little-endian half (ggml's rounding) at `b[off..off + 2]`.
@@ -159,8 +155,7 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], rmse_type: i32)
         }
         return 1.0 / iscale;
     }
-    let (rmse_type, return_early) =
-        if rmse_type < 0 { (-rmse_type, true) } else { (rmse_type, false) };
+    let (rmse_type, return_early) = if rmse_type < 0 { (-rmse_type, true) } else { (rmse_type, false) };
     let weight = |v: f32| -> f32 {
         match rmse_type {
             1 => v * v,

@@ -79,17 +79,7 @@ fn quantize_block(x: &[f32], y: &mut [u8]) {
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = v.abs();
         }
-        let (s, m) = make_qkx2_quants(
-            3,
-            xs,
-            &weights,
-            &mut l[16 * j..16 * j + 16],
-            &mut laux,
-            -0.5,
-            0.1,
-            15,
-            true,
-        );
+        let (s, m) = make_qkx2_quants(3, xs, &weights, &mut l[16 * j..16 * j + 16], &mut laux, -0.5, 0.1, 15, true);
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {

@@ -6,9 +6,7 @@
 //! of `hmask[l]` is set; its scale is number `v / 16`. A value is `(d·(sc − 32))·q` in `f32`,
 //! with `q ∈ [−4, 3]`.
 
-use super::kquant_common::{
-    Q8kBlock, acc_scaled, f16_at, make_q3_quants, nearest_int, put_f16, q3_scales,
-};
+use super::kquant_common::{Q8kBlock, acc_scaled, f16_at, make_q3_quants, nearest_int, put_f16, q3_scales};
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
 
@@ -208,16 +206,10 @@ mod x86 {
                     ];
                     for (j, &low) in low.iter().enumerate() {
                         let bit = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
-                        let sub4 = _mm256_and_si256(
-                            _mm256_cmpeq_epi8(_mm256_and_si256(hbits, bit), zero),
-                            m4,
-                        );
+                        let sub4 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, bit), zero), m4);
                         let q8 = load256(y, 4 + 128 * n + 32 * j);
                         // |pair sums| ≤ 2·3·128 and 2·4·128: no i16 saturation, nor in the difference.
-                        let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(low, q8),
-                            _mm256_maddubs_epi16(sub4, q8),
-                        );
+                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(low, q8), _mm256_maddubs_epi16(sub4, q8));
                         let s = pair_scales(scales, 8 * n + 2 * j);
                         if j % 2 == 0 {
                             sum_a = I::dpwssd(sum_a, p, s);
@@ -314,8 +306,7 @@ mod tests {
         // g = 15, whose sums are integers). Group 15 has the largest scale: iscale = −32/4 = −8,
         // d = 1/iscale = −0.125 (exact in f16), and group g's 6-bit scale is nearest(−8·s_g) =
         // −2(g + 1), so d·scale = s_g exactly and every value decodes back exactly.
-        let x: Vec<f32> =
-            (0..QK_K).map(|v| ((v % 8) as f32 - 4.0) * 0.25 * ((v / 16) + 1) as f32).collect();
+        let x: Vec<f32> = (0..QK_K).map(|v| ((v % 8) as f32 - 4.0) * 0.25 * ((v / 16) + 1) as f32).collect();
         let mut b = [0u8; BLOCK_BYTES];
         quantize(&x, &mut b);
         assert_eq!(f16_at(&b, D), -0.125);

@@ -102,9 +102,7 @@ mod x86 {
 
     use super::BLOCK_BYTES;
     use crate::formats::common::dot_entry_points;
-    use crate::formats::common::x86::{
-        Isa, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles,
-    };
+    use crate::formats::common::x86::{Isa, f16_le, halves8, hsum_f32x8, load32, sum_lanes8, unpack_nibbles};
 
     /// Per-lane integer sums of one block's products: `Σ (code − 8) · q_y` with the codes
     /// (0..15) as the unsigned operand, exact in both implementations for every activation byte.

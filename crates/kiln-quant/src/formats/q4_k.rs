@@ -6,8 +6,8 @@
 //! low nibbles then high nibbles. A value is `(d·sc)·q − dmin·m`, in that order, in `f32`.
 
 use super::kquant_common::{
-    Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int,
-    pack_scales_mins_k4, put_f16, scales_mins_k4,
+    Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int, pack_scales_mins_k4, put_f16,
+    scales_mins_k4,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -79,17 +79,7 @@ fn quantize_block(x: &[f32], y: &mut [u8]) {
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(
-            15,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut laux,
-            -1.0,
-            0.1,
-            20,
-            false,
-        );
+        let (s, m) = make_qkx2_quants(15, xs, &weights, &mut l[32 * j..32 * j + 32], &mut laux, -1.0, 0.1, 20, false);
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -207,10 +197,7 @@ mod x86 {
                 // Min terms: Σ_j m[j] · (sum of the 32 activations of sub-block j).
                 let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn)));
                 let bsums = load256(y, 4 + QK_K);
-                let q8s = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bsums),
-                    _mm256_extracti128_si256(bsums, 1),
-                );
+                let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
                 let prod = _mm_madd_epi16(mins, q8s);
                 acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
 
@@ -329,7 +316,9 @@ fn pair_ints(x: &[u8], yb: &[u8]) -> ([i32; 4], [i32; 4]) {
 #[inline(always)]
 fn pair_mins(y: &Q8kBlock<'_>, mn: &[u8; 8]) -> [i32; 4] {
     let b = |j: usize| y.bsums[j] as i32;
-    std::array::from_fn(|i| mn[2 * i] as i32 * (b(4 * i) + b(4 * i + 1)) + mn[2 * i + 1] as i32 * (b(4 * i + 2) + b(4 * i + 3)))
+    std::array::from_fn(|i| {
+        mn[2 * i] as i32 * (b(4 * i) + b(4 * i + 1)) + mn[2 * i + 1] as i32 * (b(4 * i + 2) + b(4 * i + 3))
+    })
 }
 
 /// [`dot_repacked`] and [`dot_tiled`] compiled with AVX2 + FMA: the fused multiply-adds are
@@ -371,8 +360,14 @@ mod x86_orders {
             let q4l = _mm256_and_si256(q4, m4);
             let q4h = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
             // Nibble ≤ 15, so a pair sum is at most 2·15·128: no i16 saturation.
-            let pl = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i] as i16), _mm256_maddubs_epi16(q4l, load256(yb, 4 + 64 * i)));
-            let ph = _mm256_madd_epi16(_mm256_set1_epi16(sc[2 * i + 1] as i16), _mm256_maddubs_epi16(q4h, load256(yb, 4 + 64 * i + 32)));
+            let pl = _mm256_madd_epi16(
+                _mm256_set1_epi16(sc[2 * i] as i16),
+                _mm256_maddubs_epi16(q4l, load256(yb, 4 + 64 * i)),
+            );
+            let ph = _mm256_madd_epi16(
+                _mm256_set1_epi16(sc[2 * i + 1] as i16),
+                _mm256_maddubs_epi16(q4h, load256(yb, 4 + 64 * i + 32)),
+            );
             let v = _mm256_add_epi32(pl, ph);
             let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
             let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
@@ -396,20 +391,7 @@ mod tests {
         b[2..4].copy_from_slice(&f32_to_f16_bits(0.25).to_le_bytes());
         // Scales and mins below 16, so the packing is: bytes 0–3 scales 1–4, bytes 4–7 mins 8–5,
         // bytes 8–11 = scale (low nibble) | min << 4 for sub-blocks 4–7.
-        b[4..16].copy_from_slice(&[
-            1,
-            2,
-            3,
-            4,
-            8,
-            7,
-            6,
-            5,
-            5 | 4 << 4,
-            6 | 3 << 4,
-            7 | 2 << 4,
-            8 | 1 << 4,
-        ]);
+        b[4..16].copy_from_slice(&[1, 2, 3, 4, 8, 7, 6, 5, 5 | 4 << 4, 6 | 3 << 4, 7 | 2 << 4, 8 | 1 << 4]);
         for i in 0..4 {
             for l in 0..32 {
                 let lo = (l + 2 * i) % 16;

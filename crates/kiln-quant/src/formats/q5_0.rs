@@ -121,9 +121,7 @@ mod x86 {
 
     use super::BLOCK_BYTES;
     use crate::formats::common::dot_entry_points;
-    use crate::formats::common::x86::{
-        Isa, expand_bits, f16_splat8, hsum_f32x8, load32, unpack_nibbles,
-    };
+    use crate::formats::common::x86::{Isa, expand_bits, f16_splat8, hsum_f32x8, load32, unpack_nibbles};
 
     /// Per-lane integer sums of one block's products: `Σ (code − 16) · q_y` with the 5-bit codes
     /// (the nibble, plus 16 where the fifth bit is set) as the unsigned operand, exact in both
@@ -136,10 +134,7 @@ mod x86 {
         let ([_, _, h0, h1, h2, h3, xq @ ..], [_, _, yq @ ..]) = (x, y);
         // SAFETY: the caller's features (this function's contract).
         unsafe {
-            let hi = _mm256_and_si256(
-                expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])),
-                _mm256_set1_epi8(0x10),
-            );
+            let hi = _mm256_and_si256(expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])), _mm256_set1_epi8(0x10));
             let q = _mm256_or_si256(unpack_nibbles(xq), hi);
             I::dot_offset(q, _mm256_set1_epi8(16), load32(yq))
         }

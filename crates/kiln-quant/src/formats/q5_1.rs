@@ -139,10 +139,7 @@ mod x86 {
         let ([_, _, _, _, h0, h1, h2, h3, xq @ ..], [_, _, _, _, yq @ ..]) = (x, y);
         // SAFETY: the caller's features (this function's contract).
         unsafe {
-            let hi = _mm256_and_si256(
-                expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])),
-                _mm256_set1_epi8(0x10),
-            );
+            let hi = _mm256_and_si256(expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])), _mm256_set1_epi8(0x10));
             // Codes 0..31 are the unsigned operand; exact in both implementations for every
             // activation byte.
             I::dot_u8_i8(_mm256_or_si256(unpack_nibbles(xq), hi), load32(yq))

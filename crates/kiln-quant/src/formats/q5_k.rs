@@ -6,8 +6,8 @@
 //! bit from bits `2i` and `2i + 1` of `qh[0..32]`. A value is `(d·sc)·q − dmin·m` in `f32`.
 
 use super::kquant_common::{
-    Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int,
-    pack_scales_mins_k4, put_f16, scales_mins_k4,
+    Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int, pack_scales_mins_k4, put_f16,
+    scales_mins_k4,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -90,17 +90,7 @@ fn quantize_block(x: &[f32], y: &mut [u8]) {
         for (w, &v) in weights.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        let (s, m) = make_qkx2_quants(
-            31,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut laux,
-            -0.5,
-            0.1,
-            15,
-            false,
-        );
+        let (s, m) = make_qkx2_quants(31, xs, &weights, &mut l[32 * j..32 * j + 32], &mut laux, -0.5, 0.1, 15, false);
         scales[j] = s;
         mins[j] = m;
         if s > max_scale {
@@ -217,10 +207,7 @@ mod x86 {
 
                 let mins = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(mn)));
                 let bsums = load256(y, 4 + QK_K);
-                let q8s = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bsums),
-                    _mm256_extracti128_si256(bsums, 1),
-                );
+                let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
                 let prod = _mm_madd_epi16(mins, q8s);
                 let z = _mm_setzero_si128();
                 let hsum = _mm_hadd_epi32(_mm_hadd_epi32(prod, z), z);
@@ -233,10 +220,8 @@ mod x86 {
                     let q5 = load256(x, QS + 32 * i);
                     let b0 = _mm256_set1_epi8((1u8 << (2 * i)) as i8);
                     let b1 = _mm256_set1_epi8((2u8 << (2 * i)) as i8);
-                    let h0 =
-                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b0), b0), m16);
-                    let h1 =
-                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b1), b1), m16);
+                    let h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b0), b0), m16);
+                    let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b1), b1), m16);
                     let q0 = _mm256_or_si256(_mm256_and_si256(q5, m4), h0);
                     let q1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q5, 4), m4), h1);
                     // Quant ≤ 31: a pair sum is at most 2·31·128, no i16 saturation.

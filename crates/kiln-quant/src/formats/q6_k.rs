@@ -7,8 +7,7 @@
 //! bits `2t..2t + 2` of `qh[l]`. A value is `(d·scale)·(q − 32)`, in that order, in `f32`.
 
 use super::kquant_common::{
-    GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int,
-    put_f16,
+    GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int, put_f16,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -187,8 +186,7 @@ mod x86 {
                 let scales = load128(x, SC);
                 let scales16 = _mm256_cvtepi8_epi16(scales);
                 // 32 · Σ scale·bsum, lane k holding groups 2k and 2k + 1.
-                let offset =
-                    _mm256_slli_epi32(_mm256_madd_epi16(load256(y, 4 + QK_K), scales16), 5);
+                let offset = _mm256_slli_epi32(_mm256_madd_epi16(load256(y, 4 + QK_K), scales16), 5);
 
                 // Two integer accumulators keep the VNNI dependency chains short.
                 let mut sum_a = _mm256_setzero_si256();

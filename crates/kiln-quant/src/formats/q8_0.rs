@@ -263,9 +263,7 @@ mod tests {
         let nb = 9;
         let mut w = vec![0u8; nb * BLOCK_BYTES];
         let mut a = vec![0u8; nb * BLOCK_BYTES];
-        for (k, (wb, ab)) in
-            w.chunks_exact_mut(BLOCK_BYTES).zip(a.chunks_exact_mut(BLOCK_BYTES)).enumerate()
-        {
+        for (k, (wb, ab)) in w.chunks_exact_mut(BLOCK_BYTES).zip(a.chunks_exact_mut(BLOCK_BYTES)).enumerate() {
             wb[..2].copy_from_slice(&[0x00, 0x3c]); // d = 1
             ab[..2].copy_from_slice(&[0x00, 0x3c]);
             for j in 0..32 {
@@ -276,9 +274,7 @@ mod tests {
         let exact: i64 = w
             .chunks_exact(BLOCK_BYTES)
             .zip(a.chunks_exact(BLOCK_BYTES))
-            .flat_map(|(x, y)| {
-                x[2..].iter().zip(&y[2..]).map(|(p, q)| *p as i8 as i64 * *q as i8 as i64)
-            })
+            .flat_map(|(x, y)| x[2..].iter().zip(&y[2..]).map(|(p, q)| *p as i8 as i64 * *q as i8 as i64))
             .sum();
         assert_eq!(dot_scalar(&w, &a) as i64, exact);
         #[cfg(target_arch = "x86_64")]

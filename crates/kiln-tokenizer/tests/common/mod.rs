@@ -82,10 +82,7 @@ pub fn fnv(data: &[u8]) -> String {
 }
 
 pub fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
 pub fn smollm2_path() -> PathBuf {
@@ -100,11 +97,7 @@ pub fn gemma3_path() -> PathBuf {
 pub const VARIANTS: &[(&str, &str, &[&str])] = &[
     ("smollm2-pre-default", "default", &[]),
     ("smollm2-pre-gpt-2", "gpt-2", &[]),
-    (
-        "smollm2-pre-llama-bpe",
-        "llama-bpe",
-        &["tokenizer.ggml.add_bos_token"],
-    ),
+    ("smollm2-pre-llama-bpe", "llama-bpe", &["tokenizer.ggml.add_bos_token"]),
     ("smollm2-pre-qwen2", "qwen2", &[]),
     ("smollm2-pre-starcoder", "starcoder", &[]),
     ("smollm2-pre-tekken", "tekken", &[]),
@@ -135,10 +128,7 @@ pub fn gguf_for(name: &str) -> GgufFile {
         "gemma3" => GgufFile::open(gemma3_path()).unwrap(),
         "gptoss" => GgufFile::from_bytes(gptoss_gguf_bytes().clone()).unwrap(),
         _ => {
-            let (_, pre, drop) = VARIANTS
-                .iter()
-                .find(|v| v.0 == name)
-                .expect("known fixture");
+            let (_, pre, drop) = VARIANTS.iter().find(|v| v.0 == name).expect("known fixture");
             tokenizer_variant(&GgufFile::open(smollm2_path()).unwrap(), pre, drop)
         }
     }
@@ -155,9 +145,7 @@ pub fn o200k_ranks() -> &'static Vec<Vec<u8>> {
     static R: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     R.get_or_init(|| {
         let bpe = tiktoken_rs::o200k_harmony().unwrap();
-        (0..199_998u32)
-            .map(|r| bpe.decode_bytes(&[r]).expect("every rank decodes"))
-            .collect()
+        (0..199_998u32).map(|r| bpe.decode_bytes(&[r]).expect("every rank decodes")).collect()
     })
 }
 
@@ -166,8 +154,7 @@ pub fn byte_chars() -> [char; 256] {
     let mut t = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
-        let printable =
-            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         t[b as usize] = if printable {
             char::from_u32(b).unwrap()
         } else {
@@ -210,11 +197,7 @@ pub fn harmony_specials() -> Vec<(u32, String)> {
 /// list stably sorted by the merged token's rank.
 pub fn o200k_merges() -> Vec<String> {
     let ranks = o200k_ranks();
-    let index: HashMap<&[u8], u32> = ranks
-        .iter()
-        .enumerate()
-        .map(|(r, t)| (t.as_slice(), r as u32))
-        .collect();
+    let index: HashMap<&[u8], u32> = ranks.iter().enumerate().map(|(r, t)| (t.as_slice(), r as u32)).collect();
     let mut merges: Vec<(u32, u32, u32)> = Vec::new(); // (merged rank, left rank, right rank)
     for (rank, token) in ranks.iter().enumerate() {
         if token.len() < 2 {
@@ -232,13 +215,7 @@ pub fn o200k_merges() -> Vec<String> {
     merges.sort_by_key(|m| m.0); // stable
     merges
         .into_iter()
-        .map(|(_, l, r)| {
-            format!(
-                "{} {}",
-                byte_encode(&ranks[l as usize]),
-                byte_encode(&ranks[r as usize])
-            )
-        })
+        .map(|(_, l, r)| format!("{} {}", byte_encode(&ranks[l as usize]), byte_encode(&ranks[r as usize])))
         .collect()
 }
 
@@ -270,8 +247,7 @@ pub fn gptoss_gguf_bytes() -> &'static Vec<u8> {
         w.add("tokenizer.ggml.merges", o200k_merges()).unwrap();
         w.add("tokenizer.ggml.bos_token_id", 199_998u32).unwrap();
         w.add("tokenizer.ggml.eos_token_id", 200_002u32).unwrap();
-        w.add("tokenizer.ggml.padding_token_id", 199_999u32)
-            .unwrap();
+        w.add("tokenizer.ggml.padding_token_id", 199_999u32).unwrap();
         w.add("tokenizer.ggml.add_bos_token", false).unwrap();
         w.to_bytes().unwrap()
     })
@@ -281,11 +257,8 @@ pub fn gptoss_gguf_bytes() -> &'static Vec<u8> {
 /// gpt-oss one: BPE with `ignore_merges`, the o200k split regex, ByteLevel without its regex).
 pub fn gptoss_tokenizer_json() -> String {
     let ranks = o200k_ranks();
-    let vocab: serde_json::Map<String, serde_json::Value> = ranks
-        .iter()
-        .enumerate()
-        .map(|(r, t)| (byte_encode(t), serde_json::json!(r)))
-        .collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        ranks.iter().enumerate().map(|(r, t)| (byte_encode(t), serde_json::json!(r))).collect();
     let added: Vec<serde_json::Value> = harmony_specials()
         .into_iter()
         .map(|(id, content)| {
