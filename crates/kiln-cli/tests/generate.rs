@@ -233,3 +233,44 @@ fn unusable_models_are_errors() {
     expect_error(&["generate", "-m", &missing, "a"], "missing tensor blk.0.ffn_up.weight");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn dump_logits_rows_are_the_logits_that_chose_each_token() {
+    let model = "smollm2-135m-instruct-q4_1";
+    let fx = fixture(model, "capital");
+    let path = kiln_testkit::model(model);
+    let file = std::env::temp_dir().join(format!("kiln-logits-{}.f32", std::process::id()));
+    let out = json_ok(kiln(&[
+        "generate",
+        "-m",
+        path.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "-n",
+        "4",
+        "--ignore-eos",
+        "--json",
+        "--dump-logits",
+        file.to_str().unwrap(),
+        fx["prompt"].as_str().unwrap(),
+    ]));
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let n_vocab = fx["n_vocab"].as_u64().unwrap() as usize;
+    assert_eq!(bytes.len(), 4 * n_vocab * 4, "4 rows of n_vocab little-endian f32");
+    let rows: Vec<Vec<f32>> = bytes
+        .chunks(4 * n_vocab)
+        .map(|r| r.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+        .collect();
+    for (i, (row, step)) in rows.iter().zip(fx["steps"].as_array().unwrap()).enumerate() {
+        // Row i chose generated_ids[i] (greedy: its argmax) …
+        let argmax = (0..n_vocab).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+        assert_eq!(serde_json::json!(argmax), out["generated_ids"][i], "row {i}");
+        // … and holds llama.cpp's logits for that step (1% of the step's range).
+        let range = step["max"].as_f64().unwrap() - step["min"].as_f64().unwrap();
+        for p in step["top"].as_array().unwrap() {
+            let (id, want) = (p[0].as_u64().unwrap() as usize, p[1].as_f64().unwrap());
+            assert!((row[id] as f64 - want).abs() <= 0.01 * range, "row {i} id {id}: {} vs {want}", row[id]);
+        }
+    }
+}
