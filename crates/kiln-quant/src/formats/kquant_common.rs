@@ -8,13 +8,15 @@
 
 use crate::QK_K;
 
+use super::common::f32_to_f16;
+
 /// ggml's `GROUP_MAX_EPS`: groups whose largest magnitude is below this quantize to zero.
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Reads the little-endian IEEE half at `b[off..off + 2]` as `f32` (exact).
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8], off: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
+    super::common::f16_le([b[off], b[off + 1]])
 }
 
 /// Reads the little-endian `f32` at `b[off..off + 4]`.
@@ -23,23 +25,16 @@ pub(crate) fn f32_at(b: &[u8], off: usize) -> f32 {
     f32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
-/// `GGML_FP32_TO_FP16`: round to nearest even; every NaN becomes the quiet NaN `0x7e00` with the
-/// input's sign, as ggml's portable conversion writes it.
-#[inline]
-pub(crate) fn f32_to_f16_bits(x: f32) -> u16 {
-    if x.is_nan() { ((x.to_bits() >> 16) as u16 & 0x8000) | 0x7e00 } else { half::f16::from_f32(x).to_bits() }
-}
-
 /// Writes `x` as a little-endian half (ggml's rounding) at `b[off..off + 2]`.
 #[inline]
 pub(crate) fn put_f16(b: &mut [u8], off: usize, x: f32) {
-    b[off..off + 2].copy_from_slice(&f32_to_f16_bits(x).to_le_bytes());
+    b[off..off + 2].copy_from_slice(&f32_to_f16(x).to_le_bytes());
 }
 
 /// A half's value after it went through storage: what a dequantizer will read back.
 #[inline]
 pub(crate) fn f16_round_trip(x: f32) -> f32 {
-    half::f16::from_bits(f32_to_f16_bits(x)).to_f32()
+    half::f16::from_bits(f32_to_f16(x)).to_f32()
 }
 
 /// ggml's `nearest_int`: round half to even through the `1.5·2^23` trick. Exact for
@@ -406,17 +401,6 @@ pub(crate) fn acc_scaled(aux32: &mut [i32; 8], q8: &[u8], a: &[i8], scale: i32) 
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// Sum of the eight lanes, added as ggml's `hsum_float_8` adds them: halves first, then
-    /// pairs, then the last two.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(crate) fn hsum_f32x8(x: __m256) -> f32 {
-        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-        r = _mm_add_ss(r, _mm_movehdup_ps(r));
-        _mm_cvtss_f32(r)
-    }
-
     /// Sum of the four lanes: pairs `(0+2, 1+3)`, then the two.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -489,13 +473,13 @@ mod tests {
     #[test]
     fn f16_store_rounds_to_nearest_even() {
         // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: ties to even (1.0).
-        assert_eq!(f32_to_f16_bits(1.0 + 1.0 / 2048.0), 0x3c00);
+        assert_eq!(f32_to_f16(1.0 + 1.0 / 2048.0), 0x3c00);
         // 1 + 3·2^-11 is halfway between 1 + 2^-10 and 1 + 2^-9: ties to even (0x3c02).
-        assert_eq!(f32_to_f16_bits(1.0 + 3.0 / 2048.0), 0x3c02);
-        assert_eq!(f32_to_f16_bits(65520.0), 0x7c00); // rounds up to infinity
-        assert_eq!(f32_to_f16_bits(-f32::NAN), 0xfe00);
-        assert_eq!(f32_to_f16_bits(f32::NAN), 0x7e00);
-        assert_eq!(f32_to_f16_bits(2f32.powi(-24)), 0x0001); // smallest subnormal
+        assert_eq!(f32_to_f16(1.0 + 3.0 / 2048.0), 0x3c02);
+        assert_eq!(f32_to_f16(65520.0), 0x7c00); // rounds up to infinity
+        assert_eq!(f32_to_f16(-f32::NAN), 0xfe00);
+        assert_eq!(f32_to_f16(f32::NAN), 0x7e00);
+        assert_eq!(f32_to_f16(2f32.powi(-24)), 0x0001); // smallest subnormal
     }
 
     #[test]

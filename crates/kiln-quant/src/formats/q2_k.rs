@@ -172,7 +172,8 @@ mod x86 {
     use super::*;
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
-    use crate::formats::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
+    use crate::formats::common::x86::hsum_f32x8;
+    use crate::formats::kquant_common::x86::{load128, load256, pair_scales};
 
     /// The SIMD dot product: 2-bit quants through `maddubs`, `I::dpwssd` by the 4-bit group
     /// scales; the min terms once per block from the activation's `bsums`. Accumulates as ggml's
@@ -234,7 +235,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::kquant_common::f32_to_f16_bits;
+    use crate::formats::common::f32_to_f16;
 
     /// Quant of value `v` (0..256), in `0..4`, read from the bytes by the layout description.
     fn quant(b: &[u8], v: usize) -> u8 {
@@ -253,8 +254,8 @@ mod tests {
             let (n, j, l) = (v / 128, (v / 32) % 4, v % 32);
             b[QS + 32 * n + l] |= (((v / 3) % 4) as u8) << (2 * j);
         }
-        b[D..D + 2].copy_from_slice(&f32_to_f16_bits(0.5).to_le_bytes());
-        b[DMIN..DMIN + 2].copy_from_slice(&f32_to_f16_bits(0.125).to_le_bytes());
+        b[D..D + 2].copy_from_slice(&f32_to_f16(0.5).to_le_bytes());
+        b[DMIN..DMIN + 2].copy_from_slice(&f32_to_f16(0.125).to_le_bytes());
         b
     }
 

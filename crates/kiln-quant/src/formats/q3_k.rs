@@ -170,7 +170,8 @@ mod x86 {
     use super::*;
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
-    use crate::formats::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
+    use crate::formats::common::x86::hsum_f32x8;
+    use crate::formats::kquant_common::x86::{load128, load256, pair_scales};
 
     /// The SIMD dot product: the 2-bit parts go through `maddubs` as unsigned bytes and the
     /// "minus 4" of a clear third bit as a second `maddubs` that is subtracted, then `I::dpwssd`
@@ -231,7 +232,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::kquant_common::f32_to_f16_bits;
+    use crate::formats::common::f32_to_f16;
 
     /// d = 0.5; scale j (biased) = 2j + 1 → signed 2j − 31; quant of value v = (v % 8) − 4.
     fn hand_block() -> [u8; BLOCK_BYTES] {
@@ -251,7 +252,7 @@ mod tests {
             }
             b[SC + 8 + j % 4] |= (s >> 4) << (2 * (j / 4));
         }
-        b[D..D + 2].copy_from_slice(&f32_to_f16_bits(0.5).to_le_bytes());
+        b[D..D + 2].copy_from_slice(&f32_to_f16(0.5).to_le_bytes());
         b
     }
 

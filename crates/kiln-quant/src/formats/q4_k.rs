@@ -169,7 +169,8 @@ mod x86 {
     use super::*;
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
-    use crate::formats::kquant_common::x86::{hsum_f32x4, hsum_f32x8, load256};
+    use crate::formats::common::x86::hsum_f32x8;
+    use crate::formats::kquant_common::x86::{hsum_f32x4, load256};
 
     /// The SIMD dot product: per 64 values one 32-byte load of nibbles, two `maddubs` (u4 × i8
     /// → i16 pairs) and two `I::dpwssd` by the sub-block scales (`madd` + add on AVX2, one
@@ -381,14 +382,14 @@ mod x86_orders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::kquant_common::f32_to_f16_bits;
+    use crate::formats::common::f32_to_f16;
 
     /// A block with d = 0.5, dmin = 0.25, scales (1, 2, …, 8), mins (8, 7, …, 1); sub-block j's
     /// quants are `(l + j) % 16`.
     fn hand_block() -> [u8; BLOCK_BYTES] {
         let mut b = [0u8; BLOCK_BYTES];
-        b[0..2].copy_from_slice(&f32_to_f16_bits(0.5).to_le_bytes());
-        b[2..4].copy_from_slice(&f32_to_f16_bits(0.25).to_le_bytes());
+        b[0..2].copy_from_slice(&f32_to_f16(0.5).to_le_bytes());
+        b[2..4].copy_from_slice(&f32_to_f16(0.25).to_le_bytes());
         // Scales and mins below 16, so the packing is: bytes 0–3 scales 1–4, bytes 4–7 mins 8–5,
         // bytes 8–11 = scale (low nibble) | min << 4 for sub-blocks 4–7.
         b[4..16].copy_from_slice(&[1, 2, 3, 4, 8, 7, 6, 5, 5 | 4 << 4, 6 | 3 << 4, 7 | 2 << 4, 8 | 1 << 4]);

@@ -181,7 +181,8 @@ mod x86 {
     use super::*;
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
-    use crate::formats::kquant_common::x86::{hsum_f32x8, load256};
+    use crate::formats::common::x86::hsum_f32x8;
+    use crate::formats::kquant_common::x86::load256;
 
     /// The SIMD dot product: 5-bit quants assembled from a nibble and a `qh` bit, then `maddubs`
     /// / `I::dpwssd` per sub-block as in Q4_K; the min terms once per block from `bsums`.
@@ -243,13 +244,13 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::kquant_common::f32_to_f16_bits;
+    use crate::formats::common::f32_to_f16;
 
     /// d = 0.25, dmin = 1, scales 1..=8, mins 0..8; the quant of value i is (3i) % 32.
     fn hand_block() -> [u8; BLOCK_BYTES] {
         let mut b = [0u8; BLOCK_BYTES];
-        b[0..2].copy_from_slice(&f32_to_f16_bits(0.25).to_le_bytes());
-        b[2..4].copy_from_slice(&f32_to_f16_bits(1.0).to_le_bytes());
+        b[0..2].copy_from_slice(&f32_to_f16(0.25).to_le_bytes());
+        b[2..4].copy_from_slice(&f32_to_f16(1.0).to_le_bytes());
         let ls = [1, 2, 3, 4, 5, 6, 7, 8];
         let lm = [0, 1, 2, 3, 4, 5, 6, 7];
         b[4..16].copy_from_slice(&pack_scales_mins_k4(&ls, &lm));

@@ -160,7 +160,8 @@ mod x86 {
     use super::*;
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
-    use crate::formats::kquant_common::x86::{hsum_f32x8, load128, load256, pair_scales};
+    use crate::formats::common::x86::hsum_f32x8;
+    use crate::formats::kquant_common::x86::{load128, load256, pair_scales};
 
     /// The SIMD dot product: the 6-bit quants are assembled unsigned (`0..64`) with shifts and
     /// masks, multiplied with `maddubs` and by the group scales with `I::dpwssd` (`madd` + add
@@ -282,7 +283,7 @@ fn block_int(x: &[u8], yb: &[u8]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::kquant_common::f32_to_f16_bits;
+    use crate::formats::common::f32_to_f16;
 
     /// d = 0.125, group scales j − 8 (−8 … 7), quant of value i = i % 64 (stored), i.e. i % 64 − 32.
     fn hand_block() -> [u8; BLOCK_BYTES] {
@@ -298,7 +299,7 @@ mod tests {
         for j in 0..16 {
             b[SC + j] = (j as i8 - 8) as u8;
         }
-        b[D..D + 2].copy_from_slice(&f32_to_f16_bits(0.125).to_le_bytes());
+        b[D..D + 2].copy_from_slice(&f32_to_f16(0.125).to_le_bytes());
         b
     }
 
@@ -361,7 +362,7 @@ mod tests {
         let x: Vec<f32> = (0..QK_K).map(|i| ((i % 16) as f32 - 16.0) * 0.5).collect();
         let mut b = [0u8; BLOCK_BYTES];
         quantize(&x, &mut b);
-        assert_eq!(u16::from_le_bytes([b[D], b[D + 1]]), f32_to_f16_bits(-1.0 / 512.0));
+        assert_eq!(u16::from_le_bytes([b[D], b[D + 1]]), f32_to_f16(-1.0 / 512.0));
         assert!(b[SC..D].iter().all(|&s| s as i8 == -128));
         let mut y = [0f32; QK_K];
         dequantize(&b, &mut y);
