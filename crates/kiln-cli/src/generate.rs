@@ -138,7 +138,8 @@ pub fn run(loaded: &Loaded, req: &Request) -> anyhow::Result<Output> {
     let mut text = String::new();
     let mut detok = Detokenizer::new(tok);
     let mut out = std::io::stdout().lock();
-    let mut finish: Option<FinishReason> = None;
+    // `--max-tokens 0` generates nothing (the prompt is still evaluated).
+    let mut finish: Option<FinishReason> = (max_tokens == 0).then_some(FinishReason::Length);
     let mut stop_string = None;
     let t1 = Instant::now();
     let mut emit = |s: &str, text: &mut String| -> anyhow::Result<()> {

@@ -141,6 +141,9 @@ fn stop_string_and_length_finish() {
         json_ok(kiln(&["generate", "-m", m, "--temperature", "0", "-n", "3", "--json", "The capital of France is"]));
     assert_eq!(out["generated_ids"], serde_json::json!([7042, 30, 198]));
     assert_eq!(out["finish_reason"], "length");
+    let out = json_ok(kiln(&["generate", "-m", m, "-n", "0", "--json", "The capital of France is"]));
+    assert_eq!(out["generated_ids"], serde_json::json!([]));
+    assert_eq!((out["text"].as_str(), out["finish_reason"].as_str()), (Some(""), Some("length")));
 }
 
 #[test]
