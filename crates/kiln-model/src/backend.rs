@@ -39,6 +39,41 @@ pub struct Rope {
     pub base: f32,
     /// Linear position scaling (1.0 = none).
     pub freq_scale: f32,
+    /// YaRN extrapolation/interpolation mix and magnitude correction, if the model uses it.
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN RoPE scaling parameters, as ggml's `rope_yarn` takes them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    /// Weight of the extrapolation ramp (1.0 for YaRN models).
+    pub ext_factor: f32,
+    /// Magnitude factor (ggml multiplies it by `1 + 0.1·ln(1/freq_scale)` when `ext_factor ≠ 0`).
+    pub attn_factor: f32,
+    /// Context length the model was trained on before scaling.
+    pub n_ctx_orig: usize,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+}
+
+/// A mixture-of-experts FFN with a softmax-over-top-k router and per-expert biases (gpt-oss).
+/// The expert tensors are 3-D: `[n_embd, n_ff, n_expert]` for gate/up, `[n_ff, n_embd, n_expert]`
+/// for down; their biases `[n_ff, n_expert]` / `[n_embd, n_expert]`.
+pub struct Moe<'a, W> {
+    pub router: &'a W,
+    pub router_b: Option<&'a W>,
+    pub gate: &'a W,
+    pub gate_b: &'a W,
+    pub up: &'a W,
+    pub up_b: &'a W,
+    pub down: &'a W,
+    pub down_b: &'a W,
+    pub n_expert: usize,
+    pub n_used: usize,
+    pub n_ff: usize,
+    /// Clamped SwiGLU: `min(gate, limit) · σ(alpha · min(gate, limit)) · (clamp(up, ±limit) + 1)`.
+    pub alpha: f32,
+    pub limit: f32,
 }
 
 /// Where each row of a batch lives: its sequence's KV block table and its position.
@@ -94,7 +129,9 @@ pub trait Backend: Send + Sync {
     /// Writes the K and V rows of this batch into layer `layer` of the cache.
     fn kv_write(&self, kv: &mut Self::Kv, layer: usize, rows: &[RowKv<'_>], k: &Self::Act, v: &Self::Act);
     /// Causal attention of each row's query heads over its sequence's cached K/V (which already
-    /// holds this batch's rows).
+    /// holds this batch's rows). `sinks`, if given, holds one logit per query head that joins the
+    /// softmax denominator with no value (gpt-oss attention sinks).
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         kv: &Self::Kv,
@@ -102,8 +139,12 @@ pub trait Backend: Send + Sync {
         rows: &[RowKv<'_>],
         q: &Self::Act,
         p: &AttnParams,
+        sinks: Option<&Self::Weight>,
         out: &mut Self::Act,
     );
+    /// Mixture-of-experts FFN of every row of `x`: route (top-k of the router logits, softmax over
+    /// those k), run only the chosen experts, and sum their outputs weighted.
+    fn moe(&self, x: &Self::Act, m: &Moe<'_, Self::Weight>, out: &mut Self::Act);
     /// Copies the chosen rows of `x` into a new activation.
     fn gather_rows(&self, x: &Self::Act, rows: &[usize]) -> Self::Act;
     /// `x = cap * tanh(x / cap)`.

@@ -2,6 +2,7 @@
 
 use kiln_gguf::GgufFile;
 
+use crate::backend::Yarn;
 use crate::{ModelError, Result};
 
 /// The architectures kiln runs.
@@ -13,6 +14,9 @@ pub enum Arch {
     Qwen2,
     /// `gemma3`: embedding scaling, QK-norm, pre/post norms, GeGLU, interleaved sliding-window layers.
     Gemma3,
+    /// `gpt-oss`: attention with biases and per-head sinks, YaRN RoPE, alternating sliding-window
+    /// layers, MXFP4 mixture-of-experts FFN with clamped SwiGLU.
+    GptOss,
 }
 
 /// How RoPE pairs dimensions.
@@ -59,6 +63,14 @@ pub struct Config {
     pub embed_scale: Option<f32>,
     /// Final logit soft-capping (Gemma 2 style), if set.
     pub final_softcap: Option<f32>,
+    /// Linear RoPE scaling of sliding-window layers (Gemma 3: none; gpt-oss: as the others).
+    pub rope_freq_scale_swa: f32,
+    /// YaRN parameters, when `rope.scaling.type` is `yarn`.
+    pub yarn: Option<Yarn>,
+    /// Experts per MoE layer (0: dense FFN).
+    pub n_expert: usize,
+    /// Experts each token is routed to.
+    pub n_expert_used: usize,
 }
 
 fn hp(key: &str, msg: impl Into<String>) -> ModelError {
@@ -90,12 +102,17 @@ impl Config {
             "llama" => Arch::Llama,
             "qwen2" => Arch::Qwen2,
             "gemma3" => Arch::Gemma3,
+            "gpt-oss" => Arch::GptOss,
             other => return Err(ModelError::UnsupportedArch(other.to_string())),
         };
         let k = |s: &str| format!("{name}.{s}");
         let n_layer = req_usize(f, &k("block_count"))?;
         let n_embd = req_usize(f, &k("embedding_length"))?;
-        let n_ff = req_usize(f, &k("feed_forward_length"))?;
+        // gpt-oss: the experts' width (`expert_feed_forward_length`, else `feed_forward_length`).
+        let n_ff = match (arch, opt_usize(f, &k("expert_feed_forward_length"))?) {
+            (Arch::GptOss, Some(w)) => w,
+            _ => req_usize(f, &k("feed_forward_length"))?,
+        };
         let n_head = req_usize(f, &k("attention.head_count"))?;
         let n_head_kv = opt_usize(f, &k("attention.head_count_kv"))?.unwrap_or(n_head);
         if n_head % n_head_kv != 0 {
@@ -119,9 +136,31 @@ impl Config {
             return Err(hp(&k("attention.layer_norm_rms_epsilon"), format!("{rms_eps}")));
         }
         let rope_base = f.get_opt_f32(&k("rope.freq_base"))?.unwrap_or(10_000.0);
-        let rope_base_swa = f.get_opt_f32(&k("rope.freq_base_swa"))?.unwrap_or(10_000.0);
+        // gpt-oss's sliding-window layers share the global RoPE unless the file says otherwise.
+        let swa_base_default = if arch == Arch::GptOss { rope_base } else { 10_000.0 };
+        let rope_base_swa = f.get_opt_f32(&k("rope.freq_base_swa"))?.unwrap_or(swa_base_default);
+        let mut yarn = None;
         let rope_freq_scale = match f.get_opt_str(&k("rope.scaling.type"))? {
             None | Some("none") => 1.0,
+            Some("yarn") if arch == Arch::GptOss => {
+                let factor = f.get_f32(&k("rope.scaling.factor"))?;
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(hp(&k("rope.scaling.factor"), format!("{factor}")));
+                }
+                let n_ctx_orig = opt_usize(f, &k("rope.scaling.original_context_length"))?.unwrap_or(n_ctx_train);
+                // As llama.cpp's context setup: attn_factor = mscale(factor) / (1 + 0.1·ln factor),
+                // ggml's rope then multiplies by (1 + 0.1·ln factor) again.
+                let mscale = if factor <= 1.0 { 1.0 } else { 0.1 * factor.ln() + 1.0 };
+                let attn_factor = mscale * (1.0 / (1.0 + 0.1 * factor.ln()));
+                yarn = Some(Yarn {
+                    ext_factor: 1.0,
+                    attn_factor,
+                    n_ctx_orig,
+                    beta_fast: f.get_opt_f32(&k("rope.scaling.yarn_beta_fast"))?.unwrap_or(32.0),
+                    beta_slow: f.get_opt_f32(&k("rope.scaling.yarn_beta_slow"))?.unwrap_or(1.0),
+                });
+                1.0 / factor
+            }
             Some("linear") => {
                 let factor = f.get_f32(&k("rope.scaling.factor"))?;
                 if !(factor.is_finite() && factor > 0.0) {
@@ -144,7 +183,25 @@ impl Config {
                 let scale = 1.0 / (head_dim as f32).sqrt();
                 (RopeStyle::Neox, window, swa, scale, Some((n_embd as f32).sqrt()))
             }
+            Arch::GptOss => {
+                let window = Some(req_usize(f, &k("attention.sliding_window"))?);
+                // llama.cpp's swa pattern 2: even layers slide, odd layers see everything.
+                let swa: Vec<bool> = (0..n_layer).map(|il| il % 2 == 0).collect();
+                (RopeStyle::Neox, window, swa, 1.0 / (head_dim as f32).sqrt(), None)
+            }
         };
+        let (n_expert, n_expert_used) = match arch {
+            Arch::GptOss => {
+                let ne = req_usize(f, &k("expert_count"))?;
+                let nu = req_usize(f, &k("expert_used_count"))?;
+                if nu > ne {
+                    return Err(hp(&k("expert_used_count"), format!("{nu} > expert_count {ne}")));
+                }
+                (ne, nu)
+            }
+            _ => (0, 0),
+        };
+        let rope_freq_scale_swa = if arch == Arch::GptOss { rope_freq_scale } else { 1.0 };
         Ok(Config {
             arch,
             n_layer,
@@ -167,6 +224,10 @@ impl Config {
             attn_scale,
             embed_scale,
             final_softcap,
+            rope_freq_scale_swa,
+            yarn,
+            n_expert,
+            n_expert_used,
         })
     }
 
@@ -175,9 +236,9 @@ impl Config {
         if self.swa_layers[il] { self.rope_base_swa } else { self.rope_base }
     }
 
-    /// Linear RoPE scaling for layer `il` (sliding-window layers are never scaled).
+    /// Linear RoPE scaling for layer `il` (Gemma 3's sliding-window layers are never scaled).
     pub fn rope_scale_for(&self, il: usize) -> f32 {
-        if self.swa_layers[il] { 1.0 } else { self.rope_freq_scale }
+        if self.swa_layers[il] { self.rope_freq_scale_swa } else { self.rope_freq_scale }
     }
 
     /// Sliding window of layer `il`, if it has one.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kiln_gguf::GgufFile;
 
-use crate::arch::{gemma3, llama};
+use crate::arch::{gemma3, gpt_oss, llama};
 use crate::backend::{Backend, RowKv, WeightData};
 use crate::config::{Arch, Config};
 use crate::kv::{DEFAULT_BLOCK_SIZE, KvCache, KvLayout, SeqKv};
@@ -71,6 +71,7 @@ impl<W> Head<W> {
 pub(crate) enum ArchWeights<W> {
     Llama(llama::Weights<W>),
     Gemma3(gemma3::Weights<W>),
+    GptOss(gpt_oss::Weights<W>),
 }
 
 /// One forward call's input: rows of (token, sequence). Each sequence's rows take the next
@@ -125,6 +126,7 @@ impl<B: Backend> Model<B> {
         let weights = match config.arch {
             Arch::Llama | Arch::Qwen2 => ArchWeights::Llama(llama::Weights::bind(&binder, &config)?),
             Arch::Gemma3 => ArchWeights::Gemma3(gemma3::Weights::bind(&binder, &config)?),
+            Arch::GptOss => ArchWeights::GptOss(gpt_oss::Weights::bind(&binder, &config)?),
         };
         Ok(Model { config, backend, weights, file })
     }
@@ -197,6 +199,7 @@ impl<B: Backend> Model<B> {
         let logits = match &self.weights {
             ArchWeights::Llama(w) => llama::forward(self, w, kv, &rows, &pos, batch),
             ArchWeights::Gemma3(w) => gemma3::forward(self, w, kv, &rows, &pos, batch),
+            ArchWeights::GptOss(w) => gpt_oss::forward(self, w, kv, &rows, &pos, batch),
         };
         drop(rows);
         for (s, len) in seqs.iter_mut().zip(next) {

@@ -80,8 +80,13 @@ pub(crate) fn forward<B: Backend>(
     let mut u = be.act(n, c.n_ff);
     let mut gu = be.act(n, c.n_ff);
     for (il, l) in w.layers.iter().enumerate() {
-        let rope =
-            Rope { style: c.rope_style, n_rot: c.n_rot, base: c.rope_base_for(il), freq_scale: c.rope_scale_for(il) };
+        let rope = Rope {
+            style: c.rope_style,
+            n_rot: c.n_rot,
+            base: c.rope_base_for(il),
+            freq_scale: c.rope_scale_for(il),
+            yarn: None,
+        };
         let attn = AttnParams {
             n_head: c.n_head,
             n_head_kv: c.n_head_kv,
@@ -103,7 +108,7 @@ pub(crate) fn forward<B: Backend>(
         // scores (the same in exact arithmetic; not once the queries are rounded to f16).
         be.scale(&mut qn, c.attn_scale);
         be.kv_write(&mut kv.store, il, rows, &kn, &v);
-        be.attention(&kv.store, il, rows, &qn, &attn, &mut a);
+        be.attention(&kv.store, il, rows, &qn, &attn, None, &mut a);
         be.matmul(&a, &l.wo, None, &mut o);
         if il + 1 == c.n_layer {
             // As llama.cpp: the rest of the last layer only for the rows whose logits are wanted.

@@ -86,8 +86,13 @@ pub(crate) fn forward<B: Backend>(
     let mut u = be.act(n, c.n_ff);
     let mut gu = be.act(n, c.n_ff);
     for (il, l) in w.layers.iter().enumerate() {
-        let rope =
-            Rope { style: c.rope_style, n_rot: c.n_rot, base: c.rope_base_for(il), freq_scale: c.rope_scale_for(il) };
+        let rope = Rope {
+            style: c.rope_style,
+            n_rot: c.n_rot,
+            base: c.rope_base_for(il),
+            freq_scale: c.rope_scale_for(il),
+            yarn: None,
+        };
         be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h);
         be.matmul(&h, &l.wq, l.bq.as_ref(), &mut q);
         be.matmul(&h, &l.wk, l.bk.as_ref(), &mut k);
@@ -95,7 +100,7 @@ pub(crate) fn forward<B: Backend>(
         be.rope(&mut q, c.head_dim, pos, &rope);
         be.rope(&mut k, c.head_dim, pos, &rope);
         be.kv_write(&mut kv.store, il, rows, &k, &v);
-        be.attention(&kv.store, il, rows, &q, &attn, &mut a);
+        be.attention(&kv.store, il, rows, &q, &attn, None, &mut a);
         be.matmul(&a, &l.wo, l.bo.as_ref(), &mut o);
         if il + 1 == c.n_layer {
             // As llama.cpp: the last layer's FFN only for the rows whose logits are wanted.

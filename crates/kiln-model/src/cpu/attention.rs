@@ -33,6 +33,7 @@ const SPLIT_KV_MIN: usize = 512;
 /// The number of chunks of that split: the thread count of the reference fixtures (`-t 2`).
 const SPLIT_KV_CHUNKS: usize = 2;
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     pool: &Pool,
     kv: &CpuKv,
@@ -40,6 +41,7 @@ pub(super) fn attention(
     rows: &[RowKv<'_>],
     q: &CpuAct,
     p: &AttnParams,
+    sinks: Option<&[f32]>,
     out: &mut CpuAct,
 ) {
     let group = p.n_head / p.n_head_kv;
@@ -65,6 +67,7 @@ pub(super) fn attention(
         let (i, h) = (task / p.n_head, task % p.n_head);
         let r = &rows[i];
         let kvh = h / group;
+        let sink = sinks.map(|s| s[h]);
         let lo = match p.window {
             Some(w) => (r.pos + 1).saturating_sub(w),
             None => 0,
@@ -86,9 +89,9 @@ pub(super) fn attention(
                 &wd.kt[base..base + hd * KV_TILE]
             };
             let value = |t: usize| &wd.v[t * vw + kvh * hdv..t * vw + (kvh + 1) * hdv];
-            attend_f32(qsrc, lo..=r.pos, tile, value, p.scale, o);
+            attend_f32(qsrc, lo..=r.pos, tile, value, p.scale, sink, o);
         } else {
-            attend_f16(qsrc, lo..=r.pos, split_chunk, key, value, p.scale, o);
+            attend_f16(qsrc, lo..=r.pos, split_chunk, key, value, p.scale, sink, o);
         }
     });
 }
@@ -149,14 +152,15 @@ fn attend_f32<'a>(
     tile: impl Fn(usize) -> &'a [f32],
     value: impl Fn(usize) -> &'a [f32],
     scale: f32,
+    sink: Option<f32>,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if kiln_quant::simd::has_avx2_fma() {
         // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { attend_f32_fma(q, range, tile, value, scale, out) };
+        return unsafe { attend_f32_fma(q, range, tile, value, scale, sink, out) };
     }
-    attend_f32_body(q, range, tile, value, scale, out)
+    attend_f32_body(q, range, tile, value, scale, sink, out)
 }
 
 /// [`attend_f32`] compiled with FMA: `mul_add` becomes an instruction instead of an `fmaf` call,
@@ -169,9 +173,10 @@ fn attend_f32_fma<'a>(
     tile: impl Fn(usize) -> &'a [f32],
     value: impl Fn(usize) -> &'a [f32],
     scale: f32,
+    sink: Option<f32>,
     out: &mut [f32],
 ) {
-    attend_f32_body(q, range, tile, value, scale, out)
+    attend_f32_body(q, range, tile, value, scale, sink, out)
 }
 
 #[inline(always)]
@@ -181,6 +186,7 @@ fn attend_f32_body<'a>(
     tile: impl Fn(usize) -> &'a [f32],
     value: impl Fn(usize) -> &'a [f32],
     scale: f32,
+    sink: Option<f32>,
     out: &mut [f32],
 ) {
     let (lo, hi) = (*range.start(), *range.end());
@@ -222,6 +228,9 @@ fn attend_f32_body<'a>(
             acc.iter_mut().zip(value(t)).for_each(|(a, v)| *a = p.mul_add(*v, *a));
         }
     }
+    if let Some(s) = sink {
+        apply_sink(s, &mut m, &mut sum, &mut acc);
+    }
     let inv = 1.0 / sum;
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = a * inv;
@@ -234,6 +243,7 @@ fn attend_f32_body<'a>(
 /// A single-row batch over a long context (`split_kv`) takes ggml's split-KV path instead: the
 /// positions are cut into chunks, each chunk is attended as above (its own maximum, sum and f16
 /// accumulator), and the chunks are merged in f32 (`ggml_flash_attn_ext_reduce_partials`).
+#[allow(clippy::too_many_arguments)]
 fn attend_f16<'a>(
     q: &[f32],
     range: std::ops::RangeInclusive<usize>,
@@ -241,6 +251,7 @@ fn attend_f16<'a>(
     key: impl Fn(usize) -> &'a [f16],
     value: impl Fn(usize) -> &'a [f16],
     scale: f32,
+    sink: Option<f32>,
     out: &mut [f32],
 ) {
     let mut q16 = vec![f16::ZERO; q.len()];
@@ -248,12 +259,17 @@ fn attend_f16<'a>(
     let mut qf = vec![0f32; q.len()];
     q16.convert_to_f32_slice(&mut qf);
     let mut acc = vec![f16::ZERO; out.len()];
+    let mut acc32 = vec![0f32; out.len()];
     let (lo, hi) = (*range.start(), *range.end());
     let Some(chunk) = chunk else {
-        let (_, sum) = attend_f16_chunk(&qf, lo..=hi, &key, &value, scale, &mut acc);
+        let (mut m, mut sum) = attend_f16_chunk(&qf, lo..=hi, &key, &value, scale, &mut acc);
+        acc.convert_to_f32_slice(&mut acc32);
+        if let Some(s) = sink {
+            apply_sink(s, &mut m, &mut sum, &mut acc32);
+        }
         let inv = 1.0 / sum;
-        for (o, a) in out.iter_mut().zip(&acc) {
-            *o = a.to_f32() * inv;
+        for (o, a) in out.iter_mut().zip(&acc32) {
+            *o = a * inv;
         }
         return;
     };
@@ -261,22 +277,47 @@ fn attend_f16<'a>(
     out.iter_mut().for_each(|o| *o = 0.0);
     for c0 in (0..=hi).step_by(chunk) {
         let part = c0.max(lo)..=(c0 + chunk - 1).min(hi);
-        if part.is_empty() {
+        // As ggml, the sink joins the first chunk (even one the window leaves empty).
+        let sink = if c0 == 0 { sink } else { None };
+        if part.is_empty() && sink.is_none() {
             continue;
         }
         acc.fill(f16::ZERO);
-        let (mc, sc) = attend_f16_chunk(&qf, part, &key, &value, scale, &mut acc);
+        let (mut mc, mut sc) = if part.is_empty() {
+            (f32::NEG_INFINITY, 0.0)
+        } else {
+            attend_f16_chunk(&qf, part, &key, &value, scale, &mut acc)
+        };
+        acc.convert_to_f32_slice(&mut acc32);
+        if let Some(s) = sink {
+            apply_sink(s, &mut mc, &mut sc, &mut acc32);
+        }
         // As GCC compiles ggml's merge: the first product of `a*b + c*d` fused with the sum.
         let m_new = m.max(mc);
         let (s_old, s_new) = ((m - m_new).exp(), (mc - m_new).exp());
-        for (o, a) in out.iter_mut().zip(&acc) {
-            *o = o.mul_add(s_old, a.to_f32() * s_new);
+        for (o, a) in out.iter_mut().zip(&acc32) {
+            *o = o.mul_add(s_old, a * s_new);
         }
         sum = sum.mul_add(s_old, sc * s_new);
         m = m_new;
     }
     let inv = 1.0 / sum;
     out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Folds an attention sink (a logit with no value) into a finished softmax, as ggml's flash
+/// attention does after its last key: running maximum `m`, sum `sum`, unnormalized output `acc`.
+fn apply_sink(s: f32, m: &mut f32, sum: &mut f32, acc: &mut [f32]) {
+    let (mut ms, mut vs) = (1.0f32, 1.0f32);
+    if s > *m {
+        ms = (*m - s).exp();
+        *m = s;
+        acc.iter_mut().for_each(|a| *a *= ms);
+    } else {
+        vs = (s - *m).exp();
+    }
+    // GCC contracts `S*ms + vs`.
+    *sum = sum.mul_add(ms, vs);
 }
 
 /// ggml's `ggml_compute_forward_flash_attn_ext_f16_one_chunk` for one query head over `range`:
@@ -420,9 +461,9 @@ mod tests {
         for tiled in [false, true] {
             let mut out = vec![0f32; 8];
             if tiled {
-                attend_f32(&q, 0..=0, |_| &tile[..], |_| &v32[..], 0.125, &mut out);
+                attend_f32(&q, 0..=0, |_| &tile[..], |_| &v32[..], 0.125, None, &mut out);
             } else {
-                attend_f16(&q, 0..=0, None, |_| &k[..], |_| &v[..], 0.125, &mut out);
+                attend_f16(&q, 0..=0, None, |_| &k[..], |_| &v[..], 0.125, None, &mut out);
             }
             assert_eq!(out, (0..8).map(|i| i as f32 - 3.5).collect::<Vec<_>>());
         }
@@ -443,9 +484,9 @@ mod tests {
         let mut tile = vec![0f32; KV_TILE];
         tile[0] = 2.0;
         let vals32 = [[1.0f32], [-1.0]];
-        attend_f32(&[1.0], 0..=1, |_| &tile[..], |t| &vals32[t][..], 0.5, &mut out);
+        attend_f32(&[1.0], 0..=1, |_| &tile[..], |t| &vals32[t][..], 0.5, None, &mut out);
         assert!((out[0] as f64 - want).abs() < 1e-6, "{}", out[0]);
-        attend_f16(&[1.0], 0..=1, None, |t| &keys[t][..], |t| &vals[t][..], 0.5, &mut out);
+        attend_f16(&[1.0], 0..=1, None, |t| &keys[t][..], |t| &vals[t][..], 0.5, None, &mut out);
         assert!((out[0] as f64 - want).abs() < 1e-3, "{}", out[0]);
     }
 }

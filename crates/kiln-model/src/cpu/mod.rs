@@ -24,7 +24,7 @@ use half::slice::HalfFloatSliceExt;
 use kiln_gguf::GgufFile;
 use kiln_quant::GgmlType;
 
-use crate::backend::{AttnParams, Backend, Glu, Rope, RowKv, WeightData};
+use crate::backend::{AttnParams, Backend, Glu, Moe, Rope, RowKv, WeightData};
 use crate::config::RopeStyle;
 use crate::kv::KvLayout;
 use crate::{ModelError, Result};
@@ -61,7 +61,8 @@ impl CpuBackend {
 }
 
 /// A weight on the CPU: a byte range of the memory map, plus an f32 copy for 1-D tensors (norms,
-/// biases), which are tiny and used as vectors.
+/// biases) and for any `*.bias` tensor (gpt-oss's per-expert biases are 2-D), which are tiny and
+/// used as vectors.
 pub struct CpuWeight {
     ty: GgmlType,
     /// Number of rows (product of the other dimensions).
@@ -115,8 +116,8 @@ impl Backend for CpuBackend {
             ty: w.ty,
             role: "a weight",
         })?;
-        let vec = if w.shape.len() == 1 {
-            let mut v = vec![0f32; cols];
+        let vec = if w.shape.len() == 1 || w.name.ends_with(".bias") {
+            let mut v = vec![0f32; cols * rows];
             (traits.dequantize)(w.bytes, &mut v);
             Some(v)
         } else {
@@ -207,6 +208,17 @@ impl Backend for CpuBackend {
     fn rope(&self, x: &mut CpuAct, head_dim: usize, pos: &[usize], rope: &Rope) {
         let half = rope.n_rot / 2;
         let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
+        // YaRN (ggml's `rope_yarn`): correction dimensions and magnitude, once per call.
+        let yarn = rope.yarn.filter(|y| y.ext_factor != 0.0).map(|y| {
+            let corr = |beta: f32| {
+                rope.n_rot as f32 * (y.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                    / (2.0 * rope.base.ln())
+            };
+            let low = corr(y.beta_fast).floor().max(0.0);
+            let high = corr(y.beta_slow).ceil().min(rope.n_rot as f32 - 1.0);
+            let mscale = y.attn_factor * (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
+            (low, high, y.ext_factor, mscale)
+        });
         let cols = x.cols;
         let per = self.rows_per_task(x.rows, cols);
         self.pool.chunks_mut(&mut x.data, per * cols, |ci, rows| {
@@ -214,10 +226,25 @@ impl Backend for CpuBackend {
                 let p = pos[ci * per + ri];
                 // cos/sin of p·scale·base^(-2j/n_rot), the angle built by repeated multiplication as ggml does.
                 let mut cs = Vec::with_capacity(half);
-                let mut theta = p as f32 * rope.freq_scale;
-                for _ in 0..half {
-                    cs.push((theta.cos(), theta.sin()));
-                    theta *= theta_scale;
+                match yarn {
+                    None => {
+                        let mut theta = p as f32 * rope.freq_scale;
+                        for _ in 0..half {
+                            cs.push((theta.cos(), theta.sin()));
+                            theta *= theta_scale;
+                        }
+                    }
+                    Some((low, high, ext, mscale)) => {
+                        let mut extrap = p as f32;
+                        for j in 0..half {
+                            let interp = rope.freq_scale * extrap;
+                            let y = (j as f32 - low) / (high - low).max(0.001);
+                            let mix = (1.0 - y.clamp(0.0, 1.0)) * ext;
+                            let theta = interp * (1.0 - mix) + extrap * mix;
+                            cs.push((theta.cos() * mscale, theta.sin() * mscale));
+                            extrap *= theta_scale;
+                        }
+                    }
                 }
                 for head in row.chunks_mut(head_dim) {
                     for (j, &(c, s)) in cs.iter().enumerate() {
@@ -245,8 +272,88 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn attention(&self, kv: &CpuKv, layer: usize, rows: &[RowKv<'_>], q: &CpuAct, p: &AttnParams, out: &mut CpuAct) {
-        attention::attention(&self.pool, kv, layer, rows, q, p, out);
+    fn attention(
+        &self,
+        kv: &CpuKv,
+        layer: usize,
+        rows: &[RowKv<'_>],
+        q: &CpuAct,
+        p: &AttnParams,
+        sinks: Option<&CpuWeight>,
+        out: &mut CpuAct,
+    ) {
+        let sinks = sinks.map(|w| w.vec.as_deref().expect("sinks are vectors"));
+        attention::attention(&self.pool, kv, layer, rows, q, p, sinks, out);
+    }
+
+    fn moe(&self, x: &CpuAct, m: &Moe<'_, CpuWeight>, out: &mut CpuAct) {
+        let (n, e) = (x.rows, x.cols);
+        // Router: logits = W·x + b; the top `n_used` logits, softmax over those only.
+        let mut logits = self.act(n, m.n_expert);
+        self.matmul(x, m.router, m.router_b, &mut logits);
+        let mut chosen: Vec<Vec<(usize, f32)>> = Vec::with_capacity(n);
+        for row in logits.data.chunks(m.n_expert) {
+            let mut idx: Vec<usize> = (0..m.n_expert).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            idx.truncate(m.n_used);
+            let max = row[idx[0]];
+            let ex: Vec<f32> = idx.iter().map(|&i| (row[i] - max).exp()).collect();
+            let sum: f64 = ex.iter().map(|&v| v as f64).sum();
+            let inv = (1.0 / sum) as f32;
+            chosen.push(idx.into_iter().zip(ex).map(|(i, v)| (i, v * inv)).collect());
+        }
+        // Each expert over the rows routed to it; outputs kept per (row, slot) to sum in slot order.
+        let mut slots = vec![0f32; n * m.n_used * e];
+        let n_expert = m.n_expert;
+        let slice = |w: &'_ CpuWeight, ex: usize| -> &[u8] {
+            let per = w.len / n_expert;
+            &self.file.bytes()[w.offset + ex * per..w.offset + (ex + 1) * per]
+        };
+        fn bias(w: &CpuWeight, ex: usize, width: usize) -> &[f32] {
+            &w.vec.as_deref().expect("expert biases are vectors")[ex * width..(ex + 1) * width]
+        }
+        let add_bias = |a: &mut CpuAct, b: &[f32]| {
+            a.data.chunks_mut(a.cols).for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+        };
+        for ex in 0..m.n_expert {
+            let routed: Vec<(usize, usize, f32)> = chosen
+                .iter()
+                .enumerate()
+                .filter_map(|(r, c)| c.iter().position(|&(i, _)| i == ex).map(|s| (r, s, c[s].1)))
+                .collect();
+            if routed.is_empty() {
+                continue;
+            }
+            let rows: Vec<usize> = routed.iter().map(|&(r, _, _)| r).collect();
+            let xs = self.gather_rows(x, &rows);
+            let k = rows.len();
+            let mut g = self.act(k, m.n_ff);
+            let mut u = self.act(k, m.n_ff);
+            matmul::matmul(&self.pool, slice(m.gate, ex), m.gate.ty, m.n_ff, &xs, &mut g);
+            add_bias(&mut g, bias(m.gate_b, ex, m.n_ff));
+            matmul::matmul(&self.pool, slice(m.up, ex), m.up.ty, m.n_ff, &xs, &mut u);
+            add_bias(&mut u, bias(m.up_b, ex, m.n_ff));
+            // Clamped SwiGLU, as ggml's `swiglu_oai`.
+            for (gv, &uv) in g.data.iter_mut().zip(&u.data) {
+                let gx = gv.min(m.limit);
+                let uy = uv.clamp(-m.limit, m.limit);
+                *gv = gx / (1.0 + (m.alpha * -gx).exp()) * (uy + 1.0);
+            }
+            let mut d = self.act(k, e);
+            matmul::matmul(&self.pool, slice(m.down, ex), m.down.ty, e, &g, &mut d);
+            add_bias(&mut d, bias(m.down_b, ex, e));
+            for (i, &(r, s, wt)) in routed.iter().enumerate() {
+                let dst = &mut slots[(r * m.n_used + s) * e..(r * m.n_used + s + 1) * e];
+                dst.iter_mut().zip(&d.data[i * e..(i + 1) * e]).for_each(|(o, v)| *o = v * wt);
+            }
+        }
+        for (r, o) in out.data.chunks_mut(e).enumerate() {
+            o.copy_from_slice(&slots[r * m.n_used * e..(r * m.n_used + 1) * e]);
+            for s in 1..m.n_used {
+                let src = &slots[(r * m.n_used + s) * e..(r * m.n_used + s + 1) * e];
+                o.iter_mut().zip(src).for_each(|(o, v)| *o += v);
+            }
+        }
     }
 
     fn gather_rows(&self, x: &CpuAct, rows: &[usize]) -> CpuAct {
