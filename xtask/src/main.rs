@@ -2,6 +2,7 @@
 
 mod f64ref;
 mod llamacpp;
+mod synth;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,6 +61,11 @@ enum Cmd {
         #[arg(long, value_name = "SHA")]
         llama_commit: Option<String>,
     },
+    /// Write a random-weight GGUF with a real model's layout (deterministic from --seed).
+    Synth {
+        #[command(subcommand)]
+        model: SynthCmd,
+    },
     /// Compute the float64 reference of the llama.cpp fixtures (numpy over gguf-py's weights).
     ///
     /// For every fixture <model>/<prompt>.json of crates/kiln-model/tests/fixtures/llamacpp,
@@ -78,6 +84,13 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         python: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SynthCmd {
+    /// gpt-oss: MXFP4 experts, Q8_0 attention/embedding/output, F32 norms/biases/router/sinks,
+    /// the `gpt-oss.*` metadata and a small byte-level gpt2 vocabulary.
+    GptOss(synth::GptOssArgs),
 }
 
 fn main() -> Result<()> {
@@ -106,6 +119,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Synth { model: SynthCmd::GptOss(args) } => synth::run_gpt_oss(&args),
         Cmd::F64Reference { models, prompts, python } => {
             f64ref::run(&f64ref::Options { models, prompts, python, fixture_dir: llamacpp::default_fixture_dir() })
         }
