@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use kiln_model::{Batch, CpuBackend, Model, SeqKv};
 use kiln_sample::{FinishReason, Sampler, SamplingParams, StopCriteria, StopStrings};
-use kiln_tokenizer::{ChatOptions, ChatTemplate, Detokenizer, Message, Tokenizer};
+use kiln_tokenizer::{Detokenizer, Message, Tokenizer};
 use serde::Serialize;
 
 /// What to generate and how.
@@ -68,27 +68,15 @@ pub fn load(path: &Path, threads: usize) -> anyhow::Result<Loaded> {
 /// added when the model wants it (and the template did not already write it).
 pub fn prompt_ids(tok: &Tokenizer, req: &Request) -> anyhow::Result<Vec<u32>> {
     let text = if req.chat {
-        let Some(src) = tok.chat_template() else {
+        if tok.chat_template().is_none() {
             bail!("--chat: the model has no chat template (tokenizer.chat_template)")
-        };
-        let template = ChatTemplate::new(src).context("compiling the chat template")?;
-        let piece = |id: Option<u32>| {
-            id.and_then(|id| tok.token_to_piece(id, true).ok())
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default()
-        };
+        }
         let mut messages = Vec::new();
         if let Some(s) = &req.system {
             messages.push(Message::new("system", s));
         }
         messages.push(Message::new("user", &req.prompt));
-        let options = ChatOptions {
-            add_generation_prompt: true,
-            bos_token: piece(tok.bos_id()),
-            eos_token: piece(tok.eos_id()),
-            ..ChatOptions::default()
-        };
-        template.render(&messages, &options).context("rendering the chat template")?
+        tok.render_chat(&messages, true).context("rendering the chat template")?
     } else {
         req.prompt.clone()
     };
