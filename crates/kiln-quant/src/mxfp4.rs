@@ -210,7 +210,7 @@ mod x86 {
 
     use super::{BLOCK_BYTES, E8M0_HALF, KVALUES};
     use crate::formats::common::dot_entry_points;
-    use crate::formats::common::x86::{Isa, f16_le, halves8, hsum_f32x8, load16, load32, sum_lanes8, unpack_nibbles};
+    use crate::formats::common::x86::{Isa, f16_le, halves8, load16, load32, sum_lanes8, unpack_nibbles};
 
     /// [`KVALUES`] plus 12: the doubled E2M1 values as unsigned bytes 0..24.
     const KVALUES_PLUS_12: [u8; 16] = {
@@ -252,11 +252,12 @@ mod x86 {
         _mm256_castsi256_ps(_mm256_blendv_epi8(normal, tiny, is_tiny))
     }
 
-    /// SIMD MXFP4 · Q8_0.
-    /// Eight blocks per step: each block's integer dot product, the eight horizontal sums
-    /// reduced together into one vector (lane k = block k's exact `sumi`), then one multiply-add
-    /// with the eight block scales (their halves converted at once). The last (< 8) blocks go one
-    /// by one.
+    /// SIMD MXFP4 · Q8_0 in the order of llama.cpp's x86 CPU path for MXFP4 weights: ggml-cpu
+    /// repacks MXFP4 matrices whose row count is a multiple of 8 (every gpt-oss expert matrix)
+    /// and multiplies them with `ggml_gemv_mxfp4_8x8_q8_0`, which per output takes each block's
+    /// exact integer dot product and chains `acc = fma(sumi, e8m0_half(e) · d_y, acc)` over the
+    /// blocks in order. Eight blocks' integer sums are made at once (lane k = block k's exact
+    /// `sumi`) and their eight scales converted together; the chain itself is scalar.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C and `I`'s features; only the entry points that
@@ -271,7 +272,8 @@ mod x86 {
         // features, and its caller checked them at run time.
         unsafe {
             let table = _mm256_broadcastsi128_si256(load16(&KVALUES_PLUS_12));
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = 0f32;
+            let (mut sumi, mut scale) = ([0f32; 8], [0f32; 8]);
             for (x, y) in x8.iter().zip(y8) {
                 let dx = e8m0_half8(x.each_ref().map(|b| b[0]));
                 let dy = halves8(y.each_ref().map(|b| [b[0], b[1]]));
@@ -281,17 +283,20 @@ mod x86 {
                 for (k, p) in p.iter_mut().enumerate() {
                     *p = ints::<I>(&x[k], &y[k], table);
                 }
-                let sumi = sum_lanes8(p);
-                // ggml's order: d = d_y · 2^(e−128), then d · sumi.
-                acc = _mm256_fmadd_ps(_mm256_mul_ps(dy, dx), _mm256_cvtepi32_ps(sumi), acc);
+                _mm256_storeu_ps(sumi.as_mut_ptr(), _mm256_cvtepi32_ps(sum_lanes8(p)));
+                _mm256_storeu_ps(scale.as_mut_ptr(), _mm256_mul_ps(dx, dy));
+                for (s, d) in sumi.iter().zip(&scale) {
+                    acc = s.mul_add(*d, acc);
+                }
             }
             let done = x8.len().min(y8.len()) * 8;
             for (x, y) in xb.iter().zip(yb).skip(done) {
-                let d = f16_le([y[0], y[1]]) * E8M0_HALF[x[0] as usize];
-                let sumi = ints::<I>(x, y, table);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                let d = E8M0_HALF[x[0] as usize] * f16_le([y[0], y[1]]);
+                let lanes = ints::<I>(x, y, table);
+                let s = _mm256_extract_epi32::<0>(sum_lanes8([lanes; 8]));
+                acc = (s as f32).mul_add(d, acc);
             }
-            hsum_f32x8(acc)
+            acc
         }
     }
 

@@ -23,10 +23,14 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 ///   `ggml_repack_get_optimal_repack_type`) and multiplied by their GEMM kernel (activation rows
 ///   in groups of four) or GEMV kernel (the rest);
 /// - other K-quant weights, with 8 or more activation rows, take the tiled K-quant product
-///   (`ggml-cpu/tiled`).
+///   (`ggml-cpu/tiled`);
+/// - F32 and F16 weights, with 2 or more activation rows, a row length that is a multiple of 16
+///   and a row count that is a multiple of 4, take llamafile's tinyBLAS (gpt-oss's router).
 ///
-/// (Q4_0, IQ4_NL, MXFP4 and, with AVX-512, Q2_K are repacked too, and Q5_K, Q3_K, Q2_K tiled;
-/// kiln does not follow those kernels yet and uses `vec_dot`'s order.)
+/// MXFP4 weights are repacked too; their `vec_dot` in kiln already sums in the repacked GEMV's
+/// order (`kiln_quant::mxfp4`). (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked, Q5_K, Q3_K and
+/// Q2_K tiled, and BF16 goes through tinyBLAS and AVX-512 BF16 instructions; kiln does not follow
+/// those kernels yet and uses `vec_dot`'s order.)
 #[derive(Clone, Copy)]
 enum Order {
     VecDot,
@@ -35,9 +39,12 @@ enum Order {
     Tiled(fn(&[u8], &[u8]) -> f32),
 }
 
-fn order(ty: GgmlType, rows: usize, batch: usize) -> Order {
-    use kiln_quant::formats::{q4_k, q6_k};
+fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
+    use kiln_quant::formats::{f32, q4_k, q6_k};
     match ty {
+        GgmlType::F32 if batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4) => {
+            Order::Tiled(f32::dot_tinyblas)
+        }
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked),
         GgmlType::Q4_K if batch >= 8 => Order::Tiled(q4_k::dot_tiled),
         GgmlType::Q6_K if batch >= 8 => Order::Tiled(q6_k::dot_tiled),
@@ -70,7 +77,7 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
 
     // Each task takes a run of weight rows and computes them against every activation row, so a
     // weight row is read from memory once.
-    let order = order(ty, m, n);
+    let order = order(ty, m, n, k);
     // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
     let gemm_rows = n - n % 4;
     let chunk = rows_per_task(pool.threads(), m, n, k);

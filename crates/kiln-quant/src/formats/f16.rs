@@ -4,8 +4,8 @@
 //! quantizing is ggml's `ggml_fp32_to_fp16_row`, i.e. `GGML_FP32_TO_FP16`: round to nearest even,
 //! NaN → `0x7e00` with the sign (see [`super::common::f32_to_f16`]). The dot product takes F16
 //! activations (ggml's `vec_dot_type` for F16 is F16) and follows `ggml_vec_dot_f16`: each product
-//! of the two halves is formed in `f32`; the portable kernel sums them in `f64`, the AVX2 kernel in
-//! four 8-lane `f32` fused multiply-add accumulators (halves widened by F16C), as ggml's SIMD path.
+//! of the two halves is formed in `f32`; the portable kernel sums them in `f64`, the SIMD kernel in the
+//! order of llama.cpp's AVX-512 build (`super::float_dot`).
 
 use super::common::{f16_to_f32, f32_to_f16};
 use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
@@ -49,48 +49,45 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sum as f32
 }
 
+/// F16 · F16 as llama.cpp's CPU matrix product sums it for batches of two or more activation
+/// rows (llamafile's tinyBLAS, taken when the row length is a multiple of 16 and the weight's
+/// row count a multiple of 4). Without AVX2 + FMA: [`dot_scalar`].
+pub fn dot_tinyblas(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2, FMA and F16C were detected at run time.
+        return unsafe { avx2::dot_tinyblas(w, act) };
+    }
+    dot_scalar(w, act)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use std::arch::x86_64::*;
+    use crate::formats::common::x86::f16_le;
+    use crate::formats::float_dot::{F16s, tinyblas, vec_dot};
 
-    use crate::formats::common::x86::{f16_le, hsum_f32x8, load16};
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn load8(b: &[u8; 16]) -> __m256 {
-        _mm256_cvtph_ps(load16(b))
-    }
-
-    /// AVX2 + FMA + F16C dot product: 32 values per step in four accumulators, then 8 at a
-    /// time, then the last few one by one.
+    /// `ggml_vec_dot_f16` of the AVX-512 build (see `float_dot`); the last n mod 64 products
+    /// formed in `f32` and added in `f64`, as ggml's `ggml_float` sum.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
-        let n = w.len().min(act.len()) / 2 * 2;
-        let (w, act) = (&w[..n], &act[..n]);
-        let (wb, wt) = w.as_chunks::<64>();
-        let (ab, at) = act.as_chunks::<64>();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (x, y) in wb.iter().zip(ab) {
-            let (x, y) = (x.as_chunks::<16>().0, y.as_chunks::<16>().0);
-            acc[0] = _mm256_fmadd_ps(load8(&x[0]), load8(&y[0]), acc[0]);
-            acc[1] = _mm256_fmadd_ps(load8(&x[1]), load8(&y[1]), acc[1]);
-            acc[2] = _mm256_fmadd_ps(load8(&x[2]), load8(&y[2]), acc[2]);
-            acc[3] = _mm256_fmadd_ps(load8(&x[3]), load8(&y[3]), acc[3]);
+        // SAFETY: this function's features.
+        let (sum, done) = unsafe { vec_dot::<F16s>(w, act) };
+        let mut sum = sum as f64;
+        for (x, y) in w[done * 2..].as_chunks::<2>().0.iter().zip(act[done * 2..].as_chunks::<2>().0) {
+            sum += (f16_le(*x) * f16_le(*y)) as f64;
         }
-        let (wc, wr) = wt.as_chunks::<16>();
-        let (ac, ar) = at.as_chunks::<16>();
-        for (x, y) in wc.iter().zip(ac) {
-            acc[0] = _mm256_fmadd_ps(load8(x), load8(y), acc[0]);
-        }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = hsum_f32x8(v);
-        for (x, y) in wr.as_chunks::<2>().0.iter().zip(ar.as_chunks::<2>().0) {
-            sum += f16_le(*x) * f16_le(*y);
-        }
-        sum
+        sum as f32
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_tinyblas(w: &[u8], act: &[u8]) -> f32 {
+        // SAFETY: this function's features.
+        unsafe { tinyblas::<F16s>(w, act) }
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Dequantizing and quantizing copy the values. The dot product takes F32 activations (ggml's
 //! `vec_dot_type` for F32 is F32) and follows `ggml_vec_dot_f32`: the portable kernel multiplies
-//! in `f32` and accumulates in `f64` (ggml's `ggml_float`), the AVX2 kernel accumulates fused
-//! multiply-adds in four 8-lane `f32` accumulators as ggml's SIMD path does.
+//! in `f32` and accumulates in `f64` (ggml's `ggml_float`); the SIMD kernel sums in the order of
+//! llama.cpp's AVX-512 build (`super::float_dot`). [`dot_tinyblas`] is the order of llama.cpp's
+//! F32 matrix product for batches (llamafile's tinyBLAS).
 
 use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
 
@@ -45,49 +46,45 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sum as f32
 }
 
+/// F32 · F32 as llama.cpp's CPU matrix product sums it for batches of two or more activation
+/// rows (llamafile's tinyBLAS, taken when the row length is a multiple of 16 and the weight's
+/// row count a multiple of 4): one fused multiply-add chain per lane of a 16-lane vector, then
+/// the lanes reduced. Without AVX2 + FMA: [`dot_scalar`].
+pub fn dot_tinyblas(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA (and F16C, which every such CPU has and `has_avx2_fma` checks)
+        // were detected at run time.
+        return unsafe { avx2::dot_tinyblas(w, act) };
+    }
+    dot_scalar(w, act)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use std::arch::x86_64::*;
+    use crate::formats::float_dot::{F32s, tinyblas, vec_dot};
 
-    use crate::formats::common::x86::hsum_f32x8;
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn load8(b: &[u8; 32]) -> __m256 {
-        // SAFETY: `b` is 32 readable bytes (8 floats); `loadu` has no alignment requirement.
-        unsafe { _mm256_loadu_ps(b.as_ptr().cast()) }
-    }
-
-    /// AVX2 + FMA dot product: 32 values per step in four accumulators, then 8 at a time, then
-    /// the last few one by one.
+    /// `ggml_vec_dot_f32` of the AVX-512 build (see `float_dot`); the last n mod 64 products
+    /// added one by one into the `f32` sum, fused (GCC contracts ggml's `sumf += x[i]*y[i]`).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
-        let n = w.len().min(act.len()) / 4 * 4;
-        let (w, act) = (&w[..n], &act[..n]);
-        let (wb, wt) = w.as_chunks::<128>();
-        let (ab, at) = act.as_chunks::<128>();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for (x, y) in wb.iter().zip(ab) {
-            let (x, y) = (x.as_chunks::<32>().0, y.as_chunks::<32>().0);
-            acc[0] = _mm256_fmadd_ps(load8(&x[0]), load8(&y[0]), acc[0]);
-            acc[1] = _mm256_fmadd_ps(load8(&x[1]), load8(&y[1]), acc[1]);
-            acc[2] = _mm256_fmadd_ps(load8(&x[2]), load8(&y[2]), acc[2]);
-            acc[3] = _mm256_fmadd_ps(load8(&x[3]), load8(&y[3]), acc[3]);
-        }
-        let (wc, wr) = wt.as_chunks::<32>();
-        let (ac, ar) = at.as_chunks::<32>();
-        for (x, y) in wc.iter().zip(ac) {
-            acc[0] = _mm256_fmadd_ps(load8(x), load8(y), acc[0]);
-        }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = hsum_f32x8(v);
-        for (x, y) in wr.as_chunks::<4>().0.iter().zip(ar.as_chunks::<4>().0) {
-            sum += f32::from_le_bytes(*x) * f32::from_le_bytes(*y);
+        // SAFETY: this function's features.
+        let (mut sum, done) = unsafe { vec_dot::<F32s>(w, act) };
+        for (x, y) in w[done * 4..].as_chunks::<4>().0.iter().zip(act[done * 4..].as_chunks::<4>().0) {
+            sum = f32::from_le_bytes(*x).mul_add(f32::from_le_bytes(*y), sum);
         }
         sum
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_tinyblas(w: &[u8], act: &[u8]) -> f32 {
+        // SAFETY: this function's features.
+        unsafe { tinyblas::<F32s>(w, act) }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod bf16;
 pub mod common;
 pub mod f16;
 pub mod f32;
+mod float_dot;
 mod kquant_common;
 pub mod q2_k;
 pub mod q3_k;
