@@ -95,18 +95,38 @@ struct GreedyOutput {
     top5_per_step: Vec<Vec<(u32, f32)>>,
 }
 
+/// The model file a capture runs on.
+#[derive(Clone)]
+pub struct ModelRef {
+    /// Fixture folder name.
+    pub name: String,
+    pub file_name: String,
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
 /// One capture: a prompt for one model, with or without --ignore-eos.
-struct Job<'a> {
-    spec: &'static kiln_fetch::ModelSpec,
-    model_path: PathBuf,
-    prompt_name: String,
-    text: &'a str,
-    ignore_eos: bool,
-    max_steps: usize,
+pub struct Job<'a> {
+    pub model: ModelRef,
+    pub prompt_name: String,
+    pub text: &'a str,
+    pub ignore_eos: bool,
+    pub max_steps: usize,
+}
+
+/// Where and how captures run.
+pub struct Capture<'a> {
+    pub greedy: PathBuf,
+    pub threads: usize,
+    pub commit: &'a str,
+    pub out_dir: &'a Path,
+    /// The `generator` field of the fixtures.
+    pub generator: &'a str,
+    pub tmp: PathBuf,
 }
 
 /// Summary of one written fixture, for the report printed at the end.
-struct Summary {
+pub struct Summary {
     file: PathBuf,
     n_prompt: usize,
     n_steps: usize,
@@ -119,12 +139,7 @@ struct Summary {
 pub fn run(opts: &Options) -> Result<()> {
     ensure!(opts.steps > 0, "--steps must be at least 1");
     ensure!(opts.threads > 0, "--threads must be at least 1");
-    let greedy = opts.bin_dir.join("greedy_ids");
-    ensure!(
-        greedy.is_file(),
-        "{} not found; build llama.cpp with `bash /work/shared/reference/build_llamacpp.sh DIR` and pass --bin-dir DIR/build-cpu/bin",
-        greedy.display()
-    );
+    let greedy = greedy_tool(&opts.bin_dir)?;
     let commit = match &opts.llama_commit {
         Some(c) => c.clone(),
         None => llama_commit(&opts.bin_dir)?,
@@ -152,6 +167,12 @@ pub fn run(opts: &Options) -> Result<()> {
     for name in &models {
         let spec = kiln_fetch::find(name)?;
         let model_path = kiln_fetch::ensure(spec, true).with_context(|| format!("fetching {}", spec.name))?;
+        let model = ModelRef {
+            name: spec.name.into(),
+            file_name: spec.file_name.into(),
+            sha256: spec.sha256.into(),
+            path: model_path,
+        };
         for p in &file.prompts {
             if !opts.prompts.is_empty() && !opts.prompts.contains(&p.name) {
                 continue;
@@ -161,8 +182,7 @@ pub fn run(opts: &Options) -> Result<()> {
             };
             check_prompt(&p.name, text)?;
             jobs.push(Job {
-                spec,
-                model_path: model_path.clone(),
+                model: model.clone(),
                 prompt_name: p.name.clone(),
                 text,
                 ignore_eos: true,
@@ -170,8 +190,7 @@ pub fn run(opts: &Options) -> Result<()> {
             });
             if p.eos_variant.iter().any(|m| m == name) {
                 jobs.push(Job {
-                    spec,
-                    model_path: model_path.clone(),
+                    model: model.clone(),
                     prompt_name: format!("{}_eos", p.name),
                     text,
                     ignore_eos: false,
@@ -182,25 +201,46 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     ensure!(!jobs.is_empty(), "nothing to capture (check --models and --prompts)");
 
-    let tmp = std::env::temp_dir().join(format!("kiln-llamacpp-fixtures-{}", std::process::id()));
-    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let result = (|| {
-        let mut summaries = Vec::new();
-        for job in &jobs {
-            eprintln!("capturing {}/{} ...", job.spec.name, job.prompt_name);
-            summaries.push(capture(job, &greedy, opts, &commit, &tmp)?);
-        }
-        Ok::<_, anyhow::Error>(summaries)
-    })();
-    let _ = fs::remove_dir_all(&tmp);
-    let summaries = result?;
+    let cap = Capture {
+        greedy,
+        threads: opts.threads,
+        commit: &commit,
+        out_dir: &opts.out_dir,
+        generator: "cargo xtask llamacpp-fixtures (greedy_ids from /work/shared/reference)",
+        tmp: temp_dir("llamacpp-fixtures")?,
+    };
+    let summaries = cap.run_all(&jobs);
+    let _ = fs::remove_dir_all(&cap.tmp);
+    print_summary(&summaries?, &opts.out_dir, &commit, opts.threads);
+    Ok(())
+}
 
+/// `greedy_ids` in `bin_dir`, or an error that says how to build it.
+pub fn greedy_tool(bin_dir: &Path) -> Result<PathBuf> {
+    let greedy = bin_dir.join("greedy_ids");
+    ensure!(
+        greedy.is_file(),
+        "{} not found; build llama.cpp with `bash /work/shared/reference/build_llamacpp.sh DIR` and pass --bin-dir DIR/build-cpu/bin",
+        greedy.display()
+    );
+    Ok(greedy)
+}
+
+/// A fresh scratch folder under the system's temp dir.
+pub fn temp_dir(what: &str) -> Result<PathBuf> {
+    let tmp = std::env::temp_dir().join(format!("kiln-{what}-{}", std::process::id()));
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(tmp)
+}
+
+/// The table printed after a capture run.
+pub fn print_summary(summaries: &[Summary], out_dir: &Path, commit: &str, threads: usize) {
     println!("{:<55} {:>7} {:>6} {:>8}  near-ties (step: top-2 gap < 0.05)", "fixture", "prompt", "steps", "bytes");
     let mut total = 0;
-    for s in &summaries {
+    for s in summaries {
         total += s.bytes;
         let ties: Vec<String> = s.near_ties.iter().map(|(i, g)| format!("{i}: {g:.4}")).collect();
-        let rel = s.file.strip_prefix(&opts.out_dir).unwrap_or(&s.file);
+        let rel = s.file.strip_prefix(out_dir).unwrap_or(&s.file);
         println!(
             "{:<55} {:>7} {:>6} {:>8}  {}{}",
             rel.display(),
@@ -211,12 +251,11 @@ pub fn run(opts: &Options) -> Result<()> {
             if s.stopped_at_eog { "  (stopped at EOG)" } else { "" }
         );
     }
-    println!("{} fixtures, {} bytes in all, llama.cpp {commit}, {} threads", summaries.len(), total, opts.threads);
-    Ok(())
+    println!("{} fixtures, {} bytes in all, llama.cpp {commit}, {threads} threads", summaries.len(), total);
 }
 
 /// Reads the llama.cpp commit from `llama-completion --version` ("… (build 1, commit 0c1e570)").
-fn llama_commit(bin_dir: &Path) -> Result<String> {
+pub fn llama_commit(bin_dir: &Path) -> Result<String> {
     let exe = bin_dir.join("llama-completion");
     let out = Command::new(&exe)
         .arg("--version")
@@ -232,142 +271,156 @@ fn llama_commit(bin_dir: &Path) -> Result<String> {
 }
 
 /// Rejects prompts that `greedy_ids`' argument parser would misread or that argv cannot carry.
-fn check_prompt(name: &str, text: &str) -> Result<()> {
+pub fn check_prompt(name: &str, text: &str) -> Result<()> {
     ensure!(!text.is_empty(), "prompt {name:?} is empty (greedy_ids would use its default prompt)");
     ensure!(!text.contains('\0'), "prompt {name:?} contains a NUL byte");
     ensure!(!text.starts_with('-'), "prompt {name:?} starts with '-' (greedy_ids would read it as a flag)");
     Ok(())
 }
 
-fn capture(job: &Job, greedy: &Path, opts: &Options, commit: &str, tmp: &Path) -> Result<Summary> {
-    let what = format!("{}/{}", job.spec.name, job.prompt_name);
-    let dump = tmp.join(format!("{}-{}.f32", job.spec.name, job.prompt_name));
-    let mut cmd = Command::new(greedy);
-    cmd.arg("-m").arg(&job.model_path);
-    cmd.args(["-n", &job.max_steps.to_string(), "-t", &opts.threads.to_string()]);
-    if job.ignore_eos {
-        cmd.arg("--ignore-eos");
+impl Capture<'_> {
+    pub fn run_all(&self, jobs: &[Job]) -> Result<Vec<Summary>> {
+        jobs.iter()
+            .map(|job| {
+                eprintln!("capturing {}/{} ...", job.model.name, job.prompt_name);
+                self.capture(job)
+            })
+            .collect()
     }
-    cmd.arg("--dump-logits").arg(&dump).arg(job.text);
-    let out = cmd.output().with_context(|| format!("{what}: running {}", greedy.display()))?;
-    if !out.status.success() {
-        bail!("{what}: greedy_ids failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let stdout = String::from_utf8(out.stdout).with_context(|| format!("{what}: greedy_ids printed invalid UTF-8"))?;
-    let g: GreedyOutput =
-        serde_json::from_str(&stdout).with_context(|| format!("{what}: parsing greedy_ids output:\n{stdout}"))?;
-    ensure!(g.prompt == job.text, "{what}: greedy_ids echoed a different prompt: {:?}", g.prompt);
-    ensure!(g.n_vocab > TOP_K.max(PROBE_COUNT), "{what}: n_vocab {} too small", g.n_vocab);
-    let n_steps = g.generated_ids.len();
-    ensure!(n_steps > 0 && n_steps <= job.max_steps, "{what}: {n_steps} generated ids for -n {}", job.max_steps);
-    ensure!(
-        g.top5_per_step.len() == n_steps,
-        "{what}: {} top-5 rows for {n_steps} generated ids",
-        g.top5_per_step.len()
-    );
-    if job.ignore_eos {
-        ensure!(
-            n_steps == job.max_steps,
-            "{what}: --ignore-eos run stopped after {n_steps} of {} steps",
-            job.max_steps
-        );
-    }
-    let text_bytes = from_hex(&g.generated_text_hex).with_context(|| format!("{what}: generated_text_hex"))?;
 
-    let raw = fs::read(&dump).with_context(|| format!("{what}: reading logits dump {}", dump.display()))?;
-    let row_bytes = g.n_vocab * 4;
-    ensure!(
-        raw.len() == row_bytes * n_steps,
-        "{what}: logits dump has {} bytes, expected {n_steps} rows of {} floats",
-        raw.len(),
-        g.n_vocab
-    );
-    fs::remove_file(&dump).with_context(|| format!("removing {}", dump.display()))?;
-
-    let probe = probe_ids(g.n_vocab, PROBE_COUNT, PROBE_SEED);
-    let mut steps = Vec::with_capacity(n_steps);
-    let mut near_ties = Vec::new();
-    for (i, chunk) in raw.chunks_exact(row_bytes).enumerate() {
-        let row: Vec<f32> = chunk.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        if let Some(bad) = row.iter().position(|x| !x.is_finite()) {
-            bail!("{what}: step {i}: logit of id {bad} is {}", row[bad]);
+    fn capture(&self, job: &Job) -> Result<Summary> {
+        let what = format!("{}/{}", job.model.name, job.prompt_name);
+        let dump = self.tmp.join(format!("{}-{}.f32", job.model.name, job.prompt_name));
+        let mut cmd = Command::new(&self.greedy);
+        cmd.arg("-m").arg(&job.model.path);
+        cmd.args(["-n", &job.max_steps.to_string(), "-t", &self.threads.to_string()]);
+        if job.ignore_eos {
+            cmd.arg("--ignore-eos");
         }
-        let top = top_k(&row, TOP_K);
-        // The dump and the printed ids must tell the same story.
+        cmd.arg("--dump-logits").arg(&dump).arg(job.text);
+        let out = cmd.output().with_context(|| format!("{what}: running {}", self.greedy.display()))?;
+        if !out.status.success() {
+            bail!("{what}: greedy_ids failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        let stdout =
+            String::from_utf8(out.stdout).with_context(|| format!("{what}: greedy_ids printed invalid UTF-8"))?;
+        let g: GreedyOutput =
+            serde_json::from_str(&stdout).with_context(|| format!("{what}: parsing greedy_ids output:\n{stdout}"))?;
+        ensure!(g.prompt == job.text, "{what}: greedy_ids echoed a different prompt: {:?}", g.prompt);
+        ensure!(g.n_vocab > TOP_K.max(PROBE_COUNT), "{what}: n_vocab {} too small", g.n_vocab);
+        let n_steps = g.generated_ids.len();
+        ensure!(n_steps > 0 && n_steps <= job.max_steps, "{what}: {n_steps} generated ids for -n {}", job.max_steps);
         ensure!(
-            top[0].0 == g.generated_ids[i],
-            "{what}: step {i}: argmax of dumped logits is {} but greedy_ids chose {}",
-            top[0].0,
-            g.generated_ids[i]
+            g.top5_per_step.len() == n_steps,
+            "{what}: {} top-5 rows for {n_steps} generated ids",
+            g.top5_per_step.len()
         );
-        for (k, &(id, logit)) in g.top5_per_step[i].iter().enumerate() {
+        if job.ignore_eos {
             ensure!(
-                top[k].0 == id && (top[k].1 - logit).abs() <= 1e-4 * logit.abs().max(1.0),
-                "{what}: step {i}: printed top-5 #{k} ({id}, {logit}) differs from the dump ({}, {})",
-                top[k].0,
-                top[k].1
+                n_steps == job.max_steps,
+                "{what}: --ignore-eos run stopped after {n_steps} of {} steps",
+                job.max_steps
             );
         }
-        let gap = top[0].1 - top[1].1;
-        if gap < 0.05 {
-            near_ties.push((i, gap));
+        let text_bytes = from_hex(&g.generated_text_hex).with_context(|| format!("{what}: generated_text_hex"))?;
+
+        let raw = fs::read(&dump).with_context(|| format!("{what}: reading logits dump {}", dump.display()))?;
+        let row_bytes = g.n_vocab * 4;
+        ensure!(
+            raw.len() == row_bytes * n_steps,
+            "{what}: logits dump has {} bytes, expected {n_steps} rows of {} floats",
+            raw.len(),
+            g.n_vocab
+        );
+        fs::remove_file(&dump).with_context(|| format!("removing {}", dump.display()))?;
+
+        let probe = probe_ids(g.n_vocab, PROBE_COUNT, PROBE_SEED);
+        let mut steps = Vec::with_capacity(n_steps);
+        let mut near_ties = Vec::new();
+        for (i, chunk) in raw.chunks_exact(row_bytes).enumerate() {
+            let row: Vec<f32> = chunk.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            if let Some(bad) = row.iter().position(|x| !x.is_finite()) {
+                bail!("{what}: step {i}: logit of id {bad} is {}", row[bad]);
+            }
+            let top = top_k(&row, TOP_K);
+            // The dump and the printed ids must tell the same story.
+            ensure!(
+                top[0].0 == g.generated_ids[i],
+                "{what}: step {i}: argmax of dumped logits is {} but greedy_ids chose {}",
+                top[0].0,
+                g.generated_ids[i]
+            );
+            for (k, &(id, logit)) in g.top5_per_step[i].iter().enumerate() {
+                ensure!(
+                    top[k].0 == id && (top[k].1 - logit).abs() <= 1e-4 * logit.abs().max(1.0),
+                    "{what}: step {i}: printed top-5 #{k} ({id}, {logit}) differs from the dump ({}, {})",
+                    top[k].0,
+                    top[k].1
+                );
+            }
+            let gap = top[0].1 - top[1].1;
+            if gap < 0.05 {
+                near_ties.push((i, gap));
+            }
+            let max = top[0].1;
+            let min = row.iter().copied().fold(f32::INFINITY, f32::min);
+            let mut step = Map::new();
+            step.insert("max".into(), num(max, TOP_DIGITS)?);
+            step.insert("min".into(), num(min, TOP_DIGITS)?);
+            step.insert(
+                "top".into(),
+                Value::Array(
+                    top.iter().map(|&(id, l)| Ok(json!([id, num(l, TOP_DIGITS)?]))).collect::<Result<Vec<_>>>()?,
+                ),
+            );
+            step.insert(
+                "probe".into(),
+                Value::Array(probe.iter().map(|&id| num(row[id as usize], PROBE_DIGITS)).collect::<Result<Vec<_>>>()?),
+            );
+            steps.push(Value::Object(step));
         }
-        let max = top[0].1;
-        let min = row.iter().copied().fold(f32::INFINITY, f32::min);
-        let mut step = Map::new();
-        step.insert("max".into(), num(max, TOP_DIGITS)?);
-        step.insert("min".into(), num(min, TOP_DIGITS)?);
-        step.insert(
-            "top".into(),
-            Value::Array(top.iter().map(|&(id, l)| Ok(json!([id, num(l, TOP_DIGITS)?]))).collect::<Result<Vec<_>>>()?),
-        );
-        step.insert(
-            "probe".into(),
-            Value::Array(probe.iter().map(|&id| num(row[id as usize], PROBE_DIGITS)).collect::<Result<Vec<_>>>()?),
-        );
-        steps.push(Value::Object(step));
-    }
-    let stopped_at_eog = !job.ignore_eos && n_steps < job.max_steps;
-    if !job.ignore_eos && !stopped_at_eog {
-        bail!(
-            "{what}: run without --ignore-eos did not stop at an end-of-generation token within {} steps",
-            job.max_steps
-        );
-    }
+        let stopped_at_eog = !job.ignore_eos && n_steps < job.max_steps;
+        if !job.ignore_eos && !stopped_at_eog {
+            bail!(
+                "{what}: run without --ignore-eos did not stop at an end-of-generation token within {} steps",
+                job.max_steps
+            );
+        }
 
-    let mut f = Map::new();
-    f.insert("schema".into(), json!(SCHEMA));
-    f.insert("generator".into(), json!("cargo xtask llamacpp-fixtures (greedy_ids from /work/shared/reference)"));
-    f.insert("llama_cpp_commit".into(), json!(commit));
-    f.insert("threads".into(), json!(opts.threads));
-    f.insert("model".into(), json!(job.spec.name));
-    f.insert("model_file".into(), json!(job.spec.file_name));
-    f.insert("model_sha256".into(), json!(job.spec.sha256));
-    f.insert("n_vocab".into(), json!(g.n_vocab));
-    f.insert("prompt_name".into(), json!(job.prompt_name));
-    f.insert("prompt".into(), json!(job.text));
-    f.insert("add_special".into(), json!(true));
-    f.insert("parse_special".into(), json!(true));
-    f.insert("ignore_eos".into(), json!(job.ignore_eos));
-    f.insert("max_steps".into(), json!(job.max_steps));
-    f.insert("stopped_at_eog".into(), json!(stopped_at_eog));
-    f.insert("prompt_ids".into(), json!(g.prompt_ids));
-    f.insert("generated_ids".into(), json!(g.generated_ids));
-    f.insert("generated_text".into(), String::from_utf8(text_bytes).map_or(Value::Null, Value::String));
-    f.insert("generated_text_hex".into(), json!(g.generated_text_hex));
-    f.insert("top_k".into(), json!(TOP_K));
-    f.insert("top_digits".into(), json!(TOP_DIGITS));
-    f.insert("probe_digits".into(), json!(PROBE_DIGITS));
-    f.insert("probe_seed".into(), json!(format!("{PROBE_SEED:#018x}")));
-    f.insert("probe_ids".into(), json!(probe));
-    f.insert("steps".into(), Value::Array(steps));
+        let mut f = Map::new();
+        f.insert("schema".into(), json!(SCHEMA));
+        f.insert("generator".into(), json!(self.generator));
+        f.insert("llama_cpp_commit".into(), json!(self.commit));
+        f.insert("threads".into(), json!(self.threads));
+        f.insert("model".into(), json!(job.model.name));
+        f.insert("model_file".into(), json!(job.model.file_name));
+        f.insert("model_sha256".into(), json!(job.model.sha256));
+        f.insert("n_vocab".into(), json!(g.n_vocab));
+        f.insert("prompt_name".into(), json!(job.prompt_name));
+        f.insert("prompt".into(), json!(job.text));
+        f.insert("add_special".into(), json!(true));
+        f.insert("parse_special".into(), json!(true));
+        f.insert("ignore_eos".into(), json!(job.ignore_eos));
+        f.insert("max_steps".into(), json!(job.max_steps));
+        f.insert("stopped_at_eog".into(), json!(stopped_at_eog));
+        f.insert("prompt_ids".into(), json!(g.prompt_ids));
+        f.insert("generated_ids".into(), json!(g.generated_ids));
+        f.insert("generated_text".into(), String::from_utf8(text_bytes).map_or(Value::Null, Value::String));
+        f.insert("generated_text_hex".into(), json!(g.generated_text_hex));
+        f.insert("top_k".into(), json!(TOP_K));
+        f.insert("top_digits".into(), json!(TOP_DIGITS));
+        f.insert("probe_digits".into(), json!(PROBE_DIGITS));
+        f.insert("probe_seed".into(), json!(format!("{PROBE_SEED:#018x}")));
+        f.insert("probe_ids".into(), json!(probe));
+        f.insert("steps".into(), Value::Array(steps));
 
-    let text = layout(&f)?;
-    let dir = opts.out_dir.join(job.spec.name);
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = dir.join(format!("{}.json", job.prompt_name));
-    fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
-    Ok(Summary { file, n_prompt: g.prompt_ids.len(), n_steps, bytes: text.len(), near_ties, stopped_at_eog })
+        let text = layout(&f)?;
+        let dir = self.out_dir.join(&job.model.name);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join(format!("{}.json", job.prompt_name));
+        fs::write(&file, &text).with_context(|| format!("writing {}", file.display()))?;
+        Ok(Summary { file, n_prompt: g.prompt_ids.len(), n_steps, bytes: text.len(), near_ties, stopped_at_eog })
+    }
 }
 
 /// The `k` highest (id, logit) pairs, by logit descending, ties by id ascending (greedy_ids' order).

@@ -3,6 +3,7 @@
 mod f64ref;
 mod llamacpp;
 mod synth;
+mod synth_fixtures;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -66,6 +67,24 @@ enum Cmd {
         #[command(subcommand)]
         model: SynthCmd,
     },
+    /// Capture llama.cpp greedy decoding on synthetic models (kiln-synth) as kiln-model fixtures.
+    ///
+    /// For every case of crates/kiln-model/tests/fixtures/synth/cases.json, writes the model,
+    /// runs `greedy_ids --dump-logits` on each prompt and writes <case>/<prompt>.json there.
+    SynthFixtures {
+        /// Folder with llama.cpp's `greedy_ids` and `llama-completion`.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: PathBuf,
+        /// Only these cases (default: all).
+        #[arg(long, num_args = 1.., value_name = "NAME")]
+        cases: Vec<String>,
+        /// CPU threads for llama.cpp (-t); the committed fixtures use 2.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// llama.cpp commit to record (default: read from `llama-completion --version`).
+        #[arg(long, value_name = "SHA")]
+        llama_commit: Option<String>,
+    },
     /// Compute the float64 reference of the llama.cpp fixtures (numpy over gguf-py's weights).
     ///
     /// For every fixture <model>/<prompt>.json of crates/kiln-model/tests/fixtures/llamacpp,
@@ -89,8 +108,10 @@ enum Cmd {
 #[derive(Subcommand)]
 enum SynthCmd {
     /// gpt-oss: MXFP4 experts, Q8_0 attention/embedding/output, F32 norms/biases/router/sinks,
-    /// the `gpt-oss.*` metadata and a small byte-level gpt2 vocabulary.
+    /// the `gpt-oss.*` metadata; a byte-level or the real o200k_harmony vocabulary.
     GptOss(synth::GptOssArgs),
+    /// Llama family: any shape and tensor-type mix (K-quants included), byte-level vocabulary.
+    Llama(synth::LlamaArgs),
 }
 
 fn main() -> Result<()> {
@@ -120,6 +141,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Synth { model: SynthCmd::GptOss(args) } => synth::run_gpt_oss(&args),
+        Cmd::Synth { model: SynthCmd::Llama(args) } => synth::run_llama(&args),
+        Cmd::SynthFixtures { bin_dir, cases, threads, llama_commit } => {
+            synth_fixtures::run(&synth_fixtures::Options { bin_dir, cases, threads, llama_commit })
+        }
         Cmd::F64Reference { models, prompts, python } => {
             f64ref::run(&f64ref::Options { models, prompts, python, fixture_dir: llamacpp::default_fixture_dir() })
         }
