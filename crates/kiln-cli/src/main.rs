@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use kiln_sample::SamplingParams;
+use kiln_tokenizer::ReasoningEffort;
 
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "GGUF language model inference worker")]
@@ -125,11 +126,36 @@ struct GenerateCmd {
     #[arg(long)]
     ignore_eos: bool,
     /// Apply the model's chat template to the prompt (as one user message).
+    ///
+    /// On a gpt-oss model (its vocabulary has OpenAI's harmony tokens) the prompt is written in the
+    /// harmony format instead, as OpenAI's openai-harmony library renders it: the system message
+    /// (model identity, knowledge cutoff 2024-06, reasoning effort, valid channels), a developer
+    /// message with --developer, the user message.
+    ///
+    /// The answer then comes on channels: stdout gets only the final channel; the analysis channel
+    /// (the model's reasoning) and the commentary channel (preambles, tool calls) go to stderr,
+    /// each message on a line of its own after "[analysis] " or "[commentary to=RECIPIENT] "
+    /// (--hide-reasoning leaves out the analysis). Generation stops at <|return|> or <|call|>;
+    /// --stop is not supported. With --json the object also has "messages": [{"channel",
+    /// "recipient", "content_type", "content"}, …], and "text" is the raw text.
     #[arg(long)]
     chat: bool,
-    /// A system message for --chat.
+    /// A system message for --chat. On a harmony (gpt-oss) model it replaces the model identity,
+    /// the first line of the system message ("You are ChatGPT, a large language model trained by
+    /// OpenAI."); instructions belong in --developer.
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    /// Developer instructions, for --chat on a harmony (gpt-oss) model (the developer message's
+    /// "# Instructions"; where the gpt-oss chat template puts a system message).
+    #[arg(long, value_name = "TEXT")]
+    developer: Option<String>,
+    /// Reasoning effort, for --chat on a harmony (gpt-oss) model: low, medium (default) or high.
+    #[arg(long, value_name = "LEVEL")]
+    reasoning_effort: Option<ReasoningEffort>,
+    /// With --chat on a harmony (gpt-oss) model: do not print the analysis channel (the model's
+    /// reasoning) on stderr.
+    #[arg(long)]
+    hide_reasoning: bool,
     /// Print one JSON object at the end instead of streaming text (fields in the README).
     #[arg(long)]
     json: bool,
@@ -162,47 +188,54 @@ fn main() -> ExitCode {
                 Err(e) => fail(EXIT_BAD_INPUT, &format!("{}: {e}", path.display())),
             }
         }
-        Cmd::Generate(g) => with_model(g.model.model.as_deref(), g.threads, |loaded| {
-            let prompt = g.prompt.clone().or(g.prompt_pos.clone()).unwrap_or_default();
-            let sampling = SamplingParams {
-                temperature: g.temperature,
-                top_k: g.top_k,
-                top_p: g.top_p,
-                min_p: g.min_p,
-                repeat_penalty: g.repeat_penalty,
-                repeat_last_n: g.repeat_last_n,
-                presence_penalty: g.presence_penalty,
-                frequency_penalty: g.frequency_penalty,
-                seed: g.seed,
-            };
+        Cmd::Generate(g) => {
             let req = generate::Request {
-                prompt,
+                prompt: g.prompt.clone().or(g.prompt_pos.clone()).unwrap_or_default(),
                 chat: g.chat,
                 system: g.system.clone(),
+                developer: g.developer.clone(),
+                reasoning_effort: g.reasoning_effort,
+                hide_reasoning: g.hide_reasoning,
                 max_tokens: g.max_tokens,
                 ctx: g.ctx,
-                sampling,
+                sampling: SamplingParams {
+                    temperature: g.temperature,
+                    top_k: g.top_k,
+                    top_p: g.top_p,
+                    min_p: g.min_p,
+                    repeat_penalty: g.repeat_penalty,
+                    repeat_last_n: g.repeat_last_n,
+                    presence_penalty: g.presence_penalty,
+                    frequency_penalty: g.frequency_penalty,
+                    seed: g.seed,
+                },
                 stop: g.stop.clone(),
                 ignore_eos: g.ignore_eos,
                 dump_logits: g.dump_logits.clone(),
                 stream: !g.json,
             };
-            let out = generate::run(loaded, &req)?;
-            if g.json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                let t = &out.timings;
-                eprintln!(
-                    "kiln: {} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}",
-                    t.prefill_tokens,
-                    t.prefill_tokens_per_s,
-                    out.generated_ids.len(),
-                    t.decode_tokens_per_s,
-                    out.finish_reason
-                );
+            // Before the model is loaded (or fetched).
+            if let Err(e) = req.check_flags() {
+                return fail(EXIT_BAD_INPUT, &format!("{e:#}"));
             }
-            Ok(())
-        }),
+            with_model(g.model.model.as_deref(), g.threads, |loaded| {
+                let out = generate::run(loaded, &req)?;
+                if g.json {
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    let t = &out.timings;
+                    eprintln!(
+                        "kiln: {} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}",
+                        t.prefill_tokens,
+                        t.prefill_tokens_per_s,
+                        out.generated_ids.len(),
+                        t.decode_tokens_per_s,
+                        out.finish_reason
+                    );
+                }
+                Ok(())
+            })
+        }
         Cmd::Tokenize { model, text, no_special, json } => with_model(model.model.as_deref(), 1, |loaded| {
             let tok = &loaded.tokenizer;
             let ids = tok.encode(&text, !no_special, !no_special)?;

@@ -1,5 +1,7 @@
 //! `kiln generate` / `kiln tokenize` end to end: prompt ids and greedy ids against llama.cpp's
-//! fixtures (crates/kiln-model/tests/fixtures/llamacpp), EOS handling, and bad input.
+//! fixtures (crates/kiln-model/tests/fixtures/llamacpp), EOS handling, harmony chat on the tiny
+//! gpt-oss model (prompts against openai-harmony's renderings in kiln-tokenizer's fixtures), and
+//! bad input.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -143,6 +145,7 @@ fn stop_string_and_length_finish() {
     assert_eq!(out["finish_reason"], "length");
     let out = json_ok(kiln(&["generate", "-m", m, "-n", "0", "--json", "The capital of France is"]));
     assert_eq!(out["generated_ids"], serde_json::json!([]));
+    assert!(out.get("messages").is_none(), "only harmony chat has messages");
     assert_eq!((out["text"].as_str(), out["finish_reason"].as_str()), (Some(""), Some("length")));
 }
 
@@ -276,4 +279,92 @@ fn dump_logits_rows_are_the_logits_that_chose_each_token() {
             assert!((row[id] as f64 - want).abs() <= 0.01 * range, "row {i} id {id}: {} vs {want}", row[id]);
         }
     }
+}
+
+/// The tiny random gpt-oss model: 2 layers, a byte-level vocabulary with the harmony tokens.
+const TINY_GPTOSS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../kiln-model/tests/fixtures/gptoss/tiny-gptoss-bytes.gguf");
+
+/// openai-harmony's rendering of a conversation (kiln-tokenizer's fixtures/harmony/render.json).
+fn harmony_rendering(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kiln-tokenizer/tests/fixtures/harmony/render.json");
+    let cases: Vec<Value> = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    cases.into_iter().find(|c| c["name"] == name).unwrap()
+}
+
+#[test]
+fn harmony_chat_prompt_is_openai_harmonys() {
+    let cases: [(&str, &[&str]); 3] = [
+        ("defaults", &[]),
+        ("low", &["--reasoning-effort", "low"]),
+        (
+            "identity_developer_high",
+            &[
+                "--system",
+                "You are a terse assistant.",
+                "--developer",
+                "Use metric units.",
+                "--reasoning-effort",
+                "high",
+            ],
+        ),
+    ];
+    for (name, flags) in cases {
+        let fx = harmony_rendering(name);
+        let mut args = vec!["generate", "-m", TINY_GPTOSS, "--chat", "--json", "-n", "0"];
+        args.extend(flags);
+        args.push(fx["messages"][0]["content"].as_str().unwrap());
+        let out = json_ok(kiln(&args));
+        // The library's text, tokenized by this model's (byte-level) vocabulary.
+        let want = json_ok(kiln(&["tokenize", "-m", TINY_GPTOSS, "--text", fx["text"].as_str().unwrap(), "--json"]));
+        assert_eq!(out["prompt_ids"], want["ids"], "{name}");
+        assert_eq!(out["messages"], serde_json::json!([]), "{name}");
+    }
+}
+
+#[test]
+fn harmony_chat_output_by_channel() {
+    // A random model ignores the format; its output still goes through the channel split.
+    let args = ["generate", "-m", TINY_GPTOSS, "--chat", "--temperature", "0", "-n", "48", "--ignore-eos", "Hi"];
+    let out = json_ok(kiln(&[&args[..], &["--json"]].concat()));
+    let ids: Vec<u32> = serde_json::from_value(out["generated_ids"].clone()).unwrap();
+    let tok = kiln_tokenizer::Tokenizer::from_gguf_path(TINY_GPTOSS).unwrap();
+    assert_eq!(out["text"], tok.decode(&ids, false).unwrap(), "text is the raw text");
+    let mut parser = kiln_tokenizer::HarmonyParser::new(&tok).unwrap();
+    for &id in &ids {
+        parser.push(id).unwrap();
+    }
+    parser.finish().unwrap();
+    let messages = parser.into_messages();
+    assert!(!messages.is_empty(), "the test needs output with messages");
+    assert_eq!(out["messages"], serde_json::to_value(&messages).unwrap());
+    // Streamed: stdout has the final channel (and text outside any header), nothing else.
+    let streamed = kiln(&args);
+    assert!(streamed.status.success(), "{}", String::from_utf8_lossy(&streamed.stderr));
+    let answer: String = messages
+        .iter()
+        .filter(|m| m.channel.as_deref().is_none_or(|c| c == "final"))
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(String::from_utf8(streamed.stdout).unwrap(), answer + "\n");
+}
+
+#[test]
+fn harmony_flags_errors() {
+    expect_error(&["generate", "-m", TINY_GPTOSS, "--developer", "x", "a"], "--developer needs --chat");
+    expect_error(&["generate", "-m", TINY_GPTOSS, "--hide-reasoning", "a"], "--hide-reasoning needs --chat");
+    expect_error(&["generate", "-m", TINY_GPTOSS, "--chat", "--stop", "x", "a"], "--stop is not supported with --chat");
+    let dir = std::env::temp_dir().join(format!("kiln-harmony-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let llama = dir.join("llama.gguf");
+    std::fs::write(&llama, tiny_model("llama", "llama", None)).unwrap();
+    expect_error(
+        &["generate", "-m", llama.to_str().unwrap(), "--chat", "--reasoning-effort", "low", "a"],
+        "--reasoning-effort: only harmony (gpt-oss) models take it",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A value clap rejects: its usage message, exit 2.
+    let out = kiln(&["generate", "-m", TINY_GPTOSS, "--chat", "--reasoning-effort", "max", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected low, medium or high"));
 }

@@ -57,6 +57,11 @@ pub enum TokenizerError {
     #[error("chat template: {0}")]
     Template(String),
 
+    /// A harmony conversation could not be rendered or parsed (an unsupported role, a vocabulary
+    /// without the harmony tokens, an unknown reasoning effort).
+    #[error("harmony: {0}")]
+    Harmony(String),
+
     /// A limit inside the tokenizer was hit (e.g. the pre-tokenizer regex backtracking limit on a
     /// pathological input).
     #[error("tokenizer: {0}")]

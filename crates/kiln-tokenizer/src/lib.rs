@@ -1,6 +1,6 @@
 //! Tokenizers for kiln: built from GGUF metadata exactly as llama.cpp builds them, or from a
 //! Hugging Face `tokenizer.json`; a streaming detokenizer that only ever emits whole UTF-8
-//! characters; and chat templates.
+//! characters; chat templates; and gpt-oss's harmony format.
 //!
 //! # Tokenizers from GGUF
 //!
@@ -105,6 +105,13 @@
 //! # Ok::<(), kiln_tokenizer::TokenizerError>(())
 //! ```
 //!
+//! # Harmony
+//!
+//! gpt-oss models are trained on OpenAI's harmony format: [`HarmonyPrompt`] renders a conversation as
+//! OpenAI's `openai-harmony` does, [`HarmonyParser`] splits generated ids into messages by channel
+//! (`analysis`, `commentary`, `final`) as they stream, and [`Tokenizer::is_harmony`] tells whether a
+//! vocabulary has the harmony markers.
+//!
 //! # Tokenizers from `tokenizer.json`
 //!
 //! [`Tokenizer::from_tokenizer_json`] runs Hugging Face `tokenizers` (pure Rust, `fancy-regex`).
@@ -121,6 +128,7 @@
 mod bpe;
 mod chat;
 mod error;
+mod harmony;
 mod hf;
 mod pretok;
 mod special;
@@ -133,6 +141,10 @@ mod vocab;
 
 pub use chat::{ChatOptions, ChatTemplate, Message, render_chat};
 pub use error::TokenizerError;
+pub use harmony::{
+    DEFAULT_KNOWLEDGE_CUTOFF, DEFAULT_MODEL_IDENTITY, HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt,
+    HarmonySystem, ReasoningEffort,
+};
 pub use pretok::SplitMode;
 pub use stream::Detokenizer;
 pub use tokenizer::{Tokenizer, TokenizerKind, TokenizerOptions};

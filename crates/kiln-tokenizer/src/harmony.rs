@@ -1,0 +1,476 @@
+//! OpenAI's harmony chat format, the one gpt-oss models are trained on: [`HarmonyPrompt`] renders a
+//! conversation into the prompt for completion, and [`HarmonyParser`] splits the generated tokens
+//! into messages (channel, recipient, content) as they arrive.
+//!
+//! A message is `<|start|>{role}<|message|>{text}<|end|>`. The assistant answers on channels:
+//! reasoning on `analysis`, tool calls and preambles on `commentary`, the answer on `final`:
+//!
+//! ```text
+//! <|start|>assistant<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>…<|return|>
+//! ```
+//!
+//! A tool call names its recipient and may constrain its content type, and ends with `<|call|>`:
+//! `<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{…}<|call|>`.
+//! Generation ends at `<|return|>` or `<|call|>`; `<|end|>` ends a message, not the generation.
+//!
+//! The renderer writes what `openai-harmony` 0.0.8's `render_conversation_for_completion(conversation,
+//! Role.ASSISTANT)` writes for a system message, an optional developer message, user messages and
+//! earlier assistant answers (the tests compare token ids with the library's). Text is written as it
+//! is: message text that contains a marker such as `<|end|>` becomes that marker when the prompt is
+//! tokenized with special tokens parsed (the library would encode it as plain text).
+//!
+//! The parser follows the library's `StreamableParser` (started with the assistant role, as after
+//! the rendered prompt) on well-formed output: a header runs to `<|message|>`, the content to
+//! `<|end|>`, `<|return|>` or `<|call|>`, and special tokens inside content are kept as their text.
+//! Where the library gives up, it keeps going:
+//!
+//! * output cut off inside a message (the token limit) keeps the message with the content so far,
+//!   as the library does;
+//! * text where a header should be that meets `<|start|>`, an end token or the end of the output
+//!   before `<|message|>` (text before any header, output that ignores the format) becomes a
+//!   message without a channel whose content is that text, markers included; except that at the
+//!   end of the output a header cut off (one that follows a `<|start|>` or has a `<|channel|>`) is
+//!   dropped;
+//! * a header's words are read leniently: an empty channel name is no channel, extra words are
+//!   ignored, invalid UTF-8 becomes U+FFFD.
+//!
+//! ```
+//! use kiln_tokenizer::{HarmonyPrompt, Message, ReasoningEffort};
+//! let mut prompt = HarmonyPrompt::default();
+//! prompt.system.reasoning_effort = ReasoningEffort::High;
+//! prompt.developer = Some("Answer in French.".into());
+//! prompt.messages.push(Message::new("user", "Hi!"));
+//! let text = prompt.render()?;
+//! assert!(text.starts_with("<|start|>system<|message|>You are ChatGPT"));
+//! assert!(text.ends_with("<|start|>developer<|message|># Instructions\n\nAnswer in French.<|end|>\
+//!                         <|start|>user<|message|>Hi!<|end|><|start|>assistant"));
+//! # Ok::<(), kiln_tokenizer::TokenizerError>(())
+//! ```
+
+use crate::{Detokenizer, Message, Tokenizer, TokenizerError};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+const START: &str = "<|start|>";
+const MESSAGE: &str = "<|message|>";
+const CHANNEL: &str = "<|channel|>";
+const CONSTRAIN: &str = "<|constrain|>";
+const END: &str = "<|end|>";
+const RETURN: &str = "<|return|>";
+const CALL: &str = "<|call|>";
+
+/// The model identity of the default system message.
+pub const DEFAULT_MODEL_IDENTITY: &str = "You are ChatGPT, a large language model trained by OpenAI.";
+/// The knowledge cutoff of the default system message.
+pub const DEFAULT_KNOWLEDGE_CUTOFF: &str = "2024-06";
+
+/// How much the model reasons before it answers (the system message's `Reasoning:` line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReasoningEffort {
+    /// `low`.
+    Low,
+    /// `medium`, the default.
+    #[default]
+    Medium,
+    /// `high`.
+    High,
+}
+
+impl ReasoningEffort {
+    /// `"low"`, `"medium"` or `"high"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for ReasoningEffort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReasoningEffort {
+    type Err = TokenizerError;
+
+    /// `low`, `medium` or `high`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "low" => Ok(ReasoningEffort::Low),
+            "medium" => Ok(ReasoningEffort::Medium),
+            "high" => Ok(ReasoningEffort::High),
+            _ => Err(TokenizerError::Harmony(format!("reasoning effort {s:?}: expected low, medium or high"))),
+        }
+    }
+}
+
+/// The system message. The default is the library's: the ChatGPT identity, knowledge cutoff
+/// 2024-06, no date, medium reasoning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HarmonySystem {
+    /// The first line (`None`: left out).
+    pub model_identity: Option<String>,
+    /// `Knowledge cutoff: …` (`None`: left out).
+    pub knowledge_cutoff: Option<String>,
+    /// `Current date: …`, e.g. `2025-06-28` (`None`: left out).
+    pub current_date: Option<String>,
+    /// `Reasoning: …`.
+    pub reasoning_effort: ReasoningEffort,
+}
+
+impl Default for HarmonySystem {
+    fn default() -> Self {
+        HarmonySystem {
+            model_identity: Some(DEFAULT_MODEL_IDENTITY.to_owned()),
+            knowledge_cutoff: Some(DEFAULT_KNOWLEDGE_CUTOFF.to_owned()),
+            current_date: None,
+            reasoning_effort: ReasoningEffort::default(),
+        }
+    }
+}
+
+impl HarmonySystem {
+    /// The message text: identity, cutoff and date one per line, then the reasoning line, then the
+    /// channels, the three parts separated by blank lines.
+    fn text(&self) -> String {
+        let top: Vec<String> = [
+            self.model_identity.clone(),
+            self.knowledge_cutoff.as_ref().map(|c| format!("Knowledge cutoff: {c}")),
+            self.current_date.as_ref().map(|d| format!("Current date: {d}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut sections = Vec::new();
+        if !top.is_empty() {
+            sections.push(top.join("\n"));
+        }
+        sections.push(format!("Reasoning: {}", self.reasoning_effort));
+        sections.push(
+            "# Valid channels: analysis, commentary, final. Channel must be included for every message.".to_owned(),
+        );
+        sections.join("\n\n")
+    }
+}
+
+/// A conversation to render for the assistant's next answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HarmonyPrompt {
+    /// The system message.
+    pub system: HarmonySystem,
+    /// Developer instructions (rendered as `# Instructions\n\n{text}`); `None`: no developer
+    /// message.
+    pub developer: Option<String>,
+    /// The turns: role `user`, or `assistant` for an earlier answer (on the final channel).
+    pub messages: Vec<Message>,
+}
+
+impl HarmonyPrompt {
+    /// The prompt text, ending with `<|start|>assistant`. Tokenize it with special tokens parsed.
+    /// Errors for a message whose role is neither `user` nor `assistant`.
+    pub fn render(&self) -> Result<String, TokenizerError> {
+        let mut out = String::new();
+        push_message(&mut out, "system", None, &self.system.text());
+        if let Some(instructions) = &self.developer {
+            push_message(&mut out, "developer", None, &format!("# Instructions\n\n{instructions}"));
+        }
+        for m in &self.messages {
+            match m.role.as_str() {
+                "user" => push_message(&mut out, "user", None, &m.content),
+                "assistant" => push_message(&mut out, "assistant", Some("final"), &m.content),
+                other => {
+                    return Err(TokenizerError::Harmony(format!(
+                        "message role {other:?}: expected \"user\" or \"assistant\""
+                    )));
+                }
+            }
+        }
+        out.push_str(START);
+        out.push_str("assistant");
+        Ok(out)
+    }
+}
+
+fn push_message(out: &mut String, role: &str, channel: Option<&str>, text: &str) {
+    out.push_str(START);
+    out.push_str(role);
+    if let Some(c) = channel {
+        out.push_str(CHANNEL);
+        out.push_str(c);
+    }
+    out.push_str(MESSAGE);
+    out.push_str(text);
+    out.push_str(END);
+}
+
+/// The ids of the markers the parser acts on.
+#[derive(Clone, Copy, Debug)]
+struct Markers {
+    start: u32,
+    message: u32,
+    channel: u32,
+    /// `<|end|>`, `<|return|>`, `<|call|>`: each ends a message.
+    stops: [u32; 3],
+}
+
+impl Markers {
+    fn find(tok: &Tokenizer) -> Option<Markers> {
+        let id = |t: &str| tok.token_id(t);
+        Some(Markers {
+            start: id(START)?,
+            message: id(MESSAGE)?,
+            channel: id(CHANNEL)?,
+            stops: [id(END)?, id(RETURN)?, id(CALL)?],
+        })
+    }
+}
+
+impl Tokenizer {
+    /// Whether the vocabulary has the harmony markers (`<|start|>`, `<|message|>`, `<|channel|>`,
+    /// `<|end|>`, `<|return|>`, `<|call|>`): gpt-oss's o200k_harmony does.
+    pub fn is_harmony(&self) -> bool {
+        Markers::find(self).is_some()
+    }
+}
+
+/// One message of generated output.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HarmonyMessage {
+    /// `analysis`, `commentary`, `final`; `None` for text that had no header.
+    pub channel: Option<String>,
+    /// The recipient of a tool call (`functions.get_weather`).
+    pub recipient: Option<String>,
+    /// The content type, e.g. `<|constrain|>json` or `json`.
+    pub content_type: Option<String>,
+    /// The text (special tokens inside it as their text).
+    pub content: String,
+}
+
+/// Text that [`HarmonyParser::push`] or [`HarmonyParser::finish`] added to a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HarmonyDelta {
+    /// The message's index in [`HarmonyParser::messages`].
+    pub index: usize,
+    /// The text added (never empty, whole UTF-8 characters).
+    pub text: String,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a header. `after_start`: it follows a `<|start|>` of the output, so its first
+    /// word names the author; otherwise it continues the prompt's `<|start|>assistant`.
+    Header { ids: Vec<u32>, after_start: bool },
+    /// In the content of the last message.
+    Content,
+}
+
+/// Splits generated token ids into harmony messages as they arrive, for output that follows a
+/// prompt ending with `<|start|>assistant` (what [`HarmonyPrompt::render`] writes).
+///
+/// Feed every generated id to [`push`](Self::push) (an end-of-generation id may be left out: the
+/// end of the output ends the message the same way), then call [`finish`](Self::finish). Content
+/// comes out as [`HarmonyDelta`]s of whole UTF-8 characters; [`messages`](Self::messages) has
+/// every message so far. See the module docs for malformed output.
+#[derive(Debug)]
+pub struct HarmonyParser<'t> {
+    tok: &'t Tokenizer,
+    markers: Markers,
+    state: State,
+    detok: Detokenizer<'t>,
+    messages: Vec<HarmonyMessage>,
+}
+
+impl<'t> HarmonyParser<'t> {
+    /// A parser for `tok`'s ids; errors if `tok` is not a harmony vocabulary
+    /// ([`Tokenizer::is_harmony`]).
+    pub fn new(tok: &'t Tokenizer) -> Result<Self, TokenizerError> {
+        let markers = Markers::find(tok).ok_or_else(|| {
+            TokenizerError::Harmony("the vocabulary has no harmony tokens (<|start|>, <|message|>, …)".into())
+        })?;
+        Ok(HarmonyParser {
+            tok,
+            markers,
+            state: State::Header { ids: Vec::new(), after_start: false },
+            detok: Detokenizer::with_special(tok, true),
+            messages: Vec::new(),
+        })
+    }
+
+    /// Adds one generated id; returns the content text it completes, if any. Errors only for an id
+    /// outside the vocabulary (the state is unchanged then).
+    pub fn push(&mut self, id: u32) -> Result<Option<HarmonyDelta>, TokenizerError> {
+        self.tok.check_id(id)?;
+        let is_stop = self.markers.stops.contains(&id);
+        match &mut self.state {
+            State::Content if is_stop => {
+                let text = self.detok.flush();
+                self.state = State::Header { ids: Vec::new(), after_start: true };
+                Ok(self.append(text))
+            }
+            State::Content => {
+                let text = self.detok.push(id)?;
+                Ok(self.append(text))
+            }
+            State::Header { ids, after_start } => {
+                if id == self.markers.message {
+                    let header = self.tok.decode(ids, true)?;
+                    self.messages.push(parse_header(&header, *after_start));
+                    self.state = State::Content;
+                    Ok(None)
+                } else if id == self.markers.start || is_stop {
+                    let delta = self.headerless()?;
+                    self.state = State::Header { ids: Vec::new(), after_start: true };
+                    Ok(delta)
+                } else {
+                    ids.push(id);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Ends the output: a message cut off keeps its content so far, a header cut off (one that
+    /// follows a `<|start|>` or has a `<|channel|>`) is dropped; returns the text that comes out
+    /// now, if any. The parser then expects a new assistant answer.
+    pub fn finish(&mut self) -> Result<Option<HarmonyDelta>, TokenizerError> {
+        let delta = match &self.state {
+            State::Content => {
+                let text = self.detok.flush();
+                self.append(text)
+            }
+            State::Header { ids, after_start } if *after_start || ids.contains(&self.markers.channel) => None,
+            State::Header { .. } => self.headerless()?,
+        };
+        self.state = State::Header { ids: Vec::new(), after_start: false };
+        Ok(delta)
+    }
+
+    /// Every message so far; while a message's content is still arriving, it is the last one.
+    pub fn messages(&self) -> &[HarmonyMessage] {
+        &self.messages
+    }
+
+    /// The messages.
+    pub fn into_messages(self) -> Vec<HarmonyMessage> {
+        self.messages
+    }
+
+    /// Appends `text` to the last message's content.
+    fn append(&mut self, text: String) -> Option<HarmonyDelta> {
+        let index = self.messages.len().checked_sub(1)?;
+        if text.is_empty() {
+            return None;
+        }
+        self.messages[index].content.push_str(&text);
+        Some(HarmonyDelta { index, text })
+    }
+
+    /// The collected header ids, which turned out not to be a header, as a message without a
+    /// channel.
+    fn headerless(&mut self) -> Result<Option<HarmonyDelta>, TokenizerError> {
+        let State::Header { ids, .. } = &mut self.state else { return Ok(None) };
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let text = self.tok.decode(ids, true)?;
+        ids.clear();
+        self.messages.push(HarmonyMessage::default());
+        Ok(self.append(text))
+    }
+}
+
+/// Reads a header (its text, markers included) like the library: the channel is the word after
+/// `<|channel|>` (up to white-space or `<`); of the other words, the author is dropped, the last is
+/// the recipient if it starts with `to=` or is the only one, else the content type, and then the
+/// one before it is the recipient.
+fn parse_header(text: &str, after_start: bool) -> HarmonyMessage {
+    let mut channel = None;
+    let mut rest = text.to_owned();
+    if let Some(i) = text.find(CHANNEL) {
+        let after = &text[i + CHANNEL.len()..];
+        let len = after.find(|c: char| c.is_whitespace() || c == '<').unwrap_or(after.len());
+        if len > 0 {
+            channel = Some(after[..len].to_owned());
+        }
+        rest = format!("{}{}", &text[..i], &after[len..]);
+    }
+    // `to=x<|constrain|>json` is two words.
+    let rest = rest.trim().replace(CONSTRAIN, &format!(" {CONSTRAIN}"));
+    let mut words: Vec<&str> = rest.split_ascii_whitespace().collect();
+    if words.first().is_some_and(|&w| after_start || w == "assistant") {
+        words.remove(0);
+    }
+    let (mut recipient, mut content_type) = (None, None);
+    let n = words.len();
+    if let Some(last) = words.pop() {
+        if let Some(r) = last.strip_prefix("to=") {
+            recipient = Some(r.to_owned());
+        } else if n == 1 {
+            recipient = Some(last.to_owned());
+        } else {
+            content_type = Some(last.to_owned());
+            recipient = words.pop().map(|r| r.strip_prefix("to=").unwrap_or(r).to_owned());
+        }
+    }
+    HarmonyMessage { channel, recipient, content_type, content: String::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(text: &str, after_start: bool) -> [Option<String>; 3] {
+        let m = parse_header(text, after_start);
+        [m.channel, m.recipient, m.content_type]
+    }
+
+    fn some(items: [Option<&str>; 3]) -> [Option<String>; 3] {
+        items.map(|x| x.map(str::to_owned))
+    }
+
+    #[test]
+    fn headers_read_like_the_library() {
+        assert_eq!(header("<|channel|>analysis", false), some([Some("analysis"), None, None]));
+        assert_eq!(header("assistant<|channel|>final", true), some([Some("final"), None, None]));
+        assert_eq!(
+            header("<|channel|>commentary to=functions.f <|constrain|>json", false),
+            some([Some("commentary"), Some("functions.f"), Some("<|constrain|>json")])
+        );
+        assert_eq!(
+            header("assistant to=functions.f<|channel|>commentary json", true),
+            some([Some("commentary"), Some("functions.f"), Some("json")])
+        );
+        assert_eq!(
+            header(" to=functions.f<|constrain|>json<|channel|>commentary", false),
+            some([Some("commentary"), Some("functions.f"), Some("<|constrain|>json")])
+        );
+        // After `<|start|>` the first word is the author, whatever it is.
+        assert_eq!(
+            header("functions.f to=assistant<|channel|>commentary", true),
+            some([Some("commentary"), Some("assistant"), None])
+        );
+        // Lenient where the library errors: an empty channel, extra words.
+        assert_eq!(header("<|channel|> final", false), some([None, Some("final"), None]));
+        assert_eq!(header("<|channel|>final a b c", false), some([Some("final"), Some("b"), Some("c")]));
+        assert_eq!(header("", true), some([None, None, None]));
+    }
+
+    #[test]
+    fn reasoning_effort_parses() {
+        assert_eq!("high".parse::<ReasoningEffort>().unwrap(), ReasoningEffort::High);
+        assert_eq!(ReasoningEffort::Low.to_string(), "low");
+        let e = "max".parse::<ReasoningEffort>().unwrap_err().to_string();
+        assert!(e.contains("expected low, medium or high"), "{e}");
+    }
+
+    #[test]
+    fn other_roles_are_errors() {
+        let p = HarmonyPrompt { messages: vec![Message::new("tool", "x")], ..Default::default() };
+        let e = p.render().unwrap_err().to_string();
+        assert!(e.contains("\"tool\""), "{e}");
+    }
+}
