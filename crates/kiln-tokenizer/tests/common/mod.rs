@@ -138,117 +138,32 @@ pub fn tokenizer_for(name: &str) -> Tokenizer {
     Tokenizer::from_gguf(&gguf_for(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-// ---- the gpt-oss vocabulary, built from tiktoken-rs's o200k data --------------------------------
+// ---- the gpt-oss vocabulary, built from tiktoken-rs's o200k data (kiln-synth) -----------------
+
+#[allow(unused_imports)] // each test binary uses a different part
+pub use kiln_synth::vocab::{byte_chars, byte_encode, harmony_specials};
 
 /// The o200k_base token bytes by rank (0..199,998), from tiktoken-rs.
 pub fn o200k_ranks() -> &'static Vec<Vec<u8>> {
     static R: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
-    R.get_or_init(|| {
-        let bpe = tiktoken_rs::o200k_harmony().unwrap();
-        (0..199_998u32).map(|r| bpe.decode_bytes(&[r]).expect("every rank decodes")).collect()
-    })
+    R.get_or_init(|| kiln_synth::vocab::o200k_ranks().unwrap())
 }
 
-/// GPT-2's byte → character map.
-pub fn byte_chars() -> [char; 256] {
-    let mut t = ['\0'; 256];
-    let mut next = 256u32;
-    for b in 0..256u32 {
-        let printable = (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-        t[b as usize] = if printable {
-            char::from_u32(b).unwrap()
-        } else {
-            next += 1;
-            char::from_u32(next - 1).unwrap()
-        };
-    }
-    t
-}
-
-pub fn byte_encode(bytes: &[u8]) -> String {
-    let t = byte_chars();
-    bytes.iter().map(|&b| t[b as usize]).collect()
-}
-
-/// The harmony special tokens of the gpt-oss `tokenizer.json` (id, text), all `special: true`.
-pub fn harmony_specials() -> Vec<(u32, String)> {
-    let named: [(u32, &str); 9] = [
-        (199_998, "<|startoftext|>"),
-        (199_999, "<|endoftext|>"),
-        (200_002, "<|return|>"),
-        (200_003, "<|constrain|>"),
-        (200_005, "<|channel|>"),
-        (200_006, "<|start|>"),
-        (200_007, "<|end|>"),
-        (200_008, "<|message|>"),
-        (200_012, "<|call|>"),
-    ];
-    (199_998..=200_018u32)
-        .map(|id| match named.iter().find(|n| n.0 == id) {
-            Some(&(_, t)) => (id, t.to_owned()),
-            None if id == 200_018 => (id, "<|endofprompt|>".to_owned()),
-            None => (id, format!("<|reserved_{id}|>")),
-        })
-        .collect()
-}
-
-/// BPE merges from tiktoken ranks, as `transformers`' tiktoken converter derives them: for each
-/// token by rank, every split of it into two tokens, sorted by the two pieces' ranks; the whole
-/// list stably sorted by the merged token's rank.
 pub fn o200k_merges() -> Vec<String> {
-    let ranks = o200k_ranks();
-    let index: HashMap<&[u8], u32> = ranks.iter().enumerate().map(|(r, t)| (t.as_slice(), r as u32)).collect();
-    let mut merges: Vec<(u32, u32, u32)> = Vec::new(); // (merged rank, left rank, right rank)
-    for (rank, token) in ranks.iter().enumerate() {
-        if token.len() < 2 {
-            continue;
-        }
-        let mut local = Vec::new();
-        for i in 1..token.len() {
-            if let (Some(&l), Some(&r)) = (index.get(&token[..i]), index.get(&token[i..])) {
-                local.push((rank as u32, l, r));
-            }
-        }
-        local.sort_by_key(|&(_, l, r)| (l, r));
-        merges.extend(local);
-    }
-    merges.sort_by_key(|m| m.0); // stable
-    merges
-        .into_iter()
-        .map(|(_, l, r)| format!("{} {}", byte_encode(&ranks[l as usize]), byte_encode(&ranks[r as usize])))
-        .collect()
+    kiln_synth::vocab::merges_from_ranks(o200k_ranks())
 }
 
-/// The tokenizer metadata `make_tiny_gptoss.py --vocab harmony` writes (tokens padded to 201,088
-/// with `[PAD{i}]`, types, merges, gpt2 / gpt-4o, BOS/EOS/PAD ids, add_bos false), built from
-/// tiktoken-rs's o200k data instead of the gpt-oss `tokenizer.json` (the test
-/// `gptoss_vocabulary_equals_make_tiny_gptoss` checks that the two are identical). No tensors.
+/// The tokenizer metadata of the gpt-oss GGUF as `kiln_synth` writes it (the test
+/// `gptoss_vocabulary_equals_make_tiny_gptoss` checks that it is what `make_tiny_gptoss.py
+/// --vocab harmony` writes from the gpt-oss `tokenizer.json`). No tensors.
 pub fn gptoss_gguf_bytes() -> &'static Vec<u8> {
     static B: OnceLock<Vec<u8>> = OnceLock::new();
     B.get_or_init(|| {
-        let ranks = o200k_ranks();
-        let specials = harmony_specials();
-        let mut tokens: Vec<String> = ranks.iter().map(|t| byte_encode(t)).collect();
-        let mut types = vec![1i32; tokens.len()];
-        for (_, text) in &specials {
-            tokens.push(text.clone());
-            types.push(3);
-        }
-        while tokens.len() < 201_088 {
-            tokens.push(format!("[PAD{}]", tokens.len()));
-            types.push(5);
-        }
         let mut w = GgufWriter::new();
         w.add("general.architecture", "gpt-oss").unwrap();
-        w.add("tokenizer.ggml.model", "gpt2").unwrap();
-        w.add("tokenizer.ggml.pre", "gpt-4o").unwrap();
-        w.add("tokenizer.ggml.tokens", tokens).unwrap();
-        w.add("tokenizer.ggml.token_type", types).unwrap();
-        w.add("tokenizer.ggml.merges", o200k_merges()).unwrap();
-        w.add("tokenizer.ggml.bos_token_id", 199_998u32).unwrap();
-        w.add("tokenizer.ggml.eos_token_id", 200_002u32).unwrap();
-        w.add("tokenizer.ggml.padding_token_id", 199_999u32).unwrap();
-        w.add("tokenizer.ggml.add_bos_token", false).unwrap();
+        for (k, v) in kiln_synth::vocab::o200k_harmony_vocab().unwrap().metadata() {
+            w.add(k, v).unwrap();
+        }
         w.to_bytes().unwrap()
     })
 }
