@@ -79,8 +79,10 @@ pub struct Moe<'a, W> {
 /// Where each row of a batch lives: its sequence's KV block table and its position.
 #[derive(Clone, Copy, Debug)]
 pub struct RowKv<'a> {
-    /// The sequence's block table (block ids in position order).
+    /// The sequence's block table (block ids in position order), from its block number
+    /// `first_block` on (sliding-window layers let go of the blocks before).
     pub blocks: &'a [u32],
+    pub first_block: usize,
     /// Position of this row in its sequence.
     pub pos: usize,
 }

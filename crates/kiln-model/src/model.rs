@@ -5,9 +5,9 @@ use std::sync::Arc;
 use kiln_gguf::GgufFile;
 
 use crate::arch::{gemma3, gpt_oss, llama};
-use crate::backend::{Backend, RowKv, WeightData};
+use crate::backend::{AttnParams, Backend, WeightData};
 use crate::config::{Arch, Config};
-use crate::kv::{DEFAULT_BLOCK_SIZE, KvCache, KvLayout, SeqKv};
+use crate::kv::{DEFAULT_BLOCK_SIZE, KvCache, KvLayout, LayerRows, SeqKv, UBATCH};
 use crate::{ModelError, Result};
 
 /// Finds tensors by name, checks their shapes, and binds them on the backend.
@@ -131,22 +131,30 @@ impl<B: Backend> Model<B> {
         Ok(Model { config, backend, weights, file })
     }
 
-    /// A KV cache with room for `n_ctx` positions in total, in blocks of [`DEFAULT_BLOCK_SIZE`].
+    /// A KV cache for one sequence of up to `n_ctx` positions, in blocks of
+    /// [`DEFAULT_BLOCK_SIZE`] (sliding-window layers keep only their window).
     pub fn kv_cache(&self, n_ctx: usize) -> Result<KvCache<B>> {
+        self.kv_cache_for(n_ctx, 1)
+    }
+
+    /// A KV cache with room for `n_ctx` positions in total over at most `n_seq` sequences.
+    pub fn kv_cache_for(&self, n_ctx: usize, n_seq: usize) -> Result<KvCache<B>> {
         let c = &self.config;
-        let layout = KvLayout {
+        let shape = KvLayout {
             n_layer: c.n_layer,
             n_head_kv: c.n_head_kv,
             head_dim: c.head_dim,
             head_dim_v: c.head_dim_v,
             block_size: DEFAULT_BLOCK_SIZE,
-            n_blocks: n_ctx.div_ceil(DEFAULT_BLOCK_SIZE),
+            n_blocks: 0,
         };
-        KvCache::new(&self.backend, layout)
+        let windows: Vec<Option<usize>> = (0..c.n_layer).map(|il| c.window_for(il)).collect();
+        KvCache::new(&self.backend, shape, &windows, n_ctx, n_seq)
     }
 
     /// Runs the batch and returns the logits of `batch.logits` rows, `n_vocab` each, row-major.
-    /// `n_ctx` bounds every sequence's length.
+    /// `n_ctx` bounds every sequence's length. Batches longer than [`UBATCH`] rows run in
+    /// pieces of at most that many (in order).
     pub fn forward(
         &self,
         kv: &mut KvCache<B>,
@@ -158,9 +166,6 @@ impl<B: Backend> Model<B> {
         if batch.seq.len() != n {
             return Err(ModelError::Batch(format!("{} tokens but {} sequence indices", n, batch.seq.len())));
         }
-        if n == 0 {
-            return Ok(Vec::new());
-        }
         for &id in &batch.tokens {
             if id as usize >= self.config.n_vocab {
                 return Err(ModelError::TokenOutOfRange { id, n_vocab: self.config.n_vocab });
@@ -169,42 +174,80 @@ impl<B: Backend> Model<B> {
         if let Some(&r) = batch.logits.iter().find(|&&r| r >= n) {
             return Err(ModelError::Batch(format!("logits row {r} out of {n} rows")));
         }
+        if let Some(&s) = batch.seq.iter().find(|&&s| s >= seqs.len()) {
+            return Err(ModelError::Batch(format!("sequence index {s} out of {}", seqs.len())));
+        }
+        // Every sequence must fit, checked before anything runs.
+        let mut end: Vec<usize> = seqs.iter().map(|s| s.len).collect();
+        for &s in &batch.seq {
+            if end[s] >= n_ctx {
+                return Err(ModelError::ContextFull { pos: end[s], n_ctx });
+            }
+            end[s] += 1;
+        }
+        let nv = self.config.n_vocab;
+        let mut logits = vec![0f32; batch.logits.len() * nv];
+        for start in (0..n).step_by(UBATCH) {
+            let rows = start..(start + UBATCH).min(n);
+            // This piece's logits rows, in the order `batch.logits` asks for them.
+            let (want, out): (Vec<usize>, Vec<usize>) =
+                batch.logits.iter().enumerate().filter(|(_, r)| rows.contains(r)).map(|(o, &r)| (r - start, o)).unzip();
+            let piece =
+                Batch { tokens: batch.tokens[rows.clone()].to_vec(), seq: batch.seq[rows].to_vec(), logits: want };
+            let got = self.forward_ubatch(kv, seqs, &piece)?;
+            for (k, o) in out.into_iter().enumerate() {
+                logits[o * nv..(o + 1) * nv].copy_from_slice(&got[k * nv..(k + 1) * nv]);
+            }
+        }
+        Ok(logits)
+    }
+
+    /// One piece of [`Model::forward`]: at most [`UBATCH`] checked rows.
+    fn forward_ubatch(&self, kv: &mut KvCache<B>, seqs: &mut [&mut SeqKv], batch: &Batch) -> Result<Vec<f32>> {
         // Positions: each sequence continues where its cache ends.
         let mut next: Vec<usize> = seqs.iter().map(|s| s.len).collect();
-        let mut pos = Vec::with_capacity(n);
-        for &s in &batch.seq {
-            let p = next
-                .get_mut(s)
-                .ok_or_else(|| ModelError::Batch(format!("sequence index {s} out of {}", seqs.len())))?;
-            if *p >= n_ctx {
-                return Err(ModelError::ContextFull { pos: *p, n_ctx });
-            }
-            pos.push(*p);
-            *p += 1;
-        }
-        // Reserve KV blocks for every sequence before touching anything.
-        let needed: usize = seqs
+        let pos: Vec<usize> = batch
+            .seq
             .iter()
-            .zip(&next)
-            .map(|(s, &len)| len.div_ceil(kv.layout.block_size).saturating_sub(s.blocks.len()))
-            .sum();
-        if needed > kv.free_blocks() {
-            return Err(ModelError::KvExhausted { needed, free: kv.free_blocks() });
-        }
-        for (s, &len) in seqs.iter_mut().zip(&next) {
-            kv.reserve(s, len)?;
-        }
-        let rows: Vec<RowKv<'_>> =
-            batch.seq.iter().zip(&pos).map(|(&s, &p)| RowKv { blocks: &seqs[s].blocks, pos: p }).collect();
-        let logits = match &self.weights {
-            ArchWeights::Llama(w) => llama::forward(self, w, kv, &rows, &pos, batch),
-            ArchWeights::Gemma3(w) => gemma3::forward(self, w, kv, &rows, &pos, batch),
-            ArchWeights::GptOss(w) => gpt_oss::forward(self, w, kv, &rows, &pos, batch),
+            .map(|&s| {
+                next[s] += 1;
+                next[s] - 1
+            })
+            .collect();
+        kv.reserve(seqs, &next)?;
+        let logits = {
+            let rows = KvCache::<B>::rows(seqs, &batch.seq, &pos);
+            match &self.weights {
+                ArchWeights::Llama(w) => llama::forward(self, w, kv, &rows, &pos, batch),
+                ArchWeights::Gemma3(w) => gemma3::forward(self, w, kv, &rows, &pos, batch),
+                ArchWeights::GptOss(w) => gpt_oss::forward(self, w, kv, &rows, &pos, batch),
+            }
         };
-        drop(rows);
         for (s, len) in seqs.iter_mut().zip(next) {
             s.len = len;
         }
+        kv.after_forward(seqs);
         Ok(self.backend.to_host(&logits))
     }
+}
+
+/// Writes a batch's K and V rows into layer `il`'s cache and attends over it: the windowed
+/// store and block tables for a sliding-window layer, the full ones otherwise.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend<B: Backend>(
+    be: &B,
+    kv: &mut KvCache<B>,
+    rows: &LayerRows<'_>,
+    il: usize,
+    k: &B::Act,
+    v: &B::Act,
+    q: &B::Act,
+    p: &AttnParams,
+    sinks: Option<&B::Weight>,
+    out: &mut B::Act,
+) {
+    let (store, li, windowed) = kv.layer(il);
+    let rows = if windowed { &rows.windowed } else { &rows.full };
+    be.kv_write(store, li, rows, k, v);
+    be.attention(store, li, rows, q, p, sinks, out);
 }

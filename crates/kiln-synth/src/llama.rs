@@ -72,7 +72,7 @@ impl Llama {
 
     fn check(&self) -> Result<()> {
         ensure!(self.layers >= 1 && self.heads >= 1 && self.kv_heads >= 1, "empty shape");
-        ensure!(self.head_dim >= 2 && self.head_dim % 2 == 0, "head dim {} must be even", self.head_dim);
+        ensure!(self.head_dim >= 2 && self.head_dim.is_multiple_of(2), "head dim {} must be even", self.head_dim);
         ensure!(
             self.heads.is_multiple_of(self.kv_heads),
             "heads {} not a multiple of kv heads {}",

@@ -3,9 +3,9 @@
 //! five sliding-window layers to one global layer, tied output embedding.
 
 use crate::Result;
-use crate::backend::{AttnParams, Backend, Glu, Rope, RowKv};
+use crate::backend::{AttnParams, Backend, Glu, Rope};
 use crate::config::Config;
-use crate::kv::KvCache;
+use crate::kv::{KvCache, LayerRows};
 use crate::model::{Batch, Binder, Head, Model};
 
 pub(crate) struct Layer<W> {
@@ -59,7 +59,7 @@ pub(crate) fn forward<B: Backend>(
     m: &Model<B>,
     w: &Weights<B::Weight>,
     kv: &mut KvCache<B>,
-    rows: &[RowKv<'_>],
+    rows: &LayerRows<'_>,
     pos: &[usize],
     batch: &Batch,
 ) -> B::Act {
@@ -107,9 +107,11 @@ pub(crate) fn forward<B: Backend>(
         // As llama.cpp's gemma3 graph: the attention scale multiplies the queries, not the
         // scores (the same in exact arithmetic; not once the queries are rounded to f16).
         be.scale(&mut qn, c.attn_scale);
-        be.kv_write(&mut kv.store, il, rows, &kn, &v);
-        be.attention(&kv.store, il, rows, &qn, &attn, None, &mut a);
+        crate::model::attend(be, kv, rows, il, &kn, &v, &qn, &attn, None, &mut a);
         be.matmul(&a, &l.wo, None, &mut o);
+        if il + 1 == c.n_layer && batch.logits.is_empty() {
+            return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
+        }
         if il + 1 == c.n_layer {
             // As llama.cpp: the rest of the last layer only for the rows whose logits are wanted.
             let k = batch.logits.len();

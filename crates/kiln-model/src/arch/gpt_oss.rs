@@ -4,9 +4,9 @@
 //! (router with bias, softmax over the top-k logits, experts with biases and clamped SwiGLU).
 
 use crate::Result;
-use crate::backend::{AttnParams, Backend, Moe, Rope, RowKv};
+use crate::backend::{AttnParams, Backend, Moe, Rope};
 use crate::config::Config;
-use crate::kv::KvCache;
+use crate::kv::{KvCache, LayerRows};
 use crate::model::{Batch, Binder, Head, Model};
 
 /// gpt-oss's SwiGLU: σ(1.702·gate), gate ≤ 7, up ∈ [−7, 7].
@@ -77,7 +77,7 @@ pub(crate) fn forward<B: Backend>(
     m: &Model<B>,
     w: &Weights<B::Weight>,
     kv: &mut KvCache<B>,
-    rows: &[RowKv<'_>],
+    rows: &LayerRows<'_>,
     pos: &[usize],
     batch: &Batch,
 ) -> B::Act {
@@ -114,9 +114,11 @@ pub(crate) fn forward<B: Backend>(
         be.matmul(&h, &l.wv, Some(&l.bv), &mut v);
         be.rope(&mut q, hd, pos, &rope);
         be.rope(&mut k, hd, pos, &rope);
-        be.kv_write(&mut kv.store, il, rows, &k, &v);
-        be.attention(&kv.store, il, rows, &q, &attn, Some(&l.sinks), &mut a);
+        crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, Some(&l.sinks), &mut a);
         be.matmul(&a, &l.wo, Some(&l.bo), &mut o);
+        if il + 1 == c.n_layer && batch.logits.is_empty() {
+            return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
+        }
         if il + 1 == c.n_layer {
             // The last layer's FFN only for the rows whose logits are wanted.
             let k = batch.logits.len();

@@ -2,9 +2,9 @@
 //! q/k/v biases, SwiGLU, optionally tied output embedding.
 
 use crate::Result;
-use crate::backend::{AttnParams, Backend, Glu, Rope, RowKv};
+use crate::backend::{AttnParams, Backend, Glu, Rope};
 use crate::config::Config;
-use crate::kv::KvCache;
+use crate::kv::{KvCache, LayerRows};
 use crate::model::{Batch, Binder, Head, Model};
 
 pub(crate) struct Layer<W> {
@@ -60,7 +60,7 @@ pub(crate) fn forward<B: Backend>(
     m: &Model<B>,
     w: &Weights<B::Weight>,
     kv: &mut KvCache<B>,
-    rows: &[RowKv<'_>],
+    rows: &LayerRows<'_>,
     pos: &[usize],
     batch: &Batch,
 ) -> B::Act {
@@ -99,9 +99,11 @@ pub(crate) fn forward<B: Backend>(
         be.matmul(&h, &l.wv, l.bv.as_ref(), &mut v);
         be.rope(&mut q, c.head_dim, pos, &rope);
         be.rope(&mut k, c.head_dim, pos, &rope);
-        be.kv_write(&mut kv.store, il, rows, &k, &v);
-        be.attention(&kv.store, il, rows, &q, &attn, None, &mut a);
+        crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, None, &mut a);
         be.matmul(&a, &l.wo, l.bo.as_ref(), &mut o);
+        if il + 1 == c.n_layer && batch.logits.is_empty() {
+            return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
+        }
         if il + 1 == c.n_layer {
             // As llama.cpp: the last layer's FFN only for the rows whose logits are wanted.
             let k = batch.logits.len();

@@ -74,11 +74,11 @@ pub(super) fn attention(
         };
         let qsrc = &q.data[i * q.cols + h * hd..i * q.cols + (h + 1) * hd];
         let key = |t: usize| {
-            let slot = kv.slot(r.blocks, t);
+            let slot = kv.slot(r, t);
             &ks[slot * kw + kvh * hd..slot * kw + (kvh + 1) * hd]
         };
         let value = |t: usize| {
-            let slot = kv.slot(r.blocks, t);
+            let slot = kv.slot(r, t);
             &vs[slot * vw + kvh * hdv..slot * vw + (kvh + 1) * hdv]
         };
         if tiled {
@@ -112,21 +112,24 @@ struct Widened<'a> {
 fn widen<'a>(kv: &CpuKv, layer: usize, rows: &[RowKv<'a>], p: &AttnParams) -> Vec<Widened<'a>> {
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let (kw, vw) = (p.n_head_kv * hd, p.n_head_kv * hdv);
-    let mut seqs: Vec<(&'a [u32], usize)> = Vec::new();
+    // Per sequence: a row of it, and the positions its rows see (lo..n).
+    let mut seqs: Vec<(RowKv<'a>, usize, usize)> = Vec::new();
     for r in rows {
-        match seqs.iter_mut().find(|(b, _)| std::ptr::eq(*b, r.blocks)) {
-            Some((_, n)) => *n = (*n).max(r.pos + 1),
-            None => seqs.push((r.blocks, r.pos + 1)),
+        let lo = p.window.map_or(0, |w| (r.pos + 1).saturating_sub(w));
+        match seqs.iter_mut().find(|(s, _, _)| std::ptr::eq(s.blocks, r.blocks)) {
+            Some((_, l, n)) => (*l, *n) = ((*l).min(lo), (*n).max(r.pos + 1)),
+            None => seqs.push((*r, lo, r.pos + 1)),
         }
     }
     seqs.into_iter()
-        .map(|(blocks, n)| {
+        .map(|(r, lo, n)| {
+            let blocks = r.blocks;
             let n_tiles = n.div_ceil(KV_TILE);
             let mut kt = vec![0f32; p.n_head_kv * n_tiles * hd * KV_TILE];
             let mut v = vec![0f32; n * vw];
             let mut krow = vec![0f32; kw];
-            for t in 0..n {
-                let slot = kv.slot(blocks, t);
+            for t in lo..n {
+                let slot = kv.slot(&r, t);
                 kv.k[layer][slot * kw..(slot + 1) * kw].convert_to_f32_slice(&mut krow);
                 kv.v[layer][slot * vw..(slot + 1) * vw].convert_to_f32_slice(&mut v[t * vw..(t + 1) * vw]);
                 for h in 0..p.n_head_kv {

@@ -89,9 +89,10 @@ pub struct CpuKv {
 }
 
 impl CpuKv {
-    fn slot(&self, blocks: &[u32], pos: usize) -> usize {
+    /// The cache slot of position `pos` of the sequence `r` belongs to.
+    fn slot(&self, r: &RowKv<'_>, pos: usize) -> usize {
         let bs = self.layout.block_size;
-        blocks[pos / bs] as usize * bs + pos % bs
+        r.blocks[pos / bs - r.first_block] as usize * bs + pos % bs
     }
 }
 
@@ -265,7 +266,7 @@ impl Backend for CpuBackend {
 
     fn kv_write(&self, kv: &mut CpuKv, layer: usize, rows: &[RowKv<'_>], k: &CpuAct, v: &CpuAct) {
         for (i, r) in rows.iter().enumerate() {
-            let slot = kv.slot(r.blocks, r.pos);
+            let slot = kv.slot(r, r.pos);
             let (kw, vw) = (k.cols, v.cols);
             kv.k[layer][slot * kw..(slot + 1) * kw].convert_from_f32_slice(&k.data[i * kw..(i + 1) * kw]);
             kv.v[layer][slot * vw..(slot + 1) * vw].convert_from_f32_slice(&v.data[i * vw..(i + 1) * vw]);

@@ -10,8 +10,6 @@ use serde_json::Value;
 pub const STRICT: f64 = 0.01;
 /// Top-2 gap below which greedy ids may legitimately differ.
 pub const NEAR_TIE: f64 = 0.05;
-/// llama.cpp's default micro-batch: a longer prompt is processed in pieces of this many tokens.
-pub const N_UBATCH: usize = 512;
 
 pub fn report() -> bool {
     std::env::var_os("KILN_REPORT").is_some_and(|v| v != "0")
@@ -72,8 +70,9 @@ impl Outcome {
     }
 }
 
-/// Teacher-forces `model` along the fixture's greedy path — the prompt in llama.cpp's
-/// micro-batches of 512, then one token per call, as `greedy_ids` ran — and checks every step:
+/// Teacher-forces `model` along the fixture's greedy path — the prompt in one call (which kiln,
+/// like llama.cpp, runs in micro-batches of 512), then one token per call, as `greedy_ids` ran —
+/// and checks every step:
 /// error ≤ `STRICT + 2 × disagreement[i]` always (`disagreement`: llama.cpp vs float64, when
 /// known), ≤ `STRICT` where `strict`; the argmax equal to llama.cpp's id before the first near-tie.
 pub fn check(model: &Model<CpuBackend>, name: &str, fx: &Value, disagreement: Option<&[f64]>, strict: bool) -> Outcome {
@@ -89,10 +88,7 @@ pub fn check(model: &Model<CpuBackend>, name: &str, fx: &Value, disagreement: Op
     let n_ctx = prompt.len() + generated.len() + 1;
     let mut kv = model.kv_cache(n_ctx).unwrap();
     let mut seq = SeqKv::default();
-    let mut logits = Vec::new();
-    for piece in prompt.chunks(N_UBATCH) {
-        logits = model.forward(&mut kv, &mut [&mut seq], &Batch::single(piece), n_ctx).unwrap();
-    }
+    let mut logits = model.forward(&mut kv, &mut [&mut seq], &Batch::single(&prompt), n_ctx).unwrap();
     let mut out = Outcome { steps: steps.len(), ..Outcome::default() };
     let mut tied = false;
     for (i, step) in steps.iter().enumerate() {
@@ -125,6 +121,16 @@ pub fn check(model: &Model<CpuBackend>, name: &str, fx: &Value, disagreement: Op
         if i + 1 < generated.len() {
             logits = model.forward(&mut kv, &mut [&mut seq], &Batch::single(&[generated[i]]), n_ctx).unwrap();
         }
+    }
+    // Sliding-window layers kept no more than their window (and the block it starts in).
+    if let Some(w) = &kv.windowed {
+        let bs = w.layout.block_size;
+        assert!(
+            seq.window_blocks.len() <= kv.window.div_ceil(bs) + 1,
+            "{name}: {} windowed blocks of {bs} held for a window of {}",
+            seq.window_blocks.len(),
+            kv.window
+        );
     }
     eprintln!(
         "{name}: worst error {:.3}% of range, {}/{} steps within 1%",
