@@ -231,6 +231,21 @@ impl<B: Backend> Model<B> {
     }
 }
 
+/// With `KILN_TRACE=DIR`, writes every traced intermediate tensor to `DIR/<name>-<layer>.f32`
+/// (little-endian f32, row-major, rows = batch rows) under llama.cpp's names for them, for
+/// comparing a forward pass layer by layer with the same tensors taken from llama.cpp (a graph
+/// callback: `tests/oracle/dump_tensors.cpp`; docs/COMPARING.md). A later call overwrites a file.
+pub(crate) fn trace<B: Backend>(be: &B, name: &str, il: usize, x: &B::Act) {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    if let Some(dir) = DIR.get_or_init(|| std::env::var_os("KILN_TRACE").map(Into::into)) {
+        let bytes: Vec<u8> = be.to_host(x).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let path = dir.join(format!("{name}-{il}.f32"));
+        if let Err(e) = std::fs::write(&path, bytes) {
+            eprintln!("KILN_TRACE: {}: {e}", path.display());
+        }
+    }
+}
+
 /// Writes a batch's K and V rows into layer `il`'s cache and attends over it: the windowed
 /// store and block tables for a sliding-window layer, the full ones otherwise.
 #[allow(clippy::too_many_arguments)]

@@ -6,7 +6,7 @@ use crate::Result;
 use crate::backend::{AttnParams, Backend, Glu, Rope};
 use crate::config::Config;
 use crate::kv::{KvCache, LayerRows};
-use crate::model::{Batch, Binder, Head, Model};
+use crate::model::{Batch, Binder, Head, Model, trace};
 
 pub(crate) struct Layer<W> {
     attn_norm: W,
@@ -108,7 +108,9 @@ pub(crate) fn forward<B: Backend>(
         // scores (the same in exact arithmetic; not once the queries are rounded to f16).
         be.scale(&mut qn, c.attn_scale);
         crate::model::attend(be, kv, rows, il, &kn, &v, &qn, &attn, None, &mut a);
+        trace(be, "kqv_out", il, &a);
         be.matmul(&a, &l.wo, None, &mut o);
+        trace(be, "attn_out", il, &o);
         if il + 1 == c.n_layer && batch.logits.is_empty() {
             return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
         }
@@ -128,6 +130,7 @@ pub(crate) fn forward<B: Backend>(
         be.matmul(&gu, &l.down, None, &mut o);
         be.rms_norm(&o, &l.ffn_post_norm, c.n_embd, c.rms_eps, &mut h);
         be.add(&mut x, &h);
+        trace(be, "l_out", il, &x);
     }
     w.head.logits(be, c, &x, batch.logits.len())
 }

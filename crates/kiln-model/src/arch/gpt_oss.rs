@@ -7,7 +7,7 @@ use crate::Result;
 use crate::backend::{AttnParams, Backend, Moe, Rope};
 use crate::config::Config;
 use crate::kv::{KvCache, LayerRows};
-use crate::model::{Batch, Binder, Head, Model};
+use crate::model::{Batch, Binder, Head, Model, trace};
 
 /// gpt-oss's SwiGLU: σ(1.702·gate), gate ≤ 7, up ∈ [−7, 7].
 const SWIGLU_ALPHA: f32 = 1.702;
@@ -109,13 +109,19 @@ pub(crate) fn forward<B: Backend>(
             window: c.window_for(il),
         };
         be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h);
+        trace(be, "attn_norm", il, &h);
         be.matmul(&h, &l.wq, Some(&l.bq), &mut q);
         be.matmul(&h, &l.wk, Some(&l.bk), &mut k);
         be.matmul(&h, &l.wv, Some(&l.bv), &mut v);
         be.rope(&mut q, hd, pos, &rope);
         be.rope(&mut k, hd, pos, &rope);
+        trace(be, "Qcur", il, &q);
+        trace(be, "Kcur", il, &k);
+        trace(be, "Vcur", il, &v);
         crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, Some(&l.sinks), &mut a);
+        trace(be, "kqv_out", il, &a);
         be.matmul(&a, &l.wo, Some(&l.bo), &mut o);
+        trace(be, "attn_out", il, &o);
         if il + 1 == c.n_layer && batch.logits.is_empty() {
             return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
         }
@@ -127,7 +133,9 @@ pub(crate) fn forward<B: Backend>(
         }
         be.add(&mut x, &o);
 
+        trace(be, "ffn_inp", il, &x);
         be.rms_norm(&x, &l.post_norm, c.n_embd, c.rms_eps, &mut h);
+        trace(be, "attn_post_norm", il, &h);
         let moe = Moe {
             router: &l.router,
             router_b: Some(&l.router_b),
@@ -144,7 +152,9 @@ pub(crate) fn forward<B: Backend>(
             limit: SWIGLU_LIMIT,
         };
         be.moe(&h, &moe, &mut o);
+        trace(be, "ffn_moe_out", il, &o);
         be.add(&mut x, &o);
+        trace(be, "l_out", il, &x);
     }
     w.head.logits(be, c, &x, batch.logits.len())
 }

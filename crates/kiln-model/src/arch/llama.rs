@@ -5,7 +5,7 @@ use crate::Result;
 use crate::backend::{AttnParams, Backend, Glu, Rope};
 use crate::config::Config;
 use crate::kv::{KvCache, LayerRows};
-use crate::model::{Batch, Binder, Head, Model};
+use crate::model::{Batch, Binder, Head, Model, trace};
 
 pub(crate) struct Layer<W> {
     attn_norm: W,
@@ -100,7 +100,9 @@ pub(crate) fn forward<B: Backend>(
         be.rope(&mut q, c.head_dim, pos, &rope);
         be.rope(&mut k, c.head_dim, pos, &rope);
         crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, None, &mut a);
+        trace(be, "kqv_out", il, &a);
         be.matmul(&a, &l.wo, l.bo.as_ref(), &mut o);
+        trace(be, "attn_out", il, &o);
         if il + 1 == c.n_layer && batch.logits.is_empty() {
             return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
         }
@@ -118,6 +120,7 @@ pub(crate) fn forward<B: Backend>(
         be.glu(Glu::Silu, &g, &u, &mut gu);
         be.matmul(&gu, &l.down, None, &mut o);
         be.add(&mut x, &o);
+        trace(be, "l_out", il, &x);
     }
     w.head.logits(be, c, &x, batch.logits.len())
 }

@@ -232,7 +232,8 @@ fn attend_f32_body<'a>(
         }
     }
     if let Some(s) = sink {
-        apply_sink(s, &mut m, &mut sum, &mut acc);
+        // GCC fuses the tiled kernel's `S*ms + vs` (but not the one-chunk kernel's).
+        apply_sink(s, &mut m, &mut sum, &mut acc, true);
     }
     let inv = 1.0 / sum;
     for (o, a) in out.iter_mut().zip(&acc) {
@@ -268,7 +269,7 @@ fn attend_f16<'a>(
         let (mut m, mut sum) = attend_f16_chunk(&qf, lo..=hi, &key, &value, scale, &mut acc);
         acc.convert_to_f32_slice(&mut acc32);
         if let Some(s) = sink {
-            apply_sink(s, &mut m, &mut sum, &mut acc32);
+            apply_sink(s, &mut m, &mut sum, &mut acc32, false);
         }
         let inv = 1.0 / sum;
         for (o, a) in out.iter_mut().zip(&acc32) {
@@ -293,7 +294,7 @@ fn attend_f16<'a>(
         };
         acc.convert_to_f32_slice(&mut acc32);
         if let Some(s) = sink {
-            apply_sink(s, &mut mc, &mut sc, &mut acc32);
+            apply_sink(s, &mut mc, &mut sc, &mut acc32, false);
         }
         // As GCC compiles ggml's merge: the first product of `a*b + c*d` fused with the sum.
         let m_new = m.max(mc);
@@ -310,7 +311,10 @@ fn attend_f16<'a>(
 
 /// Folds an attention sink (a logit with no value) into a finished softmax, as ggml's flash
 /// attention does after its last key: running maximum `m`, sum `sum`, unnormalized output `acc`.
-fn apply_sink(s: f32, m: &mut f32, sum: &mut f32, acc: &mut [f32]) {
+/// `fused`: whether the sum's `S*ms + vs` is one fused multiply-add, as GCC compiles it in the
+/// tiled kernel; in the one-chunk kernel it stays a multiply and an add (both checked bit for bit
+/// against llama.cpp's attention output).
+fn apply_sink(s: f32, m: &mut f32, sum: &mut f32, acc: &mut [f32], fused: bool) {
     let (mut ms, mut vs) = (1.0f32, 1.0f32);
     if s > *m {
         ms = (*m - s).exp();
@@ -319,8 +323,7 @@ fn apply_sink(s: f32, m: &mut f32, sum: &mut f32, acc: &mut [f32]) {
     } else {
         vs = (s - *m).exp();
     }
-    // GCC contracts `S*ms + vs`.
-    *sum = sum.mul_add(ms, vs);
+    *sum = if fused { sum.mul_add(ms, vs) } else { *sum * ms + vs };
 }
 
 /// ggml's `ggml_compute_forward_flash_attn_ext_f16_one_chunk` for one query head over `range`:

@@ -241,7 +241,9 @@ impl Backend for CpuBackend {
                             let interp = rope.freq_scale * extrap;
                             let y = (j as f32 - low) / (high - low).max(0.001);
                             let mix = (1.0 - y.clamp(0.0, 1.0)) * ext;
-                            let theta = interp * (1.0 - mix) + extrap * mix;
+                            // `interp·(1 − mix) + extrap·mix` as GCC compiles it: the first product
+                            // fused with the sum (checked bit for bit against llama.cpp's RoPE).
+                            let theta = interp.mul_add(1.0 - mix, extrap * mix);
                             cs.push((theta.cos() * mscale, theta.sin() * mscale));
                             extrap *= theta_scale;
                         }
@@ -296,6 +298,14 @@ impl Backend for CpuBackend {
         for row in logits.data.chunks(m.n_expert) {
             let mut idx: Vec<usize> = (0..m.n_expert).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            if std::env::var_os("KILN_DBG_MOE").is_some() {
+                eprintln!(
+                    "MOE topk {:?} gap45 {:.6} first3 {:?}",
+                    &idx[..m.n_used + 1],
+                    row[idx[m.n_used - 1]] - row[idx[m.n_used]],
+                    &row[..3]
+                );
+            }
             idx.truncate(m.n_used);
             let max = row[idx[0]];
             let ex: Vec<f32> = idx.iter().map(|&i| (row[i] - max).exp()).collect();
