@@ -204,6 +204,25 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
+/// Eight rows of MXFP4 weights against one Q8_0 activation row, each summed exactly as
+/// [`crate::TypeTraits::dot`] sums it (the same result for every row, bit for bit), computed the
+/// way ggml's repacked GEMV computes eight columns at once: with AVX2, one vector lane per row, so
+/// that the eight per-block fused multiply-add chains run side by side.
+pub fn dot_rows8(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI were detected at run time.
+            return unsafe { x86::dot_rows8_vnni(w, act) };
+        }
+        if crate::simd::has_avx2_fma() {
+            // SAFETY: AVX2, FMA and F16C were detected at run time.
+            return unsafe { x86::dot_rows8_avx2(w, act) };
+        }
+    }
+    w.map(|r| dot_scalar(r, act))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -301,6 +320,60 @@ mod x86 {
     }
 
     dot_entry_points!(dot);
+
+    /// [`super::dot_rows8`]'s body: per block, the eight rows' exact integer sums reduced into
+    /// one vector (lane r = row r), their scales `e8m0_half(e_r) · d_y`, and one fused
+    /// multiply-add into the eight running sums, as `ggml_gemv_mxfp4_8x8_q8_0`.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn rows8<I: Isa>(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
+        let (yb, _) = act.as_chunks::<34>();
+        let xb = w.map(|r| r.as_chunks::<BLOCK_BYTES>().0);
+        let n = xb.iter().map(|r| r.len()).min().unwrap_or(0).min(yb.len());
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(load16(&KVALUES_PLUS_12));
+            let mut acc = _mm256_setzero_ps();
+            for (k, y) in yb[..n].iter().enumerate() {
+                let [_, _, yq @ ..] = y;
+                let yq = load32(yq);
+                // `ints`' offset term (12 · the activations), the same for every row: once.
+                let c = I::dot_u8_i8(_mm256_set1_epi8(12), yq);
+                let mut p = [_mm256_setzero_si256(); 8];
+                for (r, p) in p.iter_mut().enumerate() {
+                    let [_, xq @ ..] = &xb[r][k];
+                    let q = _mm256_shuffle_epi8(table, unpack_nibbles(xq));
+                    *p = _mm256_sub_epi32(I::dot_u8_i8(q, yq), c);
+                }
+                let sumi = _mm256_cvtepi32_ps(sum_lanes8(p));
+                let dx = e8m0_half8(std::array::from_fn(|r| xb[r][k][0]));
+                let dy = _mm256_set1_ps(f16_le([y[0], y[1]]));
+                acc = _mm256_fmadd_ps(sumi, _mm256_mul_ps(dx, dy), acc);
+            }
+            let mut out = [0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), acc);
+            out
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_rows8_avx2(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
+        // SAFETY: this function's features, which the caller checked.
+        unsafe { rows8::<crate::formats::common::x86::Avx2>(w, act) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub(super) unsafe fn dot_rows8_vnni(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
+        // SAFETY: this function's features, which the caller checked.
+        unsafe { rows8::<crate::formats::common::x86::Vnni>(w, act) }
+    }
 
     #[cfg(test)]
     mod tests {
@@ -410,6 +483,37 @@ mod tests {
         // log2f(f32::MAX) = 128 − 2^-24/ln 2 rounds to 128.0 in f32: floor gives 128, not 127.
         assert_eq!(scale_for_amax(f32::MAX), 253);
         assert_eq!(scale_for_amax(f32::INFINITY), 0); // (uint8)inf on x86
+    }
+
+    #[test]
+    fn eight_rows_at_once_equal_row_by_row() {
+        // Weights and activations from a splitmix64 stream: every code and a spread of scales.
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for blocks in [1usize, 7, 8, 9, 90] {
+            let rows: Vec<Vec<u8>> = (0..8)
+                .map(|_| {
+                    let mut r: Vec<u8> = (0..blocks * BLOCK_BYTES).map(|_| next() as u8).collect();
+                    for b in r.chunks_mut(BLOCK_BYTES) {
+                        b[0] = 110 + (b[0] % 30); // scales 2^-18 .. 2^11
+                    }
+                    r
+                })
+                .collect();
+            let x: Vec<f32> = (0..blocks * QK).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+            let act = crate::quantize_activations(GgmlType::MXFP4, &x).unwrap();
+            let w: [&[u8]; 8] = std::array::from_fn(|r| rows[r].as_slice());
+            let got = dot_rows8(w, &act);
+            for r in 0..8 {
+                let want = crate::traits(GgmlType::MXFP4).unwrap().dot(&rows[r], &act).unwrap();
+                assert_eq!(got[r].to_bits(), want.to_bits(), "{blocks} blocks, row {r}");
+            }
+        }
     }
 
     #[test]

@@ -28,7 +28,8 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 ///   and a row count that is a multiple of 4, take llamafile's tinyBLAS (gpt-oss's router).
 ///
 /// MXFP4 weights are repacked too; their `vec_dot` in kiln already sums in the repacked GEMV's
-/// order (`kiln_quant::mxfp4`). (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked, Q5_K, Q3_K and
+/// order (`kiln_quant::mxfp4`), and with a row count that is a multiple of 8 they are multiplied
+/// eight rows at a time as that GEMV does. (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked, Q5_K, Q3_K and
 /// Q2_K tiled, and BF16 goes through tinyBLAS and AVX-512 BF16 instructions; kiln does not follow
 /// those kernels yet and uses `vec_dot`'s order.)
 #[derive(Clone, Copy)]
@@ -37,14 +38,17 @@ enum Order {
     /// `dot(w, x, in_gemm_group)`.
     Repacked(fn(&[u8], &[u8], bool) -> f32),
     Tiled(fn(&[u8], &[u8]) -> f32),
+    /// Eight weight rows at a time (`dot(rows, x)`), each summed as `vec_dot` sums it.
+    Rows8(fn([&[u8]; 8], &[u8]) -> [f32; 8]),
 }
 
 fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{f32, q4_k, q6_k};
+    use kiln_quant::formats::{f16, f32, q4_k, q6_k};
+    let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
-        GgmlType::F32 if batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4) => {
-            Order::Tiled(f32::dot_tinyblas)
-        }
+        GgmlType::F32 if tinyblas => Order::Tiled(f32::dot_tinyblas),
+        GgmlType::F16 if tinyblas => Order::Tiled(f16::dot_tinyblas),
+        GgmlType::MXFP4 if rows.is_multiple_of(8) => Order::Rows8(kiln_quant::mxfp4::dot_rows8),
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked),
         GgmlType::Q4_K if batch >= 8 => Order::Tiled(q4_k::dot_tiled),
         GgmlType::Q6_K if batch >= 8 => Order::Tiled(q6_k::dot_tiled),
@@ -80,7 +84,10 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
     let order = order(ty, m, n, k);
     // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
     let gemm_rows = n - n % 4;
-    let chunk = rows_per_task(pool.threads(), m, n, k);
+    let mut chunk = rows_per_task(pool.threads(), m, n, k);
+    if let Order::Rows8(_) = order {
+        chunk = chunk.next_multiple_of(8);
+    }
     let tasks = m.div_ceil(chunk);
     let o = SyncPtr(out.data.as_mut_ptr());
     pool.run(tasks, |ci| {
@@ -91,6 +98,17 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
         // Activation rows in tiles of ACT_TILE, so a tile stays in L1 while the task's weight
         // rows pass over it (each output is still one dot product: results do not change).
         for i0 in (0..n).step_by(ACT_TILE) {
+            if let Order::Rows8(dot8) = order {
+                for j in (ci * chunk..((ci + 1) * chunk).min(m)).step_by(8) {
+                    let wr: [&[u8]; 8] = std::array::from_fn(|r| &w[(j + r) * wrb..(j + r + 1) * wrb]);
+                    for i in i0..(i0 + ACT_TILE).min(n) {
+                        let d = dot8(wr, &xq[i * xrb..(i + 1) * xrb]);
+                        // SAFETY: columns j..j + 8 belong to this task alone; i < n, j + 8 ≤ m.
+                        unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), o.0.add(i * m + j), 8) };
+                    }
+                }
+                continue;
+            }
             for j in ci * chunk..((ci + 1) * chunk).min(m) {
                 let wr = &w[j * wrb..(j + 1) * wrb];
                 for i in i0..(i0 + ACT_TILE).min(n) {
@@ -99,6 +117,7 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(dot) => dot(wr, xr, i < gemm_rows),
                         Order::Tiled(dot) => dot(wr, xr),
+                        Order::Rows8(_) => unreachable!("handled above"),
                     };
                     // SAFETY: column j belongs to this task alone; i < n, j < m.
                     unsafe { *o.0.add(i * m + j) = d };
