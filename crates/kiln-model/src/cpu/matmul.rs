@@ -24,14 +24,14 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 ///   in groups of four) or GEMV kernel (the rest);
 /// - other K-quant weights, with 8 or more activation rows, take the tiled K-quant product
 ///   (`ggml-cpu/tiled`);
-/// - F32 and F16 weights, with 2 or more activation rows, a row length that is a multiple of 16
-///   and a row count that is a multiple of 4, take llamafile's tinyBLAS (gpt-oss's router).
+/// - F32, F16 and BF16 weights, with 2 or more activation rows, a row length that is a multiple
+///   of 16 (BF16: 32) and a row count that is a multiple of 4, take llamafile's tinyBLAS
+///   (gpt-oss's router).
 ///
 /// MXFP4 weights are repacked too; their `vec_dot` in kiln already sums in the repacked GEMV's
 /// order (`kiln_quant::mxfp4`), and with a row count that is a multiple of 8 they are multiplied
-/// eight rows at a time as that GEMV does. (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked, Q5_K, Q3_K and
-/// Q2_K tiled, and BF16 goes through tinyBLAS and AVX-512 BF16 instructions; kiln does not follow
-/// those kernels yet and uses `vec_dot`'s order.)
+/// eight rows at a time as that GEMV does. (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked, and Q5_K, Q3_K and
+/// Q2_K tiled; kiln does not follow those kernels yet and uses `vec_dot`'s order.)
 #[derive(Clone, Copy)]
 enum Order {
     VecDot,
@@ -43,11 +43,12 @@ enum Order {
 }
 
 fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{f16, f32, q4_k, q6_k};
+    use kiln_quant::formats::{bf16, f16, f32, q4_k, q6_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
         GgmlType::F32 if tinyblas => Order::Tiled(f32::dot_tinyblas),
         GgmlType::F16 if tinyblas => Order::Tiled(f16::dot_tinyblas),
+        GgmlType::BF16 if tinyblas && k.is_multiple_of(32) => Order::Tiled(bf16::dot_tinyblas),
         GgmlType::MXFP4 if rows.is_multiple_of(8) => Order::Rows8(kiln_quant::mxfp4::dot_rows8),
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked),
         GgmlType::Q4_K if batch >= 8 => Order::Tiled(q4_k::dot_tiled),

@@ -5,8 +5,8 @@
 //! `ggml_compute_fp32_to_bf16`: round to nearest even on the bits, NaN → its top bits with the
 //! quiet bit forced (see [`super::common::f32_to_bf16`]). The dot product takes BF16 activations
 //! (ggml's `vec_dot_type` for BF16 is BF16) and follows `ggml_vec_dot_bf16`: products formed in
-//! `f32`; the portable kernel sums them in `f64`, the AVX2 kernel in four 8-lane `f32` fused
-//! multiply-add accumulators.
+//! `f32`; the portable kernel sums them in `f64`; the SIMD kernel follows llama.cpp's
+//! AVX-512 BF16 build (`vdpbf16ps` chains, emulated with AVX2: see `avx2::dpbf16`).
 
 use super::common::{bf16_to_f32, f32_to_bf16};
 use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
@@ -50,6 +50,18 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sum as f32
 }
 
+/// BF16 · BF16 as llama.cpp's CPU matrix product sums it for batches of two or more activation
+/// rows (llamafile's tinyBLAS with AVX-512 BF16, taken when the row length is a multiple of 32 and
+/// the weight's row count a multiple of 4). Without AVX2 + FMA: [`dot_scalar`].
+pub fn dot_tinyblas(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2, FMA and F16C were detected at run time.
+        return unsafe { avx2::dot_tinyblas(w, act) };
+    }
+    dot_scalar(w, act)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -69,41 +81,68 @@ mod avx2 {
         (even, odd)
     }
 
-    /// AVX2 + FMA dot product: 32 values per step (two 16-value loads per operand, each split
-    /// into even and odd values) in four accumulators, then 16 at a time, then the last few one
-    /// by one.
+    /// A 16-lane vector as two 8-lane halves.
+    type V16 = [__m256; 2];
+
+    /// `_mm512_dpbf16_ps(acc, x, y)` over 32 values: lane j adds the product of values 2j + 1,
+    /// then that of values 2j, each rounded once (a product of two bfloat16 is exact in `f32`),
+    /// as the instruction's definition orders them. (Its flushing of subnormal inputs and
+    /// results to zero is not modelled.)
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn dpbf16(acc: V16, x: &[u8; 64], y: &[u8; 64]) -> V16 {
+        let (x, y) = (x.as_chunks::<32>().0, y.as_chunks::<32>().0);
+        let mut out = acc;
+        for h in 0..2 {
+            let ((xe, xo), (ye, yo)) = (split16(&x[h]), split16(&y[h]));
+            out[h] = _mm256_fmadd_ps(xe, ye, _mm256_fmadd_ps(xo, yo, out[h]));
+        }
+        out
+    }
+
+    /// `_mm512_reduce_add_ps`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn reduce16(v: V16) -> f32 {
+        hsum_f32x8(_mm256_add_ps(v[1], v[0]))
+    }
+
+    /// `ggml_vec_dot_bf16` of llama.cpp's AVX-512 BF16 build: per 64 values, two `dpbf16`
+    /// accumulators (values 0–31 and 32–63); each reduced and added to an `f64` sum, then the
+    /// last n mod 64 products in `f64`.
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot(w: &[u8], act: &[u8]) -> f32 {
-        let n = w.len().min(act.len()) / 2 * 2;
-        let (w, act) = (&w[..n], &act[..n]);
-        let (wb, wt) = w.as_chunks::<64>();
-        let (ab, at) = act.as_chunks::<64>();
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let (wb, wr) = w.as_chunks::<128>();
+        let (ab, ar) = act.as_chunks::<128>();
+        let z = [_mm256_setzero_ps(); 2];
+        let (mut c1, mut c2) = (z, z);
         for (x, y) in wb.iter().zip(ab) {
-            let (x, y) = (x.as_chunks::<32>().0, y.as_chunks::<32>().0);
-            let ((x0, x1), (y0, y1)) = (split16(&x[0]), split16(&y[0]));
-            acc[0] = _mm256_fmadd_ps(x0, y0, acc[0]);
-            acc[1] = _mm256_fmadd_ps(x1, y1, acc[1]);
-            let ((x0, x1), (y0, y1)) = (split16(&x[1]), split16(&y[1]));
-            acc[2] = _mm256_fmadd_ps(x0, y0, acc[2]);
-            acc[3] = _mm256_fmadd_ps(x1, y1, acc[3]);
+            let (x, y) = (x.as_chunks::<64>().0, y.as_chunks::<64>().0);
+            c1 = dpbf16(c1, &x[0], &y[0]);
+            c2 = dpbf16(c2, &x[1], &y[1]);
         }
-        let (wc, wr) = wt.as_chunks::<32>();
-        let (ac, ar) = at.as_chunks::<32>();
-        for (x, y) in wc.iter().zip(ac) {
-            let ((x0, x1), (y0, y1)) = (split16(x), split16(y));
-            acc[0] = _mm256_fmadd_ps(x0, y0, acc[0]);
-            acc[1] = _mm256_fmadd_ps(x1, y1, acc[1]);
-        }
-        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut sum = hsum_f32x8(v);
+        let mut sum = reduce16(c1) as f64 + reduce16(c2) as f64;
         for (x, y) in wr.as_chunks::<2>().0.iter().zip(ar.as_chunks::<2>().0) {
-            sum += bf16_to_f32(u16::from_le_bytes(*x)) * bf16_to_f32(u16::from_le_bytes(*y));
+            sum += (bf16_to_f32(u16::from_le_bytes(*x)) * bf16_to_f32(u16::from_le_bytes(*y))) as f64;
         }
-        sum
+        sum as f32
+    }
+
+    /// llamafile's tinyBLAS BF16 kernel of the AVX-512 BF16 build: one `dpbf16` chain over the
+    /// row (a multiple of 32 values long), then `_mm512_reduce_add_ps`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_tinyblas(w: &[u8], act: &[u8]) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (x, y) in w.as_chunks::<64>().0.iter().zip(act.as_chunks::<64>().0) {
+            acc = dpbf16(acc, x, y);
+        }
+        reduce16(acc)
     }
 }
 
