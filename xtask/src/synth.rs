@@ -118,9 +118,31 @@ pub struct LlamaArgs {
     pub rope_base: Option<f32>,
 }
 
-fn set<T: Copy>(v: &mut T, o: Option<T>) {
-    if let Some(x) = o {
-        *v = x;
+impl Common {
+    /// The size flags by the config field names they set.
+    fn sizes(&self) -> [(&'static str, Option<usize>); 7] {
+        [
+            ("layers", self.layers),
+            ("hidden", self.hidden),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("ff", self.ff),
+            ("ctx", self.ctx),
+        ]
+    }
+}
+
+/// Sets every given flag through `field` (a config's `size_mut` / `type_mut`).
+fn apply<T: Copy, C>(
+    c: &mut C,
+    flags: &[(&str, Option<T>)],
+    field: impl for<'a> Fn(&'a mut C, &str) -> Option<&'a mut T>,
+) {
+    for &(key, value) in flags {
+        if let Some(v) = value {
+            *field(c, key).expect("every flag names a field") = v;
+        }
     }
 }
 
@@ -130,19 +152,11 @@ pub fn gpt_oss_config(a: &GptOssArgs) -> GptOss {
         Preset::Gpt20b => GptOss::gpt_oss_20b(),
     };
     let m = &a.common;
-    set(&mut c.layers, m.layers);
-    set(&mut c.hidden, m.hidden);
-    set(&mut c.heads, m.heads);
-    set(&mut c.kv_heads, m.kv_heads);
-    set(&mut c.head_dim, m.head_dim);
-    set(&mut c.ff, m.ff);
-    set(&mut c.ctx, m.ctx);
-    set(&mut c.embd_type, m.embd_type);
-    set(&mut c.experts, a.experts);
-    set(&mut c.experts_used, a.experts_used);
-    set(&mut c.window, a.window);
-    set(&mut c.attn_type, a.attn_type);
-    set(&mut c.output_type, a.output_type);
+    apply(&mut c, &m.sizes(), GptOss::size_mut);
+    let more = [("experts", a.experts), ("experts_used", a.experts_used), ("window", a.window)];
+    apply(&mut c, &more, GptOss::size_mut);
+    let types = [("embd_type", m.embd_type), ("attn_type", a.attn_type), ("output_type", a.output_type)];
+    apply(&mut c, &types, GptOss::type_mut);
     if let Some(v) = a.vocab {
         c.vocab_kind = match v {
             VocabArg::Bytes => VocabKind::Bytes,
@@ -168,19 +182,18 @@ pub fn run_llama(a: &LlamaArgs) -> Result<()> {
         // keep hidden = heads × head_dim unless the head dim is given
         c.head_dim = m.hidden.unwrap_or(c.hidden) / m.heads.unwrap_or(c.heads);
     }
-    set(&mut c.layers, m.layers);
-    set(&mut c.hidden, m.hidden);
-    set(&mut c.heads, m.heads);
-    set(&mut c.kv_heads, m.kv_heads);
-    set(&mut c.head_dim, m.head_dim);
-    set(&mut c.ff, m.ff);
-    set(&mut c.ctx, m.ctx);
-    set(&mut c.embd_type, m.embd_type);
-    set(&mut c.attn_type, a.attn_type);
-    set(&mut c.attn_v_type, a.attn_v_type);
-    set(&mut c.ffn_type, a.ffn_type);
-    set(&mut c.ffn_down_type, a.ffn_down_type);
-    set(&mut c.rope_base, a.rope_base);
+    apply(&mut c, &m.sizes(), Llama::size_mut);
+    let types = [
+        ("embd_type", m.embd_type),
+        ("attn_type", a.attn_type),
+        ("attn_v_type", a.attn_v_type),
+        ("ffn_type", a.ffn_type),
+        ("ffn_down_type", a.ffn_down_type),
+    ];
+    apply(&mut c, &types, Llama::type_mut);
+    if let Some(b) = a.rope_base {
+        c.rope_base = b;
+    }
     if a.output_type.is_some() {
         c.output_type = a.output_type;
     }

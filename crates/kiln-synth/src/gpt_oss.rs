@@ -6,7 +6,7 @@ use anyhow::{Result, ensure};
 use kiln_gguf::{GgmlType, Value};
 
 use crate::vocab::{GPT_OSS_VOCAB, Vocab, VocabKind, bytes_vocab, o200k_harmony_vocab};
-use crate::write::{SynthModel, TensorSpec};
+use crate::write::{SynthModel, TensorSpec, header};
 
 /// A gpt-oss shape, its tensor types and its vocabulary.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +80,33 @@ impl GptOss {
         }
     }
 
+    /// The size field named `key` (as in the struct), for specs and command lines.
+    pub fn size_mut(&mut self, key: &str) -> Option<&mut usize> {
+        Some(match key {
+            "layers" => &mut self.layers,
+            "hidden" => &mut self.hidden,
+            "heads" => &mut self.heads,
+            "kv_heads" => &mut self.kv_heads,
+            "head_dim" => &mut self.head_dim,
+            "experts" => &mut self.experts,
+            "experts_used" => &mut self.experts_used,
+            "ff" => &mut self.ff,
+            "window" => &mut self.window,
+            "ctx" => &mut self.ctx,
+            _ => return None,
+        })
+    }
+
+    /// The tensor-type field named `key`.
+    pub fn type_mut(&mut self, key: &str) -> Option<&mut GgmlType> {
+        Some(match key {
+            "attn_type" => &mut self.attn_type,
+            "embd_type" => &mut self.embd_type,
+            "output_type" => &mut self.output_type,
+            _ => return None,
+        })
+    }
+
     fn check(&self) -> Result<()> {
         ensure!(self.layers >= 1 && self.heads >= 1 && self.kv_heads >= 1 && self.experts >= 1, "empty shape");
         ensure!(self.head_dim >= 2 && self.head_dim.is_multiple_of(2), "head dim {} must be even", self.head_dim);
@@ -133,13 +160,7 @@ impl GptOss {
             self.ff as u64,
         );
         let sh = |x: u64| (x as f32).powf(-0.5);
-        let t = |name: String, ty: GgmlType, shape: &[u64], mean: f32, std: f32| TensorSpec {
-            name,
-            ty,
-            shape: shape.to_vec(),
-            mean,
-            std,
-        };
+        let t = TensorSpec::new;
         let mut v = vec![t("token_embd.weight".into(), self.embd_type, &[h, n_vocab as u64], 0.0, 1.0)];
         let (f32t, mx) = (GgmlType::F32, GgmlType::MXFP4);
         for i in 0..self.layers {
@@ -180,18 +201,9 @@ impl GptOss {
         }
         let a = |k: &str| format!("gpt-oss.{k}");
         let u = |x: usize| Value::U32(x as u32);
-        let mut metadata: Vec<(String, Value)> = vec![
-            ("general.architecture".into(), "gpt-oss".into()),
-            ("general.type".into(), "model".into()),
-            ("general.name".into(), self.name.as_str().into()),
-            (a("block_count"), u(self.layers)),
-            (a("context_length"), u(self.ctx)),
-            (a("embedding_length"), u(self.hidden)),
-            (a("feed_forward_length"), u(self.ff)),
-            (a("attention.head_count"), u(self.heads)),
-            (a("attention.head_count_kv"), u(self.kv_heads)),
-            (a("attention.key_length"), u(self.head_dim)),
-            (a("attention.value_length"), u(self.head_dim)),
+        let dims = [self.layers, self.ctx, self.hidden, self.ff, self.heads, self.kv_heads, self.head_dim];
+        let mut metadata = header("gpt-oss", &self.name, dims);
+        metadata.extend([
             (a("rope.freq_base"), Value::F32(150_000.0)),
             (a("rope.scaling.type"), "yarn".into()),
             (a("rope.scaling.factor"), Value::F32(32.0)),
@@ -206,7 +218,7 @@ impl GptOss {
             // LlamaFileType.MOSTLY_MXFP4_MOE
             ("general.file_type".into(), Value::U32(38)),
             ("general.quantization_version".into(), Value::U32(2)),
-        ];
+        ]);
         metadata.extend(voc.metadata());
         Ok(SynthModel { metadata, tensors: self.tensors(voc.tokens.len()), seed: self.seed })
     }

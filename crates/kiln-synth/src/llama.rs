@@ -5,7 +5,7 @@ use anyhow::{Result, ensure};
 use kiln_gguf::{GgmlType, Value};
 
 use crate::vocab::bytes_vocab;
-use crate::write::{SynthModel, TensorSpec};
+use crate::write::{SynthModel, TensorSpec, header};
 
 /// A llama shape and the types of its tensor groups.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +70,32 @@ impl Llama {
         }
     }
 
+    /// The size field named `key` (as in the struct), for specs and command lines.
+    pub fn size_mut(&mut self, key: &str) -> Option<&mut usize> {
+        Some(match key {
+            "layers" => &mut self.layers,
+            "hidden" => &mut self.hidden,
+            "heads" => &mut self.heads,
+            "kv_heads" => &mut self.kv_heads,
+            "head_dim" => &mut self.head_dim,
+            "ff" => &mut self.ff,
+            "ctx" => &mut self.ctx,
+            _ => return None,
+        })
+    }
+
+    /// The tensor-type field named `key` (`output_type` is optional: see [`Llama::output_type`]).
+    pub fn type_mut(&mut self, key: &str) -> Option<&mut GgmlType> {
+        Some(match key {
+            "attn_type" => &mut self.attn_type,
+            "attn_v_type" => &mut self.attn_v_type,
+            "ffn_type" => &mut self.ffn_type,
+            "ffn_down_type" => &mut self.ffn_down_type,
+            "embd_type" => &mut self.embd_type,
+            _ => return None,
+        })
+    }
+
     fn check(&self) -> Result<()> {
         ensure!(self.layers >= 1 && self.heads >= 1 && self.kv_heads >= 1, "empty shape");
         ensure!(self.head_dim >= 2 && self.head_dim.is_multiple_of(2), "head dim {} must be even", self.head_dim);
@@ -110,13 +136,7 @@ impl Llama {
             self.ff as u64,
         );
         let sh = |x: u64| (x as f32).powf(-0.5);
-        let t = |name: String, ty: GgmlType, shape: &[u64], mean: f32, std: f32| TensorSpec {
-            name,
-            ty,
-            shape: shape.to_vec(),
-            mean,
-            std,
-        };
+        let t = TensorSpec::new;
         let f32t = GgmlType::F32;
         let mut v = vec![t("token_embd.weight".into(), self.embd_type, &[h, n_vocab as u64], 0.0, 1.0)];
         for i in 0..self.layers {
@@ -145,24 +165,15 @@ impl Llama {
         let voc = bytes_vocab(false, self.vocab_size)?;
         let a = |k: &str| format!("llama.{k}");
         let u = |x: usize| Value::U32(x as u32);
-        let mut metadata: Vec<(String, Value)> = vec![
-            ("general.architecture".into(), "llama".into()),
-            ("general.type".into(), "model".into()),
-            ("general.name".into(), self.name.as_str().into()),
-            (a("block_count"), u(self.layers)),
-            (a("context_length"), u(self.ctx)),
-            (a("embedding_length"), u(self.hidden)),
-            (a("feed_forward_length"), u(self.ff)),
-            (a("attention.head_count"), u(self.heads)),
-            (a("attention.head_count_kv"), u(self.kv_heads)),
-            (a("attention.key_length"), u(self.head_dim)),
-            (a("attention.value_length"), u(self.head_dim)),
+        let dims = [self.layers, self.ctx, self.hidden, self.ff, self.heads, self.kv_heads, self.head_dim];
+        let mut metadata = header("llama", &self.name, dims);
+        metadata.extend([
             (a("rope.dimension_count"), u(self.head_dim)),
             (a("rope.freq_base"), Value::F32(self.rope_base)),
             (a("attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
             (a("vocab_size"), u(voc.tokens.len())),
             ("general.quantization_version".into(), Value::U32(2)),
-        ];
+        ]);
         metadata.extend(voc.metadata());
         Ok(SynthModel { metadata, tensors: self.tensors(voc.tokens.len()), seed: self.seed })
     }

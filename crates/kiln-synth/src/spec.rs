@@ -21,76 +21,93 @@ fn type_of(k: &str, v: &Value) -> Result<GgmlType> {
         .with_context(|| format!("{k}: unknown type {s:?}"))
 }
 
+/// A config that JSON fields can be written into.
+trait Fields {
+    fn size_mut(&mut self, key: &str) -> Option<&mut usize>;
+    fn type_mut(&mut self, key: &str) -> Option<&mut GgmlType>;
+    /// Every other field; an error for an unknown one.
+    fn set_other(&mut self, key: &str, v: &Value) -> Result<()>;
+    fn model(&self) -> Result<SynthModel>;
+}
+
+fn seed_of(v: &Value) -> Result<u64> {
+    v.as_u64().with_context(|| format!("seed: expected a non-negative integer, got {v}"))
+}
+
+impl Fields for GptOss {
+    fn size_mut(&mut self, key: &str) -> Option<&mut usize> {
+        GptOss::size_mut(self, key)
+    }
+    fn type_mut(&mut self, key: &str) -> Option<&mut GgmlType> {
+        GptOss::type_mut(self, key)
+    }
+    fn set_other(&mut self, k: &str, v: &Value) -> Result<()> {
+        match k {
+            "vocab_size" => self.vocab_size = Some(usize_of(k, v)?),
+            "seed" => self.seed = seed_of(v)?,
+            "vocab" => {
+                self.vocab_kind = match v.as_str() {
+                    Some("bytes") => VocabKind::Bytes,
+                    Some("o200k_harmony") => VocabKind::O200kHarmony,
+                    _ => bail!("vocab: \"bytes\" or \"o200k_harmony\", got {v}"),
+                }
+            }
+            _ => bail!("gpt-oss: unknown field {k:?}"),
+        }
+        Ok(())
+    }
+    fn model(&self) -> Result<SynthModel> {
+        GptOss::model(self)
+    }
+}
+
+impl Fields for Llama {
+    fn size_mut(&mut self, key: &str) -> Option<&mut usize> {
+        Llama::size_mut(self, key)
+    }
+    fn type_mut(&mut self, key: &str) -> Option<&mut GgmlType> {
+        Llama::type_mut(self, key)
+    }
+    fn set_other(&mut self, k: &str, v: &Value) -> Result<()> {
+        match k {
+            "vocab_size" => self.vocab_size = Some(usize_of(k, v)?),
+            "seed" => self.seed = seed_of(v)?,
+            "rope_base" => self.rope_base = v.as_f64().with_context(|| format!("rope_base: {v}"))? as f32,
+            "output_type" => self.output_type = if v.is_null() { None } else { Some(type_of(k, v)?) },
+            _ => bail!("llama: unknown field {k:?}"),
+        }
+        Ok(())
+    }
+    fn model(&self) -> Result<SynthModel> {
+        Llama::model(self)
+    }
+}
+
+fn build<'a>(mut c: impl Fields, fields: impl Iterator<Item = (&'a String, &'a Value)>) -> Result<SynthModel> {
+    for (k, v) in fields {
+        if let Some(f) = c.size_mut(k) {
+            *f = usize_of(k, v)?;
+        } else if let Some(f) = c.type_mut(k) {
+            *f = type_of(k, v)?;
+        } else {
+            c.set_other(k, v)?;
+        }
+    }
+    c.model()
+}
+
 /// The model a JSON spec describes.
 pub fn from_spec(spec: &Map<String, Value>) -> Result<SynthModel> {
     let arch = spec.get("arch").and_then(Value::as_str).context("spec: missing \"arch\"")?;
     let base = spec.get("base").and_then(Value::as_str).unwrap_or("tiny");
     let fields = spec.iter().filter(|(k, _)| *k != "arch" && *k != "base");
-    match arch {
-        "gpt-oss" => {
-            let mut c = match base {
-                "tiny" => GptOss::tiny(),
-                "20b" => GptOss::gpt_oss_20b(),
-                _ => bail!("gpt-oss: unknown base {base:?} (tiny, 20b)"),
-            };
-            for (k, v) in fields {
-                match k.as_str() {
-                    "layers" => c.layers = usize_of(k, v)?,
-                    "hidden" => c.hidden = usize_of(k, v)?,
-                    "heads" => c.heads = usize_of(k, v)?,
-                    "kv_heads" => c.kv_heads = usize_of(k, v)?,
-                    "head_dim" => c.head_dim = usize_of(k, v)?,
-                    "experts" => c.experts = usize_of(k, v)?,
-                    "experts_used" => c.experts_used = usize_of(k, v)?,
-                    "ff" => c.ff = usize_of(k, v)?,
-                    "window" => c.window = usize_of(k, v)?,
-                    "vocab_size" => c.vocab_size = Some(usize_of(k, v)?),
-                    "ctx" => c.ctx = usize_of(k, v)?,
-                    "seed" => c.seed = v.as_u64().with_context(|| format!("seed: {v}"))?,
-                    "attn_type" => c.attn_type = type_of(k, v)?,
-                    "embd_type" => c.embd_type = type_of(k, v)?,
-                    "output_type" => c.output_type = type_of(k, v)?,
-                    "vocab" => {
-                        c.vocab_kind = match v.as_str() {
-                            Some("bytes") => VocabKind::Bytes,
-                            Some("o200k_harmony") => VocabKind::O200kHarmony,
-                            _ => bail!("vocab: \"bytes\" or \"o200k_harmony\", got {v}"),
-                        }
-                    }
-                    _ => bail!("gpt-oss: unknown field {k:?}"),
-                }
-            }
-            c.model()
-        }
-        "llama" => {
-            let mut c = match base {
-                "tiny" => Llama::tiny(),
-                "tiny-q4_k_m" => Llama::tiny().with_q4_k_m_types(),
-                _ => bail!("llama: unknown base {base:?} (tiny, tiny-q4_k_m)"),
-            };
-            for (k, v) in fields {
-                match k.as_str() {
-                    "layers" => c.layers = usize_of(k, v)?,
-                    "hidden" => c.hidden = usize_of(k, v)?,
-                    "heads" => c.heads = usize_of(k, v)?,
-                    "kv_heads" => c.kv_heads = usize_of(k, v)?,
-                    "head_dim" => c.head_dim = usize_of(k, v)?,
-                    "ff" => c.ff = usize_of(k, v)?,
-                    "vocab_size" => c.vocab_size = Some(usize_of(k, v)?),
-                    "ctx" => c.ctx = usize_of(k, v)?,
-                    "seed" => c.seed = v.as_u64().with_context(|| format!("seed: {v}"))?,
-                    "rope_base" => c.rope_base = v.as_f64().with_context(|| format!("rope_base: {v}"))? as f32,
-                    "attn_type" => c.attn_type = type_of(k, v)?,
-                    "attn_v_type" => c.attn_v_type = type_of(k, v)?,
-                    "ffn_type" => c.ffn_type = type_of(k, v)?,
-                    "ffn_down_type" => c.ffn_down_type = type_of(k, v)?,
-                    "embd_type" => c.embd_type = type_of(k, v)?,
-                    "output_type" => c.output_type = if v.is_null() { None } else { Some(type_of(k, v)?) },
-                    _ => bail!("llama: unknown field {k:?}"),
-                }
-            }
-            c.model()
-        }
+    match (arch, base) {
+        ("gpt-oss", "tiny") => build(GptOss::tiny(), fields),
+        ("gpt-oss", "20b") => build(GptOss::gpt_oss_20b(), fields),
+        ("gpt-oss", _) => bail!("gpt-oss: unknown base {base:?} (tiny, 20b)"),
+        ("llama", "tiny") => build(Llama::tiny(), fields),
+        ("llama", "tiny-q4_k_m") => build(Llama::tiny().with_q4_k_m_types(), fields),
+        ("llama", _) => bail!("llama: unknown base {base:?} (tiny, tiny-q4_k_m)"),
         _ => bail!("spec: unknown arch {arch:?} (gpt-oss, llama)"),
     }
 }

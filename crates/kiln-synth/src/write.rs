@@ -27,6 +27,32 @@ pub struct TensorSpec {
     pub std: f32,
 }
 
+impl TensorSpec {
+    pub fn new(name: String, ty: GgmlType, shape: &[u64], mean: f32, std: f32) -> TensorSpec {
+        TensorSpec { name, ty, shape: shape.to_vec(), mean, std }
+    }
+}
+
+/// The metadata every transformer file starts with: architecture, name, and
+/// `[layers, context, hidden, feed-forward, heads, KV heads, head dim]` under `ARCH.*`.
+pub(crate) fn header(arch: &str, name: &str, dims: [usize; 7]) -> Vec<(String, Value)> {
+    let [layers, ctx, hidden, ff, heads, kv_heads, head_dim] = dims.map(|x| Value::U32(x as u32));
+    let a = |k: &str| format!("{arch}.{k}");
+    vec![
+        ("general.architecture".into(), arch.into()),
+        ("general.type".into(), "model".into()),
+        ("general.name".into(), name.into()),
+        (a("block_count"), layers),
+        (a("context_length"), ctx),
+        (a("embedding_length"), hidden),
+        (a("feed_forward_length"), ff),
+        (a("attention.head_count"), heads),
+        (a("attention.head_count_kv"), kv_heads),
+        (a("attention.key_length"), head_dim.clone()),
+        (a("attention.value_length"), head_dim),
+    ]
+}
+
 /// A whole synthetic model: metadata, tensor table (in file order) and seed.
 #[derive(Clone, Debug)]
 pub struct SynthModel {
