@@ -148,6 +148,17 @@ impl<B: Backend> KvCache<B> {
         need
     }
 
+    /// Fails, taking nothing, unless the full store can hold every sequence at `new_len[i]` (the
+    /// windowed store needs no more than a window and a micro-batch per sequence, which it was
+    /// sized for).
+    pub(crate) fn check_full(&self, seqs: &[&mut SeqKv], new_len: &[usize]) -> Result<()> {
+        let (need, _) = self.needed(seqs, new_len);
+        if need > self.full.free.len() {
+            return Err(ModelError::KvExhausted { needed: need, free: self.full.free.len() });
+        }
+        Ok(())
+    }
+
     /// Makes room for every sequence to grow to `new_len[i]`: frees the windowed blocks its new
     /// rows cannot see, then takes blocks from the free lists. Takes nothing unless all fit.
     pub fn reserve(&mut self, seqs: &mut [&mut SeqKv], new_len: &[usize]) -> Result<()> {

@@ -185,6 +185,7 @@ impl<B: Backend> Model<B> {
             }
             end[s] += 1;
         }
+        kv.check_full(seqs, &end)?;
         let nv = self.config.n_vocab;
         let mut logits = vec![0f32; batch.logits.len() * nv];
         for start in (0..n).step_by(UBATCH) {
