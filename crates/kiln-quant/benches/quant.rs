@@ -210,6 +210,19 @@ fn bench_dot(c: &mut Criterion) {
                 })
             });
         }
+        if ty == GgmlType::MXFP4 {
+            // Eight rows per call, as kiln-model multiplies MXFP4 matrices.
+            g.bench_function(BenchmarkId::new(ty.name(), "rows8"), |b| {
+                b.iter(|| {
+                    let mut s = 0f32;
+                    for rows in w.chunks_exact(8 * row_bytes) {
+                        let r: [&[u8]; 8] = std::array::from_fn(|i| &rows[i * row_bytes..(i + 1) * row_bytes]);
+                        s += kiln_quant::mxfp4::dot_rows8(black_box(r), black_box(&act)).iter().sum::<f32>();
+                    }
+                    black_box(s)
+                })
+            });
+        }
     }
     g.finish();
 }
