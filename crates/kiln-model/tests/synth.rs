@@ -90,6 +90,7 @@ cases! {
     gptoss_f32 => "gptoss-f32",
     gptoss_deep => "gptoss-deep",
     gptoss_wide_deep => "gptoss-wide-deep",
+    gptoss_long => "gptoss-long",
     gptoss_o200k => "gptoss-o200k",
     llama_q8_0 => "llama-q8_0",
     llama_q4_k_m => "llama-q4_k_m",
