@@ -1,6 +1,6 @@
 //! kiln's CPU forward pass against llama.cpp on synthetic models of many shapes
 //! (fixtures/synth/README.md): gpt-oss with odd and single KV heads, top-1 to top-4 routing,
-//! windows of 4 to 32 over prompts many windows long, a prompt past llama.cpp's 512-token
+//! windows of 4 to 32 over prompts many windows long, prompts past llama.cpp's 512-token
 //! micro-batch (and decode over ≥ 512 cache cells), Q8_0/F16/BF16/F32 attention, the real
 //! o200k_harmony vocabulary; llama-family models with K-quant and legacy-quant mixes.
 //!
