@@ -65,7 +65,8 @@ mod avx2 {
     use crate::formats::float_dot::{F32s, tinyblas, vec_dot};
 
     /// `ggml_vec_dot_f32` of the AVX-512 build (see `float_dot`); the last n mod 64 products
-    /// added one by one into the `f32` sum, fused (GCC contracts ggml's `sumf += x[i]*y[i]`).
+    /// rounded and added one by one to the `f32` sum (ggml's `sumf += x[i]*y[i]`, which GCC leaves
+    /// unfused there: checked against llama.cpp's products with 96-long rows).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
@@ -74,7 +75,7 @@ mod avx2 {
         // SAFETY: this function's features.
         let (mut sum, done) = unsafe { vec_dot::<F32s>(w, act) };
         for (x, y) in w[done * 4..].as_chunks::<4>().0.iter().zip(act[done * 4..].as_chunks::<4>().0) {
-            sum = f32::from_le_bytes(*x).mul_add(f32::from_le_bytes(*y), sum);
+            sum += f32::from_le_bytes(*x) * f32::from_le_bytes(*y);
         }
         sum
     }
