@@ -88,6 +88,7 @@ cases! {
     gptoss_f16 => "gptoss-f16",
     gptoss_bf16 => "gptoss-bf16",
     gptoss_f32 => "gptoss-f32",
+    gptoss_f32_deep => "gptoss-f32-deep",
     gptoss_deep => "gptoss-deep",
     gptoss_wide_deep => "gptoss-wide-deep",
     gptoss_long => "gptoss-long",
