@@ -36,6 +36,10 @@ struct Case {
     model: Map<String, Value>,
     steps: usize,
     prompts: Vec<Prompt>,
+    /// How tightly the test holds kiln to the captured logits (read by kiln-model's test).
+    #[serde(default)]
+    #[allow(dead_code)]
+    exact: bool,
 }
 
 #[derive(Deserialize)]

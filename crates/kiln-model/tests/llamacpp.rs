@@ -32,7 +32,7 @@ fn check_fixture(model: &Model<CpuBackend>, path: &Path) -> Outcome {
     assert_eq!(f64_ref["model_sha256"], fx["model_sha256"], "{}: made for another model file", f64_path.display());
     let disagreement: Vec<f64> =
         f64_ref["steps"].as_array().unwrap().iter().map(|s| s["disagreement"].as_f64().unwrap()).collect();
-    check(model, &name, &fx, Some(&disagreement), follows_llama_cpp())
+    check(model, &name, &fx, Some(&disagreement), follows_llama_cpp().then_some(common::STRICT))
 }
 
 fn run(model_name: &str) {

@@ -7,8 +7,9 @@
 //! Each case's model is rebuilt from its spec with `kiln-synth` and must hash to the fixture's
 //! `model_sha256` (so the fixtures were made from exactly these bytes). Then, for every prompt:
 //! kiln's prompt ids equal llama.cpp's, and teacher-forced along llama.cpp's greedy path every
-//! step's logits are within 1% of the step's logit range of llama.cpp's and the greedy id is
-//! llama.cpp's before the first near-tie (top-2 gap < 0.05). Where kiln does not follow ggml-cpu's
+//! step's logits are within 1% of the step's logit range of llama.cpp's (0.02% for the cases
+//! marked `exact`: every gpt-oss case and the llama ones whose kernels kiln follows) and the greedy
+//! id is llama.cpp's before the first near-tie (top-2 gap < 0.05). Where kiln does not follow ggml-cpu's
 //! x86 kernels (no AVX2 + FMA) the 1% bound is not applied: there is no float64 reference here.
 
 mod common;
@@ -16,10 +17,14 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Outcome, check, follows_llama_cpp, ids, json_files, read, report};
+use common::{Outcome, STRICT, check, follows_llama_cpp, ids, json_files, read, report};
 use kiln_model::{CpuBackend, Model};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+/// The fixtures print logits to 6 (top) and 5 (probe) significant digits: equal values differ by
+/// up to ~0.003% of a step's range here.
+const EXACT: f64 = 0.0002;
 
 fn fixture_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synth")
@@ -38,6 +43,10 @@ fn run(name: &str) {
     let file = Arc::new(kiln_gguf::GgufFile::from_bytes(bytes).unwrap());
     let tok = kiln_tokenizer::Tokenizer::from_gguf(&file).unwrap();
     let model = Model::load(file.clone(), CpuBackend::new(file, 2)).unwrap();
+    // Where kiln follows every kernel llama.cpp runs for the model, its logits equal llama.cpp's
+    // to the fixtures' printed digits: hold it to that, so that a last-bit change in any kernel
+    // (which a shallow random model hides under 1%) fails here.
+    let bound = if case["exact"].as_bool().unwrap_or(false) { EXACT } else { STRICT };
     let mut all = Outcome::default();
     let files = json_files(&fixture_dir().join(name));
     assert_eq!(files.len(), case["prompts"].as_array().unwrap().len(), "{name}: a fixture per prompt");
@@ -51,7 +60,7 @@ fn run(name: &str) {
         );
         let text = fx["prompt"].as_str().unwrap();
         assert_eq!(tok.encode(text, true, true).unwrap(), ids(&fx["prompt_ids"]), "{what}: prompt ids");
-        all.add(check(&model, &what, &fx, None, follows_llama_cpp()));
+        all.add(check(&model, &what, &fx, None, follows_llama_cpp().then_some(bound)));
     }
     eprintln!("{name}: {}/{} steps within 1% of llama.cpp's range", all.strict_ok, all.steps);
     if !report() {
