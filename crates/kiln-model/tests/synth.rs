@@ -104,6 +104,7 @@ cases! {
     gptoss_o200k => "gptoss-o200k",
     llama_q8_0 => "llama-q8_0",
     llama_q4_k_m => "llama-q4_k_m",
+    llama_q5k_q3k => "llama-q5k-q3k",
     llama_kquants => "llama-kquants",
     llama_legacy => "llama-legacy",
 }

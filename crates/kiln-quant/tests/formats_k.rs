@@ -6,7 +6,7 @@
 //! | `dequantize_matches_gguf_py` | [`dequantize`] of random blocks (random bytes, finite f16 super-scales) and edge blocks, bit for bit | gguf-py 0.19.0 `gguf.quants.dequantize` (numpy ports of ggml's `dequantize_row_q*_K`) |
 //! | `q8k_dequantize_by_hand` | Q8_K [`dequantize`] of random blocks | `d · q` decoded in the test |
 //! | `q8k_quantize_properties` | Q8_K [`quantize`]: `bsums` are the sums of `qs`, the largest magnitude maps to ∓127, every value within half a step | the definition of the format |
-//! | `dot_*` | [`vec_dot`], `Dot::scalar`, `Dot::avx2` and `Dot::vnni` (called directly) on rows of 1, 3, 6, 11 and 16 blocks, with quantized and with raw full-range activations | an `f64` sum over the dequantized weights and activations decoded in the test; SIMD also against scalar, and `Dot::vnni` bit for bit against `Dot::avx2` |
+//! | `dot_*` | [`vec_dot`], `Dot::scalar`, `Dot::avx2` and `Dot::vnni` (called directly), and the tiled / repacked summation orders (`dot_tiled`, `dot_repacked`) on rows of 1, 3, 6, 11 and 16 blocks, with quantized and with raw full-range activations | an `f64` sum over the dequantized weights and activations decoded in the test; SIMD also against scalar, and `Dot::vnni` bit for bit against `Dot::avx2` |
 //! | `quantize_picks_nearest_level` | Q2_K…Q6_K [`quantize`]: every value comes back as the level of its block's stored grid nearest to it | the grid read back through [`dequantize`] with the quants overwritten |
 //! | `quantize_error_is_near_uniform_quantizer` | RMS error of quantize → dequantize on normal data | the RMS error of an ideal uniform quantizer with the same number of levels over each sub-block's range |
 //! | `arbitrary_bytes_do_not_panic` | every kernel on random bytes (NaN/inf scales included), short slices, and quantize on NaN/inf/huge/tiny inputs | — (must not panic) |
@@ -355,6 +355,20 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
                 let a = paths.last().map(|p| p.1).unwrap_or(f32::NAN);
                 assert_eq!(v.to_bits(), a.to_bits(), "{ty} n={n} raw={raw_activations}: vnni {v:e} vs avx2 {a:e}");
                 paths.push(("vnni", v));
+            }
+            // The summation orders kiln follows for llama.cpp's other kernels (see
+            // kiln-model's matmul): the same sum, other roundings.
+            use kiln_quant::formats::{q3_k, q4_k, q5_k, q6_k};
+            match ty {
+                GgmlType::Q3_K => paths.push(("tiled", q3_k::dot_tiled(&w, &act))),
+                GgmlType::Q4_K => paths.extend([
+                    ("tiled", q4_k::dot_tiled(&w, &act)),
+                    ("repacked gemv", q4_k::dot_repacked(&w, &act, false)),
+                    ("repacked gemm", q4_k::dot_repacked(&w, &act, true)),
+                ]),
+                GgmlType::Q5_K => paths.push(("tiled", q5_k::dot_tiled(&w, &act))),
+                GgmlType::Q6_K => paths.push(("tiled", q6_k::dot_tiled(&w, &act))),
+                _ => {}
             }
             for (name, v) in paths {
                 let err = (v as f64 - exact).abs();

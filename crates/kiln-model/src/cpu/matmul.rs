@@ -30,8 +30,8 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 ///
 /// MXFP4 weights are repacked too; their `vec_dot` in kiln already sums in the repacked GEMV's
 /// order (`kiln_quant::mxfp4`), and with a row count that is a multiple of 8 they are multiplied
-/// eight rows at a time as that GEMV does. (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked, and Q5_K, Q3_K and
-/// Q2_K tiled; kiln does not follow those kernels yet and uses `vec_dot`'s order.)
+/// eight rows at a time as that GEMV does. (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked; kiln does not follow
+/// those kernels yet and uses `vec_dot`'s order.)
 #[derive(Clone, Copy)]
 enum Order {
     VecDot,
@@ -43,7 +43,7 @@ enum Order {
 }
 
 fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{bf16, f16, f32, q4_k, q6_k};
+    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_k, q5_k, q6_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
         GgmlType::F32 if tinyblas => Order::Tiled(f32::dot_tinyblas),
@@ -53,6 +53,8 @@ fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked),
         GgmlType::Q4_K if batch >= 8 => Order::Tiled(q4_k::dot_tiled),
         GgmlType::Q6_K if batch >= 8 => Order::Tiled(q6_k::dot_tiled),
+        GgmlType::Q5_K if batch >= 8 => Order::Tiled(q5_k::dot_tiled),
+        GgmlType::Q3_K if batch >= 8 => Order::Tiled(q3_k::dot_tiled),
         _ => Order::VecDot,
     }
 }

@@ -358,6 +358,19 @@ pub(crate) fn make_qkx2_quants(
     (scale, -min)
 }
 
+/// One block's share of llama.cpp's tiled K-quant matrix product (`ggml-cpu/tiled`, its AVX-512
+/// VNNI microkernel's epilogue as GCC compiles it): the block's exact integer sum `isum` times
+/// `d_w`, minus `dmin_w · msum` (fused) for formats with minimums, then multiply-added with the
+/// activation scale `d_a` into the running sum.
+#[inline(always)]
+pub(crate) fn tiled_step(acc: f32, isum: i32, d: f32, mins: Option<(i32, f32)>, da: f32) -> f32 {
+    let mut r = isum as f32 * d;
+    if let Some((msum, dmin)) = mins {
+        r = (-dmin).mul_add(msum as f32, r);
+    }
+    r.mul_add(da, acc)
+}
+
 /// One Q8_K activation block, decoded from its 292 bytes: `f32 d`, `i8 qs[256]`,
 /// `i16 bsums[16]` (sums of `qs` in groups of 16).
 pub(crate) struct Q8kBlock<'a> {

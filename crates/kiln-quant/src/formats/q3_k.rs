@@ -6,7 +6,7 @@
 //! of `hmask[l]` is set; its scale is number `v / 16`. A value is `(d·(sc − 32))·q` in `f32`,
 //! with `q ∈ [−4, 3]`.
 
-use super::kquant_common::{Q8kBlock, acc_scaled, f16_at, make_q3_quants, nearest_int, put_f16, q3_scales};
+use super::kquant_common::{Q8kBlock, acc_scaled, f16_at, make_q3_quants, nearest_int, put_f16, q3_scales, tiled_step};
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
 
@@ -227,6 +227,38 @@ mod x86 {
     }
 
     dot_entry_points!(dot);
+}
+
+/// Q3_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it (`ggml-cpu/tiled`,
+/// taken on x86 for batches of 8 or more activation rows): per block the exact integer sum
+/// `Σ scale · q · a`, then [`tiled_step`] (Q6_K's epilogue: no minimums).
+pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { tiled_fma(w, act) };
+    }
+    tiled_body(w, act)
+}
+
+/// [`dot_tiled`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tiled_fma(w: &[u8], act: &[u8]) -> f32 {
+    tiled_body(w, act)
+}
+
+#[inline(always)]
+fn tiled_body(w: &[u8], act: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (x, yb) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+        let y = Q8kBlock::new(yb);
+        let (a, sc) = (unpack(x), q3_scales(&x[SC..SC + 12]));
+        let isum: i32 =
+            (0..16).map(|j| sc[j] as i32 * (16 * j..16 * j + 16).map(|i| a[i] as i32 * y.q(i)).sum::<i32>()).sum();
+        acc = tiled_step(acc, isum, f16_at(x, D), None, y.d);
+    }
+    acc
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use super::kquant_common::{
     Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int, pack_scales_mins_k4, put_f16,
-    scales_mins_k4,
+    scales_mins_k4, tiled_step,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -289,9 +289,8 @@ fn tiled_body(w: &[u8], act: &[u8], ints: PairInts) -> f32 {
     for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
         let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
         let (pairs, mins) = ints(x, y);
-        let s1 = pairs.iter().sum::<i32>() as f32 * f16_at(x, 0);
-        let r = (-f16_at(x, 2)).mul_add(mins.iter().sum::<i32>() as f32, s1);
-        acc = r.mul_add(yd, acc);
+        let mins = Some((mins.iter().sum::<i32>(), f16_at(x, 2)));
+        acc = tiled_step(acc, pairs.iter().sum(), f16_at(x, 0), mins, yd);
     }
     acc
 }

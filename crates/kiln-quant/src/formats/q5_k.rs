@@ -7,7 +7,7 @@
 
 use super::kquant_common::{
     Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int, pack_scales_mins_k4, put_f16,
-    scales_mins_k4,
+    scales_mins_k4, tiled_step,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -239,6 +239,46 @@ mod x86 {
     }
 
     dot_entry_points!(dot);
+}
+
+/// Q5_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it (`ggml-cpu/tiled`,
+/// taken on x86 for batches of 8 or more activation rows): per block the exact integer sums, then
+/// [`tiled_step`] (Q4_K's epilogue: both formats have 32-value sub-blocks with minimums).
+pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { tiled_fma(w, act) };
+    }
+    tiled_body(w, act)
+}
+
+/// [`dot_tiled`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tiled_fma(w: &[u8], act: &[u8]) -> f32 {
+    tiled_body(w, act)
+}
+
+#[inline(always)]
+fn tiled_body(w: &[u8], act: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (x, yb) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
+        let y = Q8kBlock::new(yb);
+        let (sc, m) = scales_mins_k4(&x[4..16]);
+        let mut isum = 0i32;
+        for i in 0..4 {
+            for (hi, sc) in [(false, sc[2 * i]), (true, sc[2 * i + 1])] {
+                let at = 64 * i + 32 * hi as usize;
+                let s: i32 = (0..32).map(|l| quant(x, i, hi, l) as i32 * y.q(at + l)).sum();
+                isum += sc as i32 * s;
+            }
+        }
+        let b = |j: usize| y.bsums[j] as i32;
+        let msum: i32 = (0..8).map(|j| m[j] as i32 * (b(2 * j) + b(2 * j + 1))).sum();
+        acc = tiled_step(acc, isum, f16_at(x, 0), Some((msum, f16_at(x, 2))), y.d);
+    }
+    acc
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! bits `2t..2t + 2` of `qh[l]`. A value is `(d·scale)·(q − 32)`, in that order, in `f32`.
 
 use super::kquant_common::{
-    GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int, put_f16,
+    GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int, put_f16, tiled_step,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -258,8 +258,7 @@ fn tiled_body(w: &[u8], act: &[u8]) -> f32 {
     let mut acc = 0f32;
     for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
         let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-        let r = block_int(x, y) as f32 * f16_at(x, D);
-        acc = r.mul_add(yd, acc);
+        acc = tiled_step(acc, block_int(x, y), f16_at(x, D), None, yd);
     }
     acc
 }
