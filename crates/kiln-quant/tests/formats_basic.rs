@@ -465,6 +465,20 @@ fn check_dot(ty: GgmlType, seed: u64) {
             assert!((scalar - want).abs() <= tol, "{ty} n={n} rep={rep}: scalar {scalar} vs f64 {want} (tol {tol})");
             let checked_api = vec_dot(ty, &w, &act).unwrap() as f64;
             assert!((checked_api - want).abs() <= tol, "{ty} n={n}: vec_dot {checked_api} vs {want}");
+            // The other summation orders kiln follows for llama.cpp's kernels (kiln-model's
+            // matmul): the same sum, other roundings.
+            use kiln_quant::formats::{bf16, f16, f32 as f32_, q4_0};
+            let orders: &[(&str, fn(&[u8], &[u8]) -> f32)] = match ty {
+                GgmlType::F32 if n % 16 == 0 => &[("tinyblas", f32_::dot_tinyblas)],
+                GgmlType::F16 if n % 16 == 0 => &[("tinyblas", f16::dot_tinyblas)],
+                GgmlType::BF16 if n % 32 == 0 => &[("tinyblas", bf16::dot_tinyblas)],
+                GgmlType::Q4_0 => &[("repacked", q4_0::dot_repacked)],
+                _ => &[],
+            };
+            for (name, f) in orders {
+                let v = f(&w, &act) as f64;
+                assert!((v - want).abs() <= tol, "{ty} n={n} rep={rep}: {name} {v} vs f64 {want} (tol {tol})");
+            }
             let mut avx2 = None;
             if let (Some(f), true) = (dot.avx2, simd) {
                 // SAFETY: AVX2, FMA and F16C were detected at run time.

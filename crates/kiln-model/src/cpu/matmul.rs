@@ -30,31 +30,33 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 ///
 /// MXFP4 weights are repacked too; their `vec_dot` in kiln already sums in the repacked GEMV's
 /// order (`kiln_quant::mxfp4`), and with a row count that is a multiple of 8 they are multiplied
-/// eight rows at a time as that GEMV does. (Q4_0, IQ4_NL and, with AVX-512, Q2_K are repacked; kiln does not follow
-/// those kernels yet and uses `vec_dot`'s order.)
+/// eight rows at a time as that GEMV does. Q4_0 weights whose row count is a multiple of 8 are repacked as well, and their
+/// GEMV and GEMM chain the blocks the same way (`q4_0::dot_repacked`).
 #[derive(Clone, Copy)]
 enum Order {
     VecDot,
     /// `dot(w, x, in_gemm_group)`.
     Repacked(fn(&[u8], &[u8], bool) -> f32),
-    Tiled(fn(&[u8], &[u8]) -> f32),
+    /// Another per-output summation order (`dot(w, x)`).
+    Kernel(fn(&[u8], &[u8]) -> f32),
     /// Eight weight rows at a time (`dot(rows, x)`), each summed as `vec_dot` sums it.
     Rows8(fn([&[u8]; 8], &[u8]) -> [f32; 8]),
 }
 
 fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_k, q5_k, q6_k};
+    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_k, q6_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
-        GgmlType::F32 if tinyblas => Order::Tiled(f32::dot_tinyblas),
-        GgmlType::F16 if tinyblas => Order::Tiled(f16::dot_tinyblas),
-        GgmlType::BF16 if tinyblas && k.is_multiple_of(32) => Order::Tiled(bf16::dot_tinyblas),
+        GgmlType::F32 if tinyblas => Order::Kernel(f32::dot_tinyblas),
+        GgmlType::F16 if tinyblas => Order::Kernel(f16::dot_tinyblas),
+        GgmlType::BF16 if tinyblas && k.is_multiple_of(32) => Order::Kernel(bf16::dot_tinyblas),
         GgmlType::MXFP4 if rows.is_multiple_of(8) => Order::Rows8(kiln_quant::mxfp4::dot_rows8),
+        GgmlType::Q4_0 if rows.is_multiple_of(8) => Order::Kernel(q4_0::dot_repacked),
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked),
-        GgmlType::Q4_K if batch >= 8 => Order::Tiled(q4_k::dot_tiled),
-        GgmlType::Q6_K if batch >= 8 => Order::Tiled(q6_k::dot_tiled),
-        GgmlType::Q5_K if batch >= 8 => Order::Tiled(q5_k::dot_tiled),
-        GgmlType::Q3_K if batch >= 8 => Order::Tiled(q3_k::dot_tiled),
+        GgmlType::Q4_K if batch >= 8 => Order::Kernel(q4_k::dot_tiled),
+        GgmlType::Q6_K if batch >= 8 => Order::Kernel(q6_k::dot_tiled),
+        GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
+        GgmlType::Q3_K if batch >= 8 => Order::Kernel(q3_k::dot_tiled),
         _ => Order::VecDot,
     }
 }
@@ -119,7 +121,7 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                     let d = match order {
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(dot) => dot(wr, xr, i < gemm_rows),
-                        Order::Tiled(dot) => dot(wr, xr),
+                        Order::Kernel(dot) => dot(wr, xr),
                         Order::Rows8(_) => unreachable!("handled above"),
                     };
                     // SAFETY: column j belongs to this task alone; i < n, j < m.

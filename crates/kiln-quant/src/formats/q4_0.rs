@@ -96,6 +96,40 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
+/// Q4_0 · Q8_0 summed as llama.cpp's x86 build sums it for Q4_0 matrices whose row count is a
+/// multiple of 8: ggml-cpu repacks them (`q4_0_8x8_q8_0`) and its GEMV and GEMM kernels both chain
+/// `acc = fma(sumi_b, d_w · d_y, acc)` over the blocks in order, `sumi_b` the block's exact
+/// integer dot product.
+pub fn dot_repacked(w: &[u8], act: &[u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { repacked_fma(w, act) };
+    }
+    repacked_body(w, act)
+}
+
+/// [`dot_repacked`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn repacked_fma(w: &[u8], act: &[u8]) -> f32 {
+    repacked_body(w, act)
+}
+
+#[inline(always)]
+fn repacked_body(w: &[u8], act: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (x, y) in w.as_chunks::<BLOCK_BYTES>().0.iter().zip(act.as_chunks::<34>().0) {
+        let ([xd0, xd1, xq @ ..], [yd0, yd1, yq @ ..]) = (x, y);
+        let mut sumi = 0i32;
+        for (j, q) in xq.iter().enumerate() {
+            sumi += ((q & 0x0F) as i32 - 8) * yq[j] as i8 as i32 + ((q >> 4) as i32 - 8) * yq[j + QK / 2] as i8 as i32;
+        }
+        acc = (sumi as f32).mul_add(f16_le([*xd0, *xd1]) * f16_le([*yd0, *yd1]), acc);
+    }
+    acc
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
