@@ -437,6 +437,9 @@ fn runnable_vnni(ty: GgmlType, dot: &kiln_quant::Dot) -> Option<kiln_quant::Unsa
     }
 }
 
+/// A dot product over raw weight and activation rows.
+type DotFn = fn(&[u8], &[u8]) -> f32;
+
 fn check_dot(ty: GgmlType, seed: u64) {
     let mut rng = Rng(seed);
     let t = traits(ty).unwrap();
@@ -468,7 +471,7 @@ fn check_dot(ty: GgmlType, seed: u64) {
             // The other summation orders kiln follows for llama.cpp's kernels (kiln-model's
             // matmul): the same sum, other roundings.
             use kiln_quant::formats::{bf16, f16, f32 as f32_, q4_0};
-            let orders: &[(&str, fn(&[u8], &[u8]) -> f32)] = match ty {
+            let orders: &[(&str, DotFn)] = match ty {
                 GgmlType::F32 if n % 16 == 0 => &[("tinyblas", f32_::dot_tinyblas)],
                 GgmlType::F16 if n % 16 == 0 => &[("tinyblas", f16::dot_tinyblas)],
                 GgmlType::BF16 if n % 32 == 0 => &[("tinyblas", bf16::dot_tinyblas)],
