@@ -176,6 +176,17 @@ fn prompt_longer_than_the_context_is_an_error() {
     expect_error(&["generate", "-m", path.to_str().unwrap(), "--ctx", "16", &long], "context of 16");
 }
 
+#[test]
+fn a_context_too_large_for_memory_is_an_error() {
+    let path = kiln_testkit::model("smollm2-135m-instruct-q4_1");
+    // 2^60 positions: the KV cache's size does not even fit in 64 bits.
+    let huge = (1u64 << 60).to_string();
+    expect_error(&["generate", "-m", path.to_str().unwrap(), "--ctx", &huge, "Hi"], "cannot allocate the KV cache");
+    // 2^32 positions: a size that fits in 64 bits but not in memory.
+    let big = (1u64 << 32).to_string();
+    expect_error(&["generate", "-m", path.to_str().unwrap(), "--ctx", &big, "Hi"], "cannot allocate the KV cache");
+}
+
 /// A tiny llama-shaped file: 1 layer, width 32, a 4-token SentencePiece vocabulary.
 fn tiny_model(arch: &str, tokenizer: &str, skip: Option<&str>) -> Vec<u8> {
     let mut w = GgufWriter::new();

@@ -5,7 +5,7 @@ use kiln_gguf::GgufError;
 pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("unsupported architecture {0:?} (supported: llama, qwen2, gemma3)")]
+    #[error("unsupported architecture {0:?} (supported: llama, qwen2, gemma3, gpt-oss)")]
     UnsupportedArch(String),
     #[error("missing tensor {0}")]
     MissingTensor(String),
@@ -21,6 +21,9 @@ pub enum ModelError {
     ContextFull { pos: usize, n_ctx: usize },
     #[error("KV cache exhausted: need {needed} more blocks, {free} free")]
     KvExhausted { needed: usize, free: usize },
+    /// A buffer the device could not allocate (the KV cache for a context that is too long).
+    #[error("cannot allocate {what}: {bytes} bytes do not fit in memory")]
+    OutOfMemory { what: &'static str, bytes: u64 },
     #[error("invalid batch: {0}")]
     Batch(String),
 }

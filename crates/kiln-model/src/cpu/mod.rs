@@ -135,9 +135,13 @@ impl Backend for CpuBackend {
     }
 
     fn kv(&self, layout: &KvLayout) -> Result<CpuKv> {
-        let slots = layout.n_blocks * layout.block_size;
-        let k_len = slots * layout.n_head_kv * layout.head_dim;
-        let v_len = slots * layout.n_head_kv * layout.head_dim_v;
+        let len = |dim: usize| {
+            let n = layout.n_blocks.checked_mul(layout.block_size)?.checked_mul(layout.n_head_kv)?;
+            n.checked_mul(dim)
+        };
+        let (Some(k_len), Some(v_len)) = (len(layout.head_dim), len(layout.head_dim_v)) else {
+            return Err(ModelError::OutOfMemory { what: "the KV cache", bytes: u64::MAX });
+        };
         let mut k = Vec::new();
         let mut v = Vec::new();
         for _ in 0..layout.n_layer {
@@ -390,8 +394,21 @@ impl Backend for CpuBackend {
 
 /// A zeroed vector, or a typed error instead of an abort when memory runs out.
 fn try_zeroed(len: usize) -> Result<Vec<f16>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| ModelError::KvExhausted { needed: len, free: 0 })?;
-    v.resize(len, f16::ZERO);
-    Ok(v)
+    let bytes = (len as u64).saturating_mul(std::mem::size_of::<f16>() as u64);
+    let oom = || ModelError::OutOfMemory { what: "the KV cache", bytes };
+    let layout = std::alloc::Layout::array::<f16>(len).map_err(|_| oom())?;
+    if layout.size() == 0 {
+        return Ok(Vec::new());
+    }
+    // Zeroed by the allocator (fresh pages from the OS for a large cache), so that the pages of
+    // positions not reached yet are never touched: a long context costs memory as it fills.
+    // SAFETY: `layout` has a non-zero size; all-zero bits are f16 0.0; `Vec::from_raw_parts`
+    // takes the block with the layout `Vec<f16>` of capacity `len` uses (the global allocator's
+    // `Layout::array::<f16>(len)`).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f16>();
+    if ptr.is_null() {
+        return Err(oom());
+    }
+    // SAFETY: see above; `ptr` is non-null and owns `len` zeroed values.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
