@@ -2,6 +2,7 @@
 
 mod f64ref;
 mod llamacpp;
+mod sweep;
 mod synth;
 mod synth_fixtures;
 
@@ -85,6 +86,21 @@ enum Cmd {
         #[arg(long, value_name = "SHA")]
         llama_commit: Option<String>,
     },
+    /// kiln against llama.cpp on random gpt-oss shapes (kiln-synth models, teacher-forced along
+    /// llama.cpp's greedy path; every logit of every step compared). Prints each trial's worst
+    /// |kiln − llama.cpp| as a fraction of the step's logit range.
+    Sweep {
+        /// Folder with llama.cpp's `greedy_ids`.
+        #[arg(long, value_name = "DIR")]
+        bin_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Greedy steps per trial.
+        #[arg(long, default_value_t = 12)]
+        steps: usize,
+    },
     /// Compute the float64 reference of the llama.cpp fixtures (numpy over gguf-py's weights).
     ///
     /// For every fixture <model>/<prompt>.json of crates/kiln-model/tests/fixtures/llamacpp,
@@ -142,6 +158,7 @@ fn main() -> Result<()> {
         }
         Cmd::Synth { model: SynthCmd::GptOss(args) } => synth::run_gpt_oss(&args),
         Cmd::Synth { model: SynthCmd::Llama(args) } => synth::run_llama(&args),
+        Cmd::Sweep { bin_dir, trials, seed, steps } => sweep::run(&sweep::Options { bin_dir, trials, seed, steps }),
         Cmd::SynthFixtures { bin_dir, cases, threads, llama_commit } => {
             synth_fixtures::run(&synth_fixtures::Options { bin_dir, cases, threads, llama_commit })
         }
