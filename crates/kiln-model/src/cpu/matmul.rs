@@ -41,6 +41,8 @@ enum Order {
     Kernel(fn(&[u8], &[u8]) -> f32),
     /// Eight weight rows at a time (`dot(rows, x)`), each summed as `vec_dot` sums it.
     Rows8(fn([&[u8]; 8], &[u8]) -> [f32; 8]),
+    /// `vec_dot`'s order, four activation rows at a time (`dot(w, xs)`).
+    Acts4(fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
 }
 
 fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
@@ -57,6 +59,7 @@ fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
         GgmlType::Q6_K if batch >= 8 => Order::Kernel(q6_k::dot_tiled),
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
         GgmlType::Q3_K if batch >= 8 => Order::Kernel(q3_k::dot_tiled),
+        GgmlType::Q5_0 if batch >= 4 => Order::Acts4(kiln_quant::formats::q5_0::dot_acts4),
         _ => Order::VecDot,
     }
 }
@@ -114,6 +117,29 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                 }
                 continue;
             }
+            if let Order::Acts4(dot4) = order {
+                let rows = i0..(i0 + ACT_TILE).min(n);
+                for j in ci * chunk..((ci + 1) * chunk).min(m) {
+                    let wr = &w[j * wrb..(j + 1) * wrb];
+                    let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
+                    let mut i = rows.start;
+                    while i < rows.end {
+                        if i + 4 <= rows.end {
+                            let d = dot4(wr, [x(i), x(i + 1), x(i + 2), x(i + 3)]);
+                            for (r, d) in d.into_iter().enumerate() {
+                                // SAFETY: column j belongs to this task alone; i + r < n, j < m.
+                                unsafe { *o.0.add((i + r) * m + j) = d };
+                            }
+                            i += 4;
+                        } else {
+                            // SAFETY: as above.
+                            unsafe { *o.0.add(i * m + j) = t.dot(wr, x(i)).unwrap_or(0.0) };
+                            i += 1;
+                        }
+                    }
+                }
+                continue;
+            }
             for j in ci * chunk..((ci + 1) * chunk).min(m) {
                 let wr = &w[j * wrb..(j + 1) * wrb];
                 for i in i0..(i0 + ACT_TILE).min(n) {
@@ -122,7 +148,7 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(dot) => dot(wr, xr, i < gemm_rows),
                         Order::Kernel(dot) => dot(wr, xr),
-                        Order::Rows8(_) => unreachable!("handled above"),
+                        Order::Rows8(_) | Order::Acts4(_) => unreachable!("handled above"),
                     };
                     // SAFETY: column j belongs to this task alone; i < n, j < m.
                     unsafe { *o.0.add(i * m + j) = d };

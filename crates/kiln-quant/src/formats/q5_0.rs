@@ -115,6 +115,23 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
+/// One weight row against four activation rows, each output equal to [`crate::TypeTraits::dot`]'s
+/// bit for bit (the weight block decoded once for the four: how the matrix product runs batches).
+pub fn dot_acts4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::simd::has_avx512_vnni() {
+            // SAFETY: AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI were detected at run time.
+            return unsafe { x86::dot4_vnni(w, acts) };
+        }
+        if crate::simd::has_avx2_fma() {
+            // SAFETY: AVX2, FMA and F16C were detected at run time.
+            return unsafe { x86::dot4_avx2(w, acts) };
+        }
+    }
+    acts.map(|a| dot_scalar(w, a))
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -123,21 +140,72 @@ mod x86 {
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::{Isa, expand_bits, f16_splat8, hsum_f32x8, load32, unpack_nibbles};
 
-    /// Per-lane integer sums of one block's products: `Σ (code − 16) · q_y` with the 5-bit codes
-    /// (the nibble, plus 16 where the fifth bit is set) as the unsigned operand, exact in both
-    /// implementations for every activation byte.
+    /// The block's 5-bit codes (the nibble, plus 16 where the fifth bit is set), one per byte.
     ///
     /// # Safety
     /// As [`dot`].
     #[inline(always)]
-    unsafe fn ints<I: Isa>(x: &[u8; BLOCK_BYTES], y: &[u8; 34]) -> __m256i {
-        let ([_, _, h0, h1, h2, h3, xq @ ..], [_, _, yq @ ..]) = (x, y);
+    unsafe fn codes(x: &[u8; BLOCK_BYTES]) -> __m256i {
+        let [_, _, h0, h1, h2, h3, xq @ ..] = x;
         // SAFETY: the caller's features (this function's contract).
         unsafe {
             let hi = _mm256_and_si256(expand_bits(u32::from_le_bytes([*h0, *h1, *h2, *h3])), _mm256_set1_epi8(0x10));
-            let q = _mm256_or_si256(unpack_nibbles(xq), hi);
-            I::dot_offset(q, _mm256_set1_epi8(16), load32(yq))
+            _mm256_or_si256(unpack_nibbles(xq), hi)
         }
+    }
+
+    /// Per-lane integer sums of one block's products: `Σ (code − 16) · q_y` with the codes as the
+    /// unsigned operand, exact in both implementations for every activation byte.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn ints<I: Isa>(codes: __m256i, y: &[u8; 34]) -> __m256i {
+        let [_, _, yq @ ..] = y;
+        // SAFETY: the caller's features (this function's contract).
+        unsafe { I::dot_offset(codes, _mm256_set1_epi8(16), load32(yq)) }
+    }
+
+    /// [`dot`] for four activation rows against one weight row, each output summed exactly as
+    /// `dot` sums it: the weight block is unpacked once for the four.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn dot4<I: Isa>(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+        let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
+        let yb = acts.map(|a| a.as_chunks::<34>().0);
+        let n = yb.iter().map(|y| y.len()).min().unwrap_or(0).min(xb.len());
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (k, x) in xb[..n].iter().enumerate() {
+                let (q, dx) = (codes(x), f16_splat8([x[0], x[1]]));
+                for (acc, y) in acc.iter_mut().zip(&yb) {
+                    let y = &y[k];
+                    let d = _mm256_mul_ps(dx, f16_splat8([y[0], y[1]]));
+                    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ints::<I>(q, y)), *acc);
+                }
+            }
+            acc.map(|a| hsum_f32x8(a))
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot4_avx2(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+        // SAFETY: this function's features, which the caller checked.
+        unsafe { dot4::<crate::formats::common::x86::Avx2>(w, acts) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    pub(super) unsafe fn dot4_vnni(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+        // SAFETY: this function's features, which the caller checked.
+        unsafe { dot4::<crate::formats::common::x86::Vnni>(w, acts) }
     }
 
     /// SIMD Q5_0 · Q8_0 in the order of ggml-cpu's x86 kernel (`ggml_vec_dot_q5_0_q8_0`, the same on
@@ -162,7 +230,7 @@ mod x86 {
             for (x, y) in xb.iter().zip(yb) {
                 // d_x·d_y in every lane (see `f16_splat8` for why not a scalar product).
                 let d = _mm256_mul_ps(f16_splat8([x[0], x[1]]), f16_splat8([y[0], y[1]]));
-                let sumi = ints::<I>(x, y);
+                let sumi = ints::<I>(codes(x), y);
                 acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum_f32x8(acc)
@@ -175,6 +243,33 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn four_activation_rows_at_once_equal_one_by_one() {
+        let mut state = 0x5eed_u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+        };
+        for blocks in [1usize, 3, 20] {
+            let x: Vec<f32> = (0..32 * blocks).map(|_| next()).collect();
+            let mut w = vec![0u8; BLOCK_BYTES * blocks];
+            quantize(&x, &mut w);
+            let acts: Vec<Vec<u8>> = (0..4)
+                .map(|_| {
+                    crate::quantize_activations(GgmlType::Q5_0, &(0..32 * blocks).map(|_| next()).collect::<Vec<_>>())
+                        .unwrap()
+                })
+                .collect();
+            let got = dot_acts4(&w, std::array::from_fn(|r| acts[r].as_slice()));
+            for (r, a) in acts.iter().enumerate() {
+                let want = TRAITS.dot(&w, a).unwrap();
+                assert_eq!(got[r].to_bits(), want.to_bits(), "{blocks} blocks, row {r}");
+            }
+        }
+    }
 
     #[test]
     fn hand_worked_block() {
