@@ -361,11 +361,23 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
             use kiln_quant::formats::{q3_k, q4_k, q5_k, q6_k};
             match ty {
                 GgmlType::Q3_K => paths.push(("tiled", q3_k::dot_tiled(&w, &act))),
-                GgmlType::Q4_K => paths.extend([
-                    ("tiled", q4_k::dot_tiled(&w, &act)),
-                    ("repacked gemv", q4_k::dot_repacked(&w, &act, false)),
-                    ("repacked gemm", q4_k::dot_repacked(&w, &act, true)),
-                ]),
+                GgmlType::Q4_K => {
+                    let gemm = q4_k::dot_repacked(&w, &act, true);
+                    paths.extend([
+                        ("tiled", q4_k::dot_tiled(&w, &act)),
+                        ("repacked gemv", q4_k::dot_repacked(&w, &act, false)),
+                        ("repacked gemm", gemm),
+                    ]);
+                    // Four activation rows at once (another row among them): the same bits.
+                    let other = q8k_from_quants(0.5, &(0..n).map(|_| rng.next() as i8).collect::<Vec<_>>());
+                    let four = q4_k::dot_repacked4(&w, [&act, &other, &act, &other]);
+                    let other_one = q4_k::dot_repacked(&w, &other, true);
+                    assert_eq!(
+                        four.map(f32::to_bits),
+                        [gemm, other_one, gemm, other_one].map(f32::to_bits),
+                        "{ty} n={n}"
+                    );
+                }
                 GgmlType::Q5_K => paths.push(("tiled", q5_k::dot_tiled(&w, &act))),
                 GgmlType::Q6_K => paths.push(("tiled", q6_k::dot_tiled(&w, &act))),
                 _ => {}

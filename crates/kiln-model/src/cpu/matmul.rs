@@ -35,8 +35,8 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 #[derive(Clone, Copy)]
 enum Order {
     VecDot,
-    /// `dot(w, x, in_gemm_group)`.
-    Repacked(fn(&[u8], &[u8], bool) -> f32),
+    /// `dot(w, x, in_gemm_group)`, and the GEMM group of four at once (`dot4(w, xs)`).
+    Repacked(fn(&[u8], &[u8], bool) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
     /// Another per-output summation order (`dot(w, x)`).
     Kernel(fn(&[u8], &[u8]) -> f32),
     /// Eight weight rows at a time (`dot(rows, x)`), each summed as `vec_dot` sums it.
@@ -54,7 +54,7 @@ fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
         GgmlType::BF16 if tinyblas && k.is_multiple_of(32) => Order::Kernel(bf16::dot_tinyblas),
         GgmlType::MXFP4 if rows.is_multiple_of(8) => Order::Rows8(kiln_quant::mxfp4::dot_rows8),
         GgmlType::Q4_0 if rows.is_multiple_of(8) => Order::Kernel(q4_0::dot_repacked),
-        GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked),
+        GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked, q4_k::dot_repacked4),
         GgmlType::Q4_K if batch >= 8 => Order::Kernel(q4_k::dot_tiled),
         GgmlType::Q6_K if batch >= 8 => Order::Kernel(q6_k::dot_tiled),
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
@@ -117,14 +117,21 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                 }
                 continue;
             }
-            if let Order::Acts4(dot4) = order {
+            // Four activation rows per call where the order allows (each output still its own
+            // dot product, bit for bit): the weight block is decoded once for the four.
+            let quad = match order {
+                Order::Acts4(dot4) => Some((dot4, n)),
+                Order::Repacked(_, dot4) => Some((dot4, gemm_rows)),
+                _ => None,
+            };
+            if let Some((dot4, quad_end)) = quad {
                 let rows = i0..(i0 + ACT_TILE).min(n);
                 for j in ci * chunk..((ci + 1) * chunk).min(m) {
                     let wr = &w[j * wrb..(j + 1) * wrb];
                     let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
                     let mut i = rows.start;
                     while i < rows.end {
-                        if i + 4 <= rows.end {
+                        if i + 4 <= rows.end.min(quad_end) {
                             let d = dot4(wr, [x(i), x(i + 1), x(i + 2), x(i + 3)]);
                             for (r, d) in d.into_iter().enumerate() {
                                 // SAFETY: column j belongs to this task alone; i + r < n, j < m.
@@ -132,8 +139,12 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                             }
                             i += 4;
                         } else {
+                            let d = match order {
+                                Order::Repacked(dot, _) => dot(wr, x(i), i < gemm_rows),
+                                _ => t.dot(wr, x(i)).unwrap_or(0.0),
+                            };
                             // SAFETY: as above.
-                            unsafe { *o.0.add(i * m + j) = t.dot(wr, x(i)).unwrap_or(0.0) };
+                            unsafe { *o.0.add(i * m + j) = d };
                             i += 1;
                         }
                     }
@@ -146,7 +157,7 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                     let xr = &xq[i * xrb..(i + 1) * xrb];
                     let d = match order {
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
-                        Order::Repacked(dot) => dot(wr, xr, i < gemm_rows),
+                        Order::Repacked(..) => unreachable!("handled above"),
                         Order::Kernel(dot) => dot(wr, xr),
                         Order::Rows8(_) | Order::Acts4(_) => unreachable!("handled above"),
                     };

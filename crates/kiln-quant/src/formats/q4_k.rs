@@ -246,6 +246,17 @@ pub fn dot_repacked(w: &[u8], act: &[u8], per_pair: bool) -> f32 {
     repacked_body(w, act, per_pair, pair_ints)
 }
 
+/// [`dot_repacked`] in the GEMM kernel's order (`per_pair`) for four activation rows at once,
+/// the weight block decoded once for the four; each output is `dot_repacked`'s, bit for bit.
+pub fn dot_repacked4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2_fma() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { x86_orders::dot_repacked4(w, acts) };
+    }
+    acts.map(|a| repacked_body(w, a, true, pair_ints))
+}
+
 /// Q4_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it
 /// (`ggml-cpu/tiled`, taken on x86 for batches of 8 or more activation rows when the weights are
 /// not repacked): per 256-value block `(Σ scales·dots)·d_w − dmin_w·(Σ mins·bsums)` (one fused
@@ -368,13 +379,57 @@ mod x86_orders {
                 _mm256_set1_epi16(sc[2 * i + 1] as i16),
                 _mm256_maddubs_epi16(q4h, load256(yb, 4 + 64 * i + 32)),
             );
-            let v = _mm256_add_epi32(pl, ph);
-            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-            *p = _mm_cvtsi128_si32(s);
+            *p = hsum_i32(_mm256_add_epi32(pl, ph));
         }
         (pairs, pair_mins(&y, &mn))
+    }
+
+    /// The sum of eight `i32` lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// [`super::dot_repacked4`]: the weight block's scales, minimums and nibbles decoded once,
+    /// then each activation row's pair sums and the GEMM kernel's two chains, as
+    /// [`repacked_body`] with `per_pair`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dot_repacked4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+        let m4 = _mm256_set1_epi8(0xF);
+        let (mut acc, mut acc_min) = ([0f32; 4], [0f32; 4]);
+        for (k, x) in w.chunks_exact(BLOCK_BYTES).enumerate() {
+            let (sc, mn) = scales_mins_k4(&x[4..16]);
+            let (dw, dminw) = (f16_at(x, 0), f16_at(x, 2));
+            let mut q = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+            for (i, q) in q.iter_mut().enumerate() {
+                let q4 = load256(x, 16 + 32 * i);
+                *q = (_mm256_and_si256(q4, m4), _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
+            }
+            for r in 0..4 {
+                let Some(yb) = acts[r].get(k * Q8K_BYTES..(k + 1) * Q8K_BYTES) else { continue };
+                let yd = f32::from_le_bytes([yb[0], yb[1], yb[2], yb[3]]);
+                let (d, dmin) = (dw * yd, dminw * yd);
+                let mins = pair_mins(&Q8kBlock::new(yb), &mn);
+                for (i, &(ql, qh)) in q.iter().enumerate() {
+                    // Nibble ≤ 15, so a pair sum is at most 2·15·128: no i16 saturation.
+                    let pl = _mm256_madd_epi16(
+                        _mm256_set1_epi16(sc[2 * i] as i16),
+                        _mm256_maddubs_epi16(ql, load256(yb, 4 + 64 * i)),
+                    );
+                    let ph = _mm256_madd_epi16(
+                        _mm256_set1_epi16(sc[2 * i + 1] as i16),
+                        _mm256_maddubs_epi16(qh, load256(yb, 4 + 64 * i + 32)),
+                    );
+                    acc[r] = (hsum_i32(_mm256_add_epi32(pl, ph)) as f32).mul_add(d, acc[r]);
+                    acc_min[r] = (mins[i] as f32).mul_add(dmin, acc_min[r]);
+                }
+            }
+        }
+        std::array::from_fn(|r| acc[r] - acc_min[r])
     }
 }
 
