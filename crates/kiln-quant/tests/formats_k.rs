@@ -379,7 +379,14 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
                     );
                 }
                 GgmlType::Q5_K => paths.push(("tiled", q5_k::dot_tiled(&w, &act))),
-                GgmlType::Q6_K => paths.push(("tiled", q6_k::dot_tiled(&w, &act))),
+                GgmlType::Q6_K => {
+                    let tiled = q6_k::dot_tiled(&w, &act);
+                    paths.push(("tiled", tiled));
+                    let other = q8k_from_quants(0.5, &(0..n).map(|_| rng.next() as i8).collect::<Vec<_>>());
+                    let four = q6_k::dot_tiled4(&w, [&other, &act, &act, &other]);
+                    let o = q6_k::dot_tiled(&w, &other);
+                    assert_eq!(four.map(f32::to_bits), [o, tiled, tiled, o].map(f32::to_bits), "{ty} n={n}");
+                }
                 _ => {}
             }
             for (name, v) in paths {

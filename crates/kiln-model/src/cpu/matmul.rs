@@ -41,8 +41,9 @@ enum Order {
     Kernel(fn(&[u8], &[u8]) -> f32),
     /// Eight weight rows at a time (`dot(rows, x)`), each summed as `vec_dot` sums it.
     Rows8(fn([&[u8]; 8], &[u8]) -> [f32; 8]),
-    /// `vec_dot`'s order, four activation rows at a time (`dot(w, xs)`).
-    Acts4(fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
+    /// Another per-output order (`dot(w, x)`) that also comes four activation rows at a time
+    /// (`dot4(w, xs)`, the same bits).
+    Acts4(fn(&[u8], &[u8]) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
 }
 
 fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
@@ -56,10 +57,13 @@ fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
         GgmlType::Q4_0 if rows.is_multiple_of(8) => Order::Kernel(q4_0::dot_repacked),
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked, q4_k::dot_repacked4),
         GgmlType::Q4_K if batch >= 8 => Order::Kernel(q4_k::dot_tiled),
-        GgmlType::Q6_K if batch >= 8 => Order::Kernel(q6_k::dot_tiled),
+        GgmlType::Q6_K if batch >= 8 => Order::Acts4(q6_k::dot_tiled, q6_k::dot_tiled4),
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
         GgmlType::Q3_K if batch >= 8 => Order::Kernel(q3_k::dot_tiled),
-        GgmlType::Q5_0 if batch >= 4 => Order::Acts4(kiln_quant::formats::q5_0::dot_acts4),
+        GgmlType::Q5_0 if batch >= 4 => Order::Acts4(
+            |w, x| kiln_quant::traits(GgmlType::Q5_0).and_then(|t| t.dot(w, x)).unwrap_or(0.0),
+            kiln_quant::formats::q5_0::dot_acts4,
+        ),
         _ => Order::VecDot,
     }
 }
@@ -120,7 +124,7 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
             // Four activation rows per call where the order allows (each output still its own
             // dot product, bit for bit): the weight block is decoded once for the four.
             let quad = match order {
-                Order::Acts4(dot4) => Some((dot4, n)),
+                Order::Acts4(_, dot4) => Some((dot4, n)),
                 Order::Repacked(_, dot4) => Some((dot4, gemm_rows)),
                 _ => None,
             };
@@ -141,7 +145,8 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                         } else {
                             let d = match order {
                                 Order::Repacked(dot, _) => dot(wr, x(i), i < gemm_rows),
-                                _ => t.dot(wr, x(i)).unwrap_or(0.0),
+                                Order::Acts4(dot, _) => dot(wr, x(i)),
+                                _ => unreachable!("only these two come in fours"),
                             };
                             // SAFETY: as above.
                             unsafe { *o.0.add(i * m + j) = d };
@@ -159,7 +164,7 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(..) => unreachable!("handled above"),
                         Order::Kernel(dot) => dot(wr, xr),
-                        Order::Rows8(_) | Order::Acts4(_) => unreachable!("handled above"),
+                        Order::Rows8(_) | Order::Acts4(..) => unreachable!("handled above"),
                     };
                     // SAFETY: column j belongs to this task alone; i < n, j < m.
                     unsafe { *o.0.add(i * m + j) = d };
