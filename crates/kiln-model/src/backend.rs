@@ -4,7 +4,7 @@
 //! buffer: weights ([`Backend::Weight`], kept in their GGUF type), activations ([`Backend::Act`],
 //! row-major f32 matrices) and the KV cache ([`Backend::Kv`], paged). The forward pass never
 //! copies activations to the host between layers; only the logits rows asked for come back
-//! ([`Backend::rows_to_host`]).
+//! ([`Backend::to_host`] of the gathered rows).
 
 use kiln_quant::GgmlType;
 

@@ -22,9 +22,9 @@ pub enum Arch {
 /// How RoPE pairs dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeStyle {
-    /// Adjacent pairs (x[2i], x[2i+1]) — ggml's `GGML_ROPE_TYPE_NORMAL`.
+    /// Adjacent pairs (`x[2i]`, `x[2i+1]`) — ggml's `GGML_ROPE_TYPE_NORMAL`.
     Normal,
-    /// Halves (x[i], x[i + n_rot/2]) — ggml's `GGML_ROPE_TYPE_NEOX`.
+    /// Halves (`x[i]`, `x[i + n_rot/2]`) — ggml's `GGML_ROPE_TYPE_NEOX`.
     Neox,
 }
 

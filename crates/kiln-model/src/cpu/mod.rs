@@ -302,14 +302,6 @@ impl Backend for CpuBackend {
         for row in logits.data.chunks(m.n_expert) {
             let mut idx: Vec<usize> = (0..m.n_expert).collect();
             idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            if std::env::var_os("KILN_DBG_MOE").is_some() {
-                eprintln!(
-                    "MOE topk {:?} gap45 {:.6} first3 {:?}",
-                    &idx[..m.n_used + 1],
-                    row[idx[m.n_used - 1]] - row[idx[m.n_used]],
-                    &row[..3]
-                );
-            }
             idx.truncate(m.n_used);
             let max = row[idx[0]];
             let ex: Vec<f32> = idx.iter().map(|&i| (row[i] - max).exp()).collect();
