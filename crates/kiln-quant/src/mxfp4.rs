@@ -72,7 +72,7 @@
 //! The dot product takes Q8_0 activations (`vec_dot_type` = Q8_0), as ggml's
 //! `ggml_vec_dot_mxfp4_q8_0`.
 
-use crate::formats::common::{c_cast_i32, f16_le};
+use crate::formats::common::{c_cast_i32, f16_le, isa_kernel};
 use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
 
 /// Values per block.
@@ -204,23 +204,12 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// Eight rows of MXFP4 weights against one Q8_0 activation row, each summed exactly as
-/// [`crate::TypeTraits::dot`] sums it (the same result for every row, bit for bit), computed the
-/// way ggml's repacked GEMV computes eight columns at once: with AVX2, one vector lane per row, so
-/// that the eight per-block fused multiply-add chains run side by side.
-pub fn dot_rows8(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::has_avx512_vnni() {
-            // SAFETY: AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI were detected at run time.
-            return unsafe { x86::dot_rows8_vnni(w, act) };
-        }
-        if crate::simd::has_avx2_fma() {
-            // SAFETY: AVX2, FMA and F16C were detected at run time.
-            return unsafe { x86::dot_rows8_avx2(w, act) };
-        }
-    }
-    w.map(|r| dot_scalar(r, act))
+isa_kernel! {
+    /// Eight rows of MXFP4 weights against one Q8_0 activation row, each summed exactly as
+    /// [`crate::TypeTraits::dot`] sums it (the same result for every row, bit for bit), computed the
+    /// way ggml's repacked GEMV computes eight columns at once: with AVX2, one vector lane per row,
+    /// so that the eight per-block fused multiply-add chains run side by side.
+    pub fn dot_rows8(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] = x86::rows8 else w.map(|r| dot_scalar(r, act))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -328,7 +317,7 @@ mod x86 {
     /// # Safety
     /// As [`dot`].
     #[inline(always)]
-    unsafe fn rows8<I: Isa>(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
+    pub(super) unsafe fn rows8<I: Isa>(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
         let (yb, _) = act.as_chunks::<34>();
         let xb = w.map(|r| r.as_chunks::<BLOCK_BYTES>().0);
         let n = xb.iter().map(|r| r.len()).min().unwrap_or(0).min(yb.len());
@@ -357,22 +346,6 @@ mod x86 {
             _mm256_storeu_ps(out.as_mut_ptr(), acc);
             out
         }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_rows8_avx2(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
-        // SAFETY: this function's features, which the caller checked.
-        unsafe { rows8::<crate::formats::common::x86::Avx2>(w, act) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    pub(super) unsafe fn dot_rows8_vnni(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] {
-        // SAFETY: this function's features, which the caller checked.
-        unsafe { rows8::<crate::formats::common::x86::Vnni>(w, act) }
     }
 
     #[cfg(test)]

@@ -47,7 +47,7 @@ enum Order {
 }
 
 fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_k, q6_k};
+    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_0, q5_k, q6_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
         GgmlType::F32 if tinyblas => Order::Kernel(f32::dot_tinyblas),
@@ -60,10 +60,7 @@ fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
         GgmlType::Q6_K if batch >= 8 => Order::Acts4(q6_k::dot_tiled, q6_k::dot_tiled4),
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
         GgmlType::Q3_K if batch >= 8 => Order::Kernel(q3_k::dot_tiled),
-        GgmlType::Q5_0 if batch >= 4 => Order::Acts4(
-            |w, x| kiln_quant::traits(GgmlType::Q5_0).and_then(|t| t.dot(w, x)).unwrap_or(0.0),
-            kiln_quant::formats::q5_0::dot_acts4,
-        ),
+        GgmlType::Q5_0 if batch >= 4 => Order::Acts4(|w, x| q5_0::TRAITS.dot(w, x).unwrap_or(0.0), q5_0::dot_acts4),
         _ => Order::VecDot,
     }
 }

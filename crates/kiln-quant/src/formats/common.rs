@@ -332,6 +332,64 @@ pub(crate) mod x86 {
     }
 }
 
+/// `$vis fn $name($args) -> $ret` that runs `$body` compiled with AVX2 + FMA where the CPU has
+/// them (`mul_add` an instruction instead of an `fmaf` call, and room to vectorize), and as it is
+/// elsewhere: for the scalar kernels that follow one of llama.cpp's summation orders.
+macro_rules! fma_kernel {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::has_avx2_fma() {
+                #[target_feature(enable = "avx2,fma")]
+                fn with_fma($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                // SAFETY: AVX2 and FMA were detected at run time.
+                return unsafe { with_fma($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use fma_kernel;
+
+/// `$vis fn $name($args) -> $ret` that runs the generic SIMD body `x86::$body::<I: Isa>` (an
+/// `#[inline(always)] unsafe fn` the invoking module's `x86` module makes visible to it) compiled
+/// for AVX-512 VNNI or for AVX2 + FMA + F16C, the best the CPU has, and `$fallback` elsewhere: for
+/// the kernels that take several rows per call besides each format's `dot_entry_points!`.
+macro_rules! isa_kernel {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = x86::$body:ident else $fallback:expr) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::formats::common::x86::{Avx2, Vnni};
+                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+                fn vnni($($arg: $ty),*) -> $ret {
+                    // SAFETY: this function's features (`Vnni`'s and the helpers' requirements).
+                    unsafe { x86::$body::<Vnni>($($arg),*) }
+                }
+                #[target_feature(enable = "avx2,fma,f16c")]
+                fn avx2($($arg: $ty),*) -> $ret {
+                    // SAFETY: this function's features (`Avx2`'s and the helpers' requirements).
+                    unsafe { x86::$body::<Avx2>($($arg),*) }
+                }
+                if $crate::simd::has_avx512_vnni() {
+                    // SAFETY: AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI were detected at run time.
+                    return unsafe { vnni($($arg),*) };
+                }
+                if $crate::simd::has_avx2_fma() {
+                    // SAFETY: AVX2, FMA and F16C were detected at run time.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $fallback
+        }
+    };
+}
+pub(crate) use isa_kernel;
+
 /// Defines `pub unsafe fn dot_avx2` and `pub unsafe fn dot_vnni`, the two `#[target_feature]`
 /// instances of a dot product body `$body::<I: Isa>(w: &[u8], act: &[u8]) -> f32` (an
 /// `#[inline(always)] unsafe fn` in the invoking module). See the module docs.

@@ -6,6 +6,7 @@
 //! of `hmask[l]` is set; its scale is number `v / 16`. A value is `(d·(sc − 32))·q` in `f32`,
 //! with `q ∈ [−4, 3]`.
 
+use super::common::fma_kernel;
 use super::kquant_common::{Q8kBlock, acc_scaled, f16_at, make_q3_quants, nearest_int, put_f16, q3_scales, tiled_step};
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -229,23 +230,11 @@ mod x86 {
     dot_entry_points!(dot);
 }
 
-/// Q3_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it (`ggml-cpu/tiled`,
-/// taken on x86 for batches of 8 or more activation rows): per block the exact integer sum
-/// `Σ scale · q · a`, then [`tiled_step`] (Q6_K's epilogue: no minimums).
-pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { tiled_fma(w, act) };
-    }
-    tiled_body(w, act)
-}
-
-/// [`dot_tiled`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn tiled_fma(w: &[u8], act: &[u8]) -> f32 {
-    tiled_body(w, act)
+fma_kernel! {
+    /// Q3_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it (`ggml-cpu/tiled`,
+    /// taken on x86 for batches of 8 or more activation rows): per block the exact integer sum
+    /// `Σ scale · q · a`, then [`tiled_step`] (Q6_K's epilogue: no minimums).
+    pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 = tiled_body
 }
 
 #[inline(always)]

@@ -16,6 +16,7 @@
 //! assert_eq!((y[0], y[16], y[1]), (3.5, 0.5, 0.0));
 //! ```
 
+use super::common::fma_kernel;
 use super::common::{c_cast_i32, f16_le, f32_to_f16};
 use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
 
@@ -96,24 +97,12 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// Q4_0 · Q8_0 summed as llama.cpp's x86 build sums it for Q4_0 matrices whose row count is a
-/// multiple of 8: ggml-cpu repacks them (`q4_0_8x8_q8_0`) and its GEMV and GEMM kernels both chain
-/// `acc = fma(sumi_b, d_w · d_y, acc)` over the blocks in order, `sumi_b` the block's exact
-/// integer dot product.
-pub fn dot_repacked(w: &[u8], act: &[u8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { repacked_fma(w, act) };
-    }
-    repacked_body(w, act)
-}
-
-/// [`dot_repacked`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn repacked_fma(w: &[u8], act: &[u8]) -> f32 {
-    repacked_body(w, act)
+fma_kernel! {
+    /// Q4_0 · Q8_0 summed as llama.cpp's x86 build sums it for Q4_0 matrices whose row count is a
+    /// multiple of 8: ggml-cpu repacks them (`q4_0_8x8_q8_0`) and its GEMV and GEMM kernels both chain
+    /// `acc = fma(sumi_b, d_w · d_y, acc)` over the blocks in order, `sumi_b` the block's exact
+    /// integer dot product.
+    pub fn dot_repacked(w: &[u8], act: &[u8]) -> f32 = repacked_body
 }
 
 #[inline(always)]

@@ -18,7 +18,7 @@
 //! assert_eq!((y[0], y[16]), (7.5, -8.0));
 //! ```
 
-use super::common::{c_cast_i32, f16_le, f32_to_f16};
+use super::common::{c_cast_i32, f16_le, f32_to_f16, isa_kernel};
 use crate::{Dot, GgmlType, TypeTraits, UnsafeDotFn};
 
 /// Values per block.
@@ -115,21 +115,11 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
-/// One weight row against four activation rows, each output equal to [`crate::TypeTraits::dot`]'s
-/// bit for bit (the weight block decoded once for the four: how the matrix product runs batches).
-pub fn dot_acts4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::simd::has_avx512_vnni() {
-            // SAFETY: AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI were detected at run time.
-            return unsafe { x86::dot4_vnni(w, acts) };
-        }
-        if crate::simd::has_avx2_fma() {
-            // SAFETY: AVX2, FMA and F16C were detected at run time.
-            return unsafe { x86::dot4_avx2(w, acts) };
-        }
-    }
-    acts.map(|a| dot_scalar(w, a))
+isa_kernel! {
+    /// One weight row against four activation rows, each output equal to
+    /// [`crate::TypeTraits::dot`]'s bit for bit (the weight block decoded once for the four: how the
+    /// matrix product runs batches).
+    pub fn dot_acts4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = x86::dot4 else acts.map(|a| dot_scalar(w, a))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -172,7 +162,7 @@ mod x86 {
     /// # Safety
     /// As [`dot`].
     #[inline(always)]
-    unsafe fn dot4<I: Isa>(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+    pub(super) unsafe fn dot4<I: Isa>(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
         let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
         let yb = acts.map(|a| a.as_chunks::<34>().0);
         let n = yb.iter().map(|y| y.len()).min().unwrap_or(0).min(xb.len());
@@ -190,22 +180,6 @@ mod x86 {
             }
             acc.map(|a| hsum_f32x8(a))
         }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot4_avx2(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-        // SAFETY: this function's features, which the caller checked.
-        unsafe { dot4::<crate::formats::common::x86::Avx2>(w, acts) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2, FMA, F16C, AVX512F/VL/BW and AVX512VNNI.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-    pub(super) unsafe fn dot4_vnni(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-        // SAFETY: this function's features, which the caller checked.
-        unsafe { dot4::<crate::formats::common::x86::Vnni>(w, acts) }
     }
 
     /// SIMD Q5_0 · Q8_0 in the order of ggml-cpu's x86 kernel (`ggml_vec_dot_q5_0_q8_0`, the same on

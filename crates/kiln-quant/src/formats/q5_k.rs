@@ -5,6 +5,7 @@
 //! each) take their low bits from the low and high nibbles of `qs[32i..32i + 32]` and their fifth
 //! bit from bits `2i` and `2i + 1` of `qh[0..32]`. A value is `(d·sc)·q − dmin·m` in `f32`.
 
+use super::common::fma_kernel;
 use super::kquant_common::{
     Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int, pack_scales_mins_k4, put_f16,
     scales_mins_k4, tiled_step,
@@ -241,23 +242,11 @@ mod x86 {
     dot_entry_points!(dot);
 }
 
-/// Q5_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it (`ggml-cpu/tiled`,
-/// taken on x86 for batches of 8 or more activation rows): per block the exact integer sums, then
-/// [`tiled_step`] (Q4_K's epilogue: both formats have 32-value sub-blocks with minimums).
-pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { tiled_fma(w, act) };
-    }
-    tiled_body(w, act)
-}
-
-/// [`dot_tiled`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn tiled_fma(w: &[u8], act: &[u8]) -> f32 {
-    tiled_body(w, act)
+fma_kernel! {
+    /// Q5_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it (`ggml-cpu/tiled`,
+    /// taken on x86 for batches of 8 or more activation rows): per block the exact integer sums, then
+    /// [`tiled_step`] (Q4_K's epilogue: both formats have 32-value sub-blocks with minimums).
+    pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 = tiled_body
 }
 
 #[inline(always)]

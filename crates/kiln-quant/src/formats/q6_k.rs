@@ -6,6 +6,7 @@
 //! `ql[l]` (t = 0), `ql[l + 32]` (t = 1), or the high nibbles (t = 2, 3), and its high bits from
 //! bits `2t..2t + 2` of `qh[l]`. A value is `(d·scale)·(q − 32)`, in that order, in `f32`.
 
+use super::common::fma_kernel;
 use super::kquant_common::{
     GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int, put_f16, tiled_step,
 };
@@ -232,25 +233,13 @@ mod x86 {
     dot_entry_points!(dot);
 }
 
-/// Q6_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it
-/// (`ggml-cpu/tiled`, taken on x86 for batches of 8 or more activation rows): per 256-value block
-/// the exact integer dot product, times `d_w` in `f32`, then multiply-added with `d_a` into the
-/// output (the AVX-512 VNNI microkernel's epilogue as GCC contracts it). The integer part is
-/// exact, so this function and ggml agree to the bit.
-pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { tiled_fma(w, act) };
-    }
-    tiled_body(w, act)
-}
-
-/// [`dot_tiled`] with FMA instructions (instead of `fmaf` calls) and room to vectorize.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn tiled_fma(w: &[u8], act: &[u8]) -> f32 {
-    tiled_body(w, act)
+fma_kernel! {
+    /// Q6_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it
+    /// (`ggml-cpu/tiled`, taken on x86 for batches of 8 or more activation rows): per 256-value block
+    /// the exact integer dot product, times `d_w` in `f32`, then multiply-added with `d_a` into the
+    /// output (the AVX-512 VNNI microkernel's epilogue as GCC contracts it). The integer part is
+    /// exact, so this function and ggml agree to the bit.
+    pub fn dot_tiled(w: &[u8], act: &[u8]) -> f32 = tiled_body
 }
 
 #[inline(always)]
@@ -263,22 +252,10 @@ fn tiled_body(w: &[u8], act: &[u8]) -> f32 {
     acc
 }
 
-/// [`dot_tiled`] for four activation rows at once, each weight block unpacked once for the
-/// four; each output is `dot_tiled`'s, bit for bit.
-pub fn dot_tiled4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2_fma() {
-        // SAFETY: AVX2 and FMA were detected at run time.
-        return unsafe { tiled4_fma(w, acts) };
-    }
-    tiled4_body(w, acts)
-}
-
-/// [`dot_tiled4`] with FMA instructions and room to vectorize.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn tiled4_fma(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-    tiled4_body(w, acts)
+fma_kernel! {
+    /// [`dot_tiled`] for four activation rows at once, each weight block unpacked once for the
+    /// four; each output is `dot_tiled`'s, bit for bit.
+    pub fn dot_tiled4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = tiled4_body
 }
 
 #[inline(always)]
