@@ -6,7 +6,7 @@ use anyhow::{Result, ensure};
 use kiln_gguf::{GgmlType, Value};
 
 use crate::vocab::{GPT_OSS_VOCAB, Vocab, VocabKind, bytes_vocab, o200k_harmony_vocab};
-use crate::write::{SynthModel, TensorSpec, header};
+use crate::write::{SynthModel, TensorSpec, check_shape, header};
 
 /// A gpt-oss shape, its tensor types and its vocabulary.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,15 +108,8 @@ impl GptOss {
     }
 
     fn check(&self) -> Result<()> {
-        ensure!(self.layers >= 1 && self.heads >= 1 && self.kv_heads >= 1 && self.experts >= 1, "empty shape");
-        ensure!(self.head_dim >= 2 && self.head_dim.is_multiple_of(2), "head dim {} must be even", self.head_dim);
+        ensure!(self.experts >= 1, "no experts");
         ensure!(self.window >= 1, "window must be at least 1");
-        ensure!(
-            self.heads.is_multiple_of(self.kv_heads),
-            "heads {} not a multiple of kv heads {}",
-            self.heads,
-            self.kv_heads
-        );
         ensure!(
             (1..=self.experts).contains(&self.experts_used),
             "experts-used {} must be in 1..={}",
@@ -127,20 +120,18 @@ impl GptOss {
             self.hidden.is_multiple_of(32) && self.ff.is_multiple_of(32),
             "hidden and ff must be multiples of 32 (MXFP4 blocks)"
         );
-        for (what, ty, n) in [
-            ("attention (hidden)", self.attn_type, self.hidden),
-            ("attention (heads × head dim)", self.attn_type, self.heads * self.head_dim),
-            ("embedding", self.embd_type, self.hidden),
-            ("output", self.output_type, self.hidden),
-        ] {
-            ensure!(
-                n.is_multiple_of(ty.block_elems()),
-                "{what}: row length {n} is not a multiple of {}'s block of {}",
-                ty.name(),
-                ty.block_elems()
-            );
-        }
-        Ok(())
+        check_shape(
+            self.layers,
+            self.heads,
+            self.kv_heads,
+            self.head_dim,
+            &[
+                ("attention (hidden)", self.attn_type, self.hidden),
+                ("attention (heads × head dim)", self.attn_type, self.heads * self.head_dim),
+                ("embedding", self.embd_type, self.hidden),
+                ("output", self.output_type, self.hidden),
+            ],
+        )
     }
 
     pub fn vocab(&self) -> Result<Vocab> {

@@ -1,11 +1,11 @@
 //! Llama-family models (`llama` architecture: RMSNorm, RoPE, GQA attention, SwiGLU FFN) of any
 //! shape and tensor-type mix, with a byte-level vocabulary.
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use kiln_gguf::{GgmlType, Value};
 
 use crate::vocab::bytes_vocab;
-use crate::write::{SynthModel, TensorSpec, header};
+use crate::write::{SynthModel, TensorSpec, check_shape, header};
 
 /// A llama shape and the types of its tensor groups.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,18 +97,9 @@ impl Llama {
     }
 
     fn check(&self) -> Result<()> {
-        ensure!(self.layers >= 1 && self.heads >= 1 && self.kv_heads >= 1, "empty shape");
-        ensure!(self.head_dim >= 2 && self.head_dim.is_multiple_of(2), "head dim {} must be even", self.head_dim);
-        ensure!(
-            self.heads.is_multiple_of(self.kv_heads),
-            "heads {} not a multiple of kv heads {}",
-            self.heads,
-            self.kv_heads
-        );
-        let q = self.heads * self.head_dim;
         let mut groups = vec![
             ("attn_q/k (hidden)", self.attn_type, self.hidden),
-            ("attn_output (heads × head dim)", self.attn_type, q),
+            ("attn_output (heads × head dim)", self.attn_type, self.heads * self.head_dim),
             ("attn_v (hidden)", self.attn_v_type, self.hidden),
             ("ffn_gate/up (hidden)", self.ffn_type, self.hidden),
             ("ffn_down (ff)", self.ffn_down_type, self.ff),
@@ -117,15 +108,7 @@ impl Llama {
         if let Some(t) = self.output_type {
             groups.push(("output", t, self.hidden));
         }
-        for (what, ty, n) in groups {
-            ensure!(
-                n.is_multiple_of(ty.block_elems()),
-                "{what}: row length {n} is not a multiple of {}'s block of {}",
-                ty.name(),
-                ty.block_elems()
-            );
-        }
-        Ok(())
+        check_shape(self.layers, self.heads, self.kv_heads, self.head_dim, &groups)
     }
 
     pub fn tensors(&self, n_vocab: usize) -> Vec<TensorSpec> {

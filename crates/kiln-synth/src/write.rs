@@ -53,6 +53,30 @@ pub(crate) fn header(arch: &str, name: &str, dims: [usize; 7]) -> Vec<(String, V
     ]
 }
 
+/// The checks every transformer shape shares: at least one layer and one head, an even head
+/// dim, whole query-head groups per KV head, and rows of every tensor group (`(what, type, row
+/// length)`) made of whole blocks of its type.
+pub(crate) fn check_shape(
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    groups: &[(&str, GgmlType, usize)],
+) -> Result<()> {
+    ensure!(layers >= 1 && heads >= 1 && kv_heads >= 1, "empty shape");
+    ensure!(head_dim >= 2 && head_dim.is_multiple_of(2), "head dim {head_dim} must be even");
+    ensure!(heads.is_multiple_of(kv_heads), "heads {heads} not a multiple of kv heads {kv_heads}");
+    for &(what, ty, n) in groups {
+        ensure!(
+            n.is_multiple_of(ty.block_elems()),
+            "{what}: row length {n} is not a multiple of {}'s block of {}",
+            ty.name(),
+            ty.block_elems()
+        );
+    }
+    Ok(())
+}
+
 /// A whole synthetic model: metadata, tensor table (in file order) and seed.
 #[derive(Clone, Debug)]
 pub struct SynthModel {
