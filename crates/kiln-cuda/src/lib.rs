@@ -1,0 +1,10 @@
+//! CUDA for kiln: device and stream setup, a VRAM ledger that names every allocation, kernel
+//! modules compiled at run time from the sources in `kernels/` (NVRTC), cuBLAS, and launch
+//! wrappers that check every launch. Knows nothing of GGUF files or models.
+//!
+//! Libraries are loaded at run time (cudarc's dynamic loading): a build needs no CUDA, and a
+//! machine without the driver or a library gets a [`CudaError::MissingLibrary`], never a panic.
+
+mod error;
+
+pub use error::{CudaError, Result};
