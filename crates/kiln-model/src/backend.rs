@@ -43,6 +43,28 @@ pub struct Rope {
     pub yarn: Option<Yarn>,
 }
 
+impl Rope {
+    /// `base^(−2/n_rot)`: the ratio between the angles of consecutive dimension pairs.
+    pub fn theta_scale(&self) -> f32 {
+        self.base.powf(-2.0 / self.n_rot as f32)
+    }
+
+    /// YaRN's correction range and magnitude, as ggml's `rope_yarn` computes them once per call:
+    /// `(low, high, ext_factor, mscale)`, or `None` without YaRN (or with `ext_factor` 0).
+    pub fn yarn_terms(&self) -> Option<(f32, f32, f32, f32)> {
+        self.yarn.filter(|y| y.ext_factor != 0.0).map(|y| {
+            let corr = |beta: f32| {
+                self.n_rot as f32 * (y.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                    / (2.0 * self.base.ln())
+            };
+            let low = corr(y.beta_fast).floor().max(0.0);
+            let high = corr(y.beta_slow).ceil().min(self.n_rot as f32 - 1.0);
+            let mscale = y.attn_factor * (1.0 + 0.1 * (1.0 / self.freq_scale).ln());
+            (low, high, y.ext_factor, mscale)
+        })
+    }
+}
+
 /// YaRN RoPE scaling parameters, as ggml's `rope_yarn` takes them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Yarn {
@@ -100,7 +122,9 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
-/// What a device must provide for the model code to run on it.
+/// What a device must provide for the model code to run on it. Every operation is fallible: a GPU
+/// backend reports a failed launch or allocation as an error, which fails the forward pass (and
+/// only that request) instead of the process.
 pub trait Backend: Send + Sync {
     /// A weight tensor, kept in its GGUF type.
     type Weight: Send + Sync;
@@ -111,25 +135,27 @@ pub trait Backend: Send + Sync {
 
     /// Binds a weight tensor (the CPU backend borrows the memory map; a GPU backend uploads it).
     fn weight(&self, w: WeightData<'_>) -> Result<Self::Weight>;
-    /// An activation matrix of `rows × cols`, contents unspecified.
-    fn act(&self, rows: usize, cols: usize) -> Self::Act;
+    /// An activation matrix of `rows × cols`, contents unspecified. Fails with a typed error when
+    /// the device has no room (a GPU backend draws it from a workspace reused across steps).
+    fn act(&self, rows: usize, cols: usize) -> Result<Self::Act>;
     /// KV storage for `layout`; fails with a typed error if it does not fit.
     fn kv(&self, layout: &KvLayout) -> Result<Self::Kv>;
 
     /// `out[i] = table[ids[i]] * scale` (rows of the embedding, dequantized).
-    fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Act);
+    fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Act) -> Result<()>;
     /// RMS norm of each `group`-wide slice of every row, times `w` (of length `group`).
-    fn rms_norm(&self, x: &Self::Act, w: &Self::Weight, group: usize, eps: f32, out: &mut Self::Act);
+    fn rms_norm(&self, x: &Self::Act, w: &Self::Weight, group: usize, eps: f32, out: &mut Self::Act) -> Result<()>;
     /// `out = x · wᵀ` (+ bias): `x` is `n × k`, `w` holds `m` rows of `k`, `out` is `n × m`.
-    fn matmul(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Act);
+    fn matmul(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Act) -> Result<()>;
     /// `x += y`.
-    fn add(&self, x: &mut Self::Act, y: &Self::Act);
+    fn add(&self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
     /// `out = act(gate) * up`.
-    fn glu(&self, kind: Glu, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act);
+    fn glu(&self, kind: Glu, gate: &Self::Act, up: &Self::Act, out: &mut Self::Act) -> Result<()>;
     /// Rotates every `head_dim`-wide head of every row of `x` in place; row `i` is at `pos[i]`.
-    fn rope(&self, x: &mut Self::Act, head_dim: usize, pos: &[usize], rope: &Rope);
+    fn rope(&self, x: &mut Self::Act, head_dim: usize, pos: &[usize], rope: &Rope) -> Result<()>;
     /// Writes the K and V rows of this batch into layer `layer` of the cache.
-    fn kv_write(&self, kv: &mut Self::Kv, layer: usize, rows: &[RowKv<'_>], k: &Self::Act, v: &Self::Act);
+    fn kv_write(&self, kv: &mut Self::Kv, layer: usize, rows: &[RowKv<'_>], k: &Self::Act, v: &Self::Act)
+    -> Result<()>;
     /// Causal attention of each row's query heads over its sequence's cached K/V (which already
     /// holds this batch's rows). `sinks`, if given, holds one logit per query head that joins the
     /// softmax denominator with no value (gpt-oss attention sinks).
@@ -143,16 +169,16 @@ pub trait Backend: Send + Sync {
         p: &AttnParams,
         sinks: Option<&Self::Weight>,
         out: &mut Self::Act,
-    );
+    ) -> Result<()>;
     /// Mixture-of-experts FFN of every row of `x`: route (top-k of the router logits, softmax over
     /// those k), run only the chosen experts, and sum their outputs weighted.
-    fn moe(&self, x: &Self::Act, m: &Moe<'_, Self::Weight>, out: &mut Self::Act);
+    fn moe(&self, x: &Self::Act, m: &Moe<'_, Self::Weight>, out: &mut Self::Act) -> Result<()>;
     /// Copies the chosen rows of `x` into a new activation.
-    fn gather_rows(&self, x: &Self::Act, rows: &[usize]) -> Self::Act;
+    fn gather_rows(&self, x: &Self::Act, rows: &[usize]) -> Result<Self::Act>;
     /// `x = cap * tanh(x / cap)`.
-    fn softcap(&self, x: &mut Self::Act, cap: f32);
+    fn softcap(&self, x: &mut Self::Act, cap: f32) -> Result<()>;
     /// `x *= s`.
-    fn scale(&self, x: &mut Self::Act, s: f32);
+    fn scale(&self, x: &mut Self::Act, s: f32) -> Result<()>;
     /// Copies `x` to host memory (row-major).
-    fn to_host(&self, x: &Self::Act) -> Vec<f32>;
+    fn to_host(&self, x: &Self::Act) -> Result<Vec<f32>>;
 }

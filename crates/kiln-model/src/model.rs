@@ -56,15 +56,15 @@ impl<W> Head<W> {
     }
 
     /// Final norm, output projection and soft-capping of the hidden rows `x`.
-    pub fn logits<B: Backend<Weight = W>>(&self, be: &B, c: &Config, x: &B::Act, rows: usize) -> B::Act {
-        let mut h = be.act(rows, c.n_embd);
-        be.rms_norm(x, &self.out_norm, c.n_embd, c.rms_eps, &mut h);
-        let mut logits = be.act(rows, c.n_vocab);
-        be.matmul(&h, &self.output, None, &mut logits);
+    pub fn logits<B: Backend<Weight = W>>(&self, be: &B, c: &Config, x: &B::Act, rows: usize) -> Result<B::Act> {
+        let mut h = be.act(rows, c.n_embd)?;
+        be.rms_norm(x, &self.out_norm, c.n_embd, c.rms_eps, &mut h)?;
+        let mut logits = be.act(rows, c.n_vocab)?;
+        be.matmul(&h, &self.output, None, &mut logits)?;
         if let Some(cap) = c.final_softcap {
-            be.softcap(&mut logits, cap);
+            be.softcap(&mut logits, cap)?;
         }
-        logits
+        Ok(logits)
     }
 }
 
@@ -224,11 +224,14 @@ impl<B: Backend> Model<B> {
                 ArchWeights::GptOss(w) => gpt_oss::forward(self, w, kv, &rows, &pos, batch),
             }
         };
+        // A failed pass leaves the sequences' lengths as they were (their reserved blocks stay
+        // theirs and are rewritten by a retry or returned by `KvCache::release`).
+        let logits = logits?;
         for (s, len) in seqs.iter_mut().zip(next) {
             s.len = len;
         }
         kv.after_forward(seqs);
-        Ok(self.backend.to_host(&logits))
+        self.backend.to_host(&logits)
     }
 }
 
@@ -236,15 +239,16 @@ impl<B: Backend> Model<B> {
 /// (little-endian f32, row-major, rows = batch rows) under llama.cpp's names for them, for
 /// comparing a forward pass layer by layer with the same tensors taken from llama.cpp (a graph
 /// callback: `tests/oracle/dump_tensors.cpp`; docs/COMPARING.md). A later call overwrites a file.
-pub(crate) fn trace<B: Backend>(be: &B, name: &str, il: usize, x: &B::Act) {
+pub(crate) fn trace<B: Backend>(be: &B, name: &str, il: usize, x: &B::Act) -> Result<()> {
     static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     if let Some(dir) = DIR.get_or_init(|| std::env::var_os("KILN_TRACE").map(Into::into)) {
-        let bytes: Vec<u8> = be.to_host(x).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes: Vec<u8> = be.to_host(x)?.iter().flat_map(|v| v.to_le_bytes()).collect();
         let path = dir.join(format!("{name}-{il}.f32"));
         if let Err(e) = std::fs::write(&path, bytes) {
             eprintln!("KILN_TRACE: {}: {e}", path.display());
         }
     }
+    Ok(())
 }
 
 /// Writes a batch's K and V rows into layer `il`'s cache and attends over it: the windowed
@@ -261,9 +265,9 @@ pub(crate) fn attend<B: Backend>(
     p: &AttnParams,
     sinks: Option<&B::Weight>,
     out: &mut B::Act,
-) {
+) -> Result<()> {
     let (store, li, windowed) = kv.layer(il);
     let rows = if windowed { &rows.windowed } else { &rows.full };
-    be.kv_write(store, li, rows, k, v);
-    be.attention(store, li, rows, q, p, sinks, out);
+    be.kv_write(store, li, rows, k, v)?;
+    be.attention(store, li, rows, q, p, sinks, out)
 }

@@ -62,23 +62,23 @@ pub(crate) fn forward<B: Backend>(
     rows: &LayerRows<'_>,
     pos: &[usize],
     batch: &Batch,
-) -> B::Act {
+) -> Result<B::Act> {
     let (be, c) = (&m.backend, &m.config);
     let n = batch.tokens.len();
     let hd = c.head_dim;
-    let mut x = be.act(n, c.n_embd);
-    be.embed(&w.head.embd, &batch.tokens, c.embed_scale.unwrap_or(1.0), &mut x);
-    let mut h = be.act(n, c.n_embd);
-    let mut q = be.act(n, c.n_head * hd);
-    let mut qn = be.act(n, c.n_head * hd);
-    let mut k = be.act(n, c.n_head_kv * hd);
-    let mut kn = be.act(n, c.n_head_kv * hd);
-    let mut v = be.act(n, c.n_head_kv * c.head_dim_v);
-    let mut a = be.act(n, c.n_head * c.head_dim_v);
-    let mut o = be.act(n, c.n_embd);
-    let mut g = be.act(n, c.n_ff);
-    let mut u = be.act(n, c.n_ff);
-    let mut gu = be.act(n, c.n_ff);
+    let mut x = be.act(n, c.n_embd)?;
+    be.embed(&w.head.embd, &batch.tokens, c.embed_scale.unwrap_or(1.0), &mut x)?;
+    let mut h = be.act(n, c.n_embd)?;
+    let mut q = be.act(n, c.n_head * hd)?;
+    let mut qn = be.act(n, c.n_head * hd)?;
+    let mut k = be.act(n, c.n_head_kv * hd)?;
+    let mut kn = be.act(n, c.n_head_kv * hd)?;
+    let mut v = be.act(n, c.n_head_kv * c.head_dim_v)?;
+    let mut a = be.act(n, c.n_head * c.head_dim_v)?;
+    let mut o = be.act(n, c.n_embd)?;
+    let mut g = be.act(n, c.n_ff)?;
+    let mut u = be.act(n, c.n_ff)?;
+    let mut gu = be.act(n, c.n_ff)?;
     for (il, l) in w.layers.iter().enumerate() {
         let rope = Rope {
             style: c.rope_style,
@@ -96,41 +96,41 @@ pub(crate) fn forward<B: Backend>(
             scale: 1.0,
             window: c.window_for(il),
         };
-        be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h);
-        be.matmul(&h, &l.wq, None, &mut q);
-        be.matmul(&h, &l.wk, None, &mut k);
-        be.matmul(&h, &l.wv, None, &mut v);
-        be.rms_norm(&q, &l.q_norm, hd, c.rms_eps, &mut qn);
-        be.rms_norm(&k, &l.k_norm, hd, c.rms_eps, &mut kn);
-        be.rope(&mut qn, hd, pos, &rope);
-        be.rope(&mut kn, hd, pos, &rope);
+        be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h)?;
+        be.matmul(&h, &l.wq, None, &mut q)?;
+        be.matmul(&h, &l.wk, None, &mut k)?;
+        be.matmul(&h, &l.wv, None, &mut v)?;
+        be.rms_norm(&q, &l.q_norm, hd, c.rms_eps, &mut qn)?;
+        be.rms_norm(&k, &l.k_norm, hd, c.rms_eps, &mut kn)?;
+        be.rope(&mut qn, hd, pos, &rope)?;
+        be.rope(&mut kn, hd, pos, &rope)?;
         // As llama.cpp's gemma3 graph: the attention scale multiplies the queries, not the
         // scores (the same in exact arithmetic; not once the queries are rounded to f16).
-        be.scale(&mut qn, c.attn_scale);
-        crate::model::attend(be, kv, rows, il, &kn, &v, &qn, &attn, None, &mut a);
-        trace(be, "kqv_out", il, &a);
-        be.matmul(&a, &l.wo, None, &mut o);
-        trace(be, "attn_out", il, &o);
+        be.scale(&mut qn, c.attn_scale)?;
+        crate::model::attend(be, kv, rows, il, &kn, &v, &qn, &attn, None, &mut a)?;
+        trace(be, "kqv_out", il, &a)?;
+        be.matmul(&a, &l.wo, None, &mut o)?;
+        trace(be, "attn_out", il, &o)?;
         if il + 1 == c.n_layer && batch.logits.is_empty() {
             return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
         }
         if il + 1 == c.n_layer {
             // As llama.cpp: the rest of the last layer only for the rows whose logits are wanted.
             let k = batch.logits.len();
-            (x, o) = (be.gather_rows(&x, &batch.logits), be.gather_rows(&o, &batch.logits));
-            (h, g, u, gu) = (be.act(k, c.n_embd), be.act(k, c.n_ff), be.act(k, c.n_ff), be.act(k, c.n_ff));
+            (x, o) = (be.gather_rows(&x, &batch.logits)?, be.gather_rows(&o, &batch.logits)?);
+            (h, g, u, gu) = (be.act(k, c.n_embd)?, be.act(k, c.n_ff)?, be.act(k, c.n_ff)?, be.act(k, c.n_ff)?);
         }
-        be.rms_norm(&o, &l.attn_post_norm, c.n_embd, c.rms_eps, &mut h);
-        be.add(&mut x, &h);
+        be.rms_norm(&o, &l.attn_post_norm, c.n_embd, c.rms_eps, &mut h)?;
+        be.add(&mut x, &h)?;
 
-        be.rms_norm(&x, &l.ffn_norm, c.n_embd, c.rms_eps, &mut h);
-        be.matmul(&h, &l.gate, None, &mut g);
-        be.matmul(&h, &l.up, None, &mut u);
-        be.glu(Glu::Gelu, &g, &u, &mut gu);
-        be.matmul(&gu, &l.down, None, &mut o);
-        be.rms_norm(&o, &l.ffn_post_norm, c.n_embd, c.rms_eps, &mut h);
-        be.add(&mut x, &h);
-        trace(be, "l_out", il, &x);
+        be.rms_norm(&x, &l.ffn_norm, c.n_embd, c.rms_eps, &mut h)?;
+        be.matmul(&h, &l.gate, None, &mut g)?;
+        be.matmul(&h, &l.up, None, &mut u)?;
+        be.glu(Glu::Gelu, &g, &u, &mut gu)?;
+        be.matmul(&gu, &l.down, None, &mut o)?;
+        be.rms_norm(&o, &l.ffn_post_norm, c.n_embd, c.rms_eps, &mut h)?;
+        be.add(&mut x, &h)?;
+        trace(be, "l_out", il, &x)?;
     }
     w.head.logits(be, c, &x, batch.logits.len())
 }

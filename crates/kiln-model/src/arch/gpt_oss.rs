@@ -80,18 +80,18 @@ pub(crate) fn forward<B: Backend>(
     rows: &LayerRows<'_>,
     pos: &[usize],
     batch: &Batch,
-) -> B::Act {
+) -> Result<B::Act> {
     let (be, c) = (&m.backend, &m.config);
     let n = batch.tokens.len();
     let hd = c.head_dim;
-    let mut x = be.act(n, c.n_embd);
-    be.embed(&w.head.embd, &batch.tokens, 1.0, &mut x);
-    let mut h = be.act(n, c.n_embd);
-    let mut q = be.act(n, c.n_head * hd);
-    let mut k = be.act(n, c.n_head_kv * hd);
-    let mut v = be.act(n, c.n_head_kv * c.head_dim_v);
-    let mut a = be.act(n, c.n_head * c.head_dim_v);
-    let mut o = be.act(n, c.n_embd);
+    let mut x = be.act(n, c.n_embd)?;
+    be.embed(&w.head.embd, &batch.tokens, 1.0, &mut x)?;
+    let mut h = be.act(n, c.n_embd)?;
+    let mut q = be.act(n, c.n_head * hd)?;
+    let mut k = be.act(n, c.n_head_kv * hd)?;
+    let mut v = be.act(n, c.n_head_kv * c.head_dim_v)?;
+    let mut a = be.act(n, c.n_head * c.head_dim_v)?;
+    let mut o = be.act(n, c.n_embd)?;
     for (il, l) in w.layers.iter().enumerate() {
         let rope = Rope {
             style: c.rope_style,
@@ -108,34 +108,34 @@ pub(crate) fn forward<B: Backend>(
             scale: c.attn_scale,
             window: c.window_for(il),
         };
-        be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h);
-        trace(be, "attn_norm", il, &h);
-        be.matmul(&h, &l.wq, Some(&l.bq), &mut q);
-        be.matmul(&h, &l.wk, Some(&l.bk), &mut k);
-        be.matmul(&h, &l.wv, Some(&l.bv), &mut v);
-        be.rope(&mut q, hd, pos, &rope);
-        be.rope(&mut k, hd, pos, &rope);
-        trace(be, "Qcur", il, &q);
-        trace(be, "Kcur", il, &k);
-        trace(be, "Vcur", il, &v);
-        crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, Some(&l.sinks), &mut a);
-        trace(be, "kqv_out", il, &a);
-        be.matmul(&a, &l.wo, Some(&l.bo), &mut o);
-        trace(be, "attn_out", il, &o);
+        be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h)?;
+        trace(be, "attn_norm", il, &h)?;
+        be.matmul(&h, &l.wq, Some(&l.bq), &mut q)?;
+        be.matmul(&h, &l.wk, Some(&l.bk), &mut k)?;
+        be.matmul(&h, &l.wv, Some(&l.bv), &mut v)?;
+        be.rope(&mut q, hd, pos, &rope)?;
+        be.rope(&mut k, hd, pos, &rope)?;
+        trace(be, "Qcur", il, &q)?;
+        trace(be, "Kcur", il, &k)?;
+        trace(be, "Vcur", il, &v)?;
+        crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, Some(&l.sinks), &mut a)?;
+        trace(be, "kqv_out", il, &a)?;
+        be.matmul(&a, &l.wo, Some(&l.bo), &mut o)?;
+        trace(be, "attn_out", il, &o)?;
         if il + 1 == c.n_layer && batch.logits.is_empty() {
             return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
         }
         if il + 1 == c.n_layer {
             // The last layer's FFN only for the rows whose logits are wanted.
             let k = batch.logits.len();
-            (x, o) = (be.gather_rows(&x, &batch.logits), be.gather_rows(&o, &batch.logits));
-            h = be.act(k, c.n_embd);
+            (x, o) = (be.gather_rows(&x, &batch.logits)?, be.gather_rows(&o, &batch.logits)?);
+            h = be.act(k, c.n_embd)?;
         }
-        be.add(&mut x, &o);
+        be.add(&mut x, &o)?;
 
-        trace(be, "ffn_inp", il, &x);
-        be.rms_norm(&x, &l.post_norm, c.n_embd, c.rms_eps, &mut h);
-        trace(be, "attn_post_norm", il, &h);
+        trace(be, "ffn_inp", il, &x)?;
+        be.rms_norm(&x, &l.post_norm, c.n_embd, c.rms_eps, &mut h)?;
+        trace(be, "attn_post_norm", il, &h)?;
         let moe = Moe {
             router: &l.router,
             router_b: Some(&l.router_b),
@@ -151,10 +151,10 @@ pub(crate) fn forward<B: Backend>(
             alpha: SWIGLU_ALPHA,
             limit: SWIGLU_LIMIT,
         };
-        be.moe(&h, &moe, &mut o);
-        trace(be, "ffn_moe_out", il, &o);
-        be.add(&mut x, &o);
-        trace(be, "l_out", il, &x);
+        be.moe(&h, &moe, &mut o)?;
+        trace(be, "ffn_moe_out", il, &o)?;
+        be.add(&mut x, &o)?;
+        trace(be, "l_out", il, &x)?;
     }
     w.head.logits(be, c, &x, batch.logits.len())
 }

@@ -63,7 +63,7 @@ pub(crate) fn forward<B: Backend>(
     rows: &LayerRows<'_>,
     pos: &[usize],
     batch: &Batch,
-) -> B::Act {
+) -> Result<B::Act> {
     let (be, c) = (&m.backend, &m.config);
     let n = batch.tokens.len();
     let attn = AttnParams {
@@ -74,17 +74,17 @@ pub(crate) fn forward<B: Backend>(
         scale: c.attn_scale,
         window: None,
     };
-    let mut x = be.act(n, c.n_embd);
-    be.embed(&w.head.embd, &batch.tokens, 1.0, &mut x);
-    let mut h = be.act(n, c.n_embd);
-    let mut q = be.act(n, c.n_head * c.head_dim);
-    let mut k = be.act(n, c.n_head_kv * c.head_dim);
-    let mut v = be.act(n, c.n_head_kv * c.head_dim_v);
-    let mut a = be.act(n, c.n_head * c.head_dim_v);
-    let mut o = be.act(n, c.n_embd);
-    let mut g = be.act(n, c.n_ff);
-    let mut u = be.act(n, c.n_ff);
-    let mut gu = be.act(n, c.n_ff);
+    let mut x = be.act(n, c.n_embd)?;
+    be.embed(&w.head.embd, &batch.tokens, 1.0, &mut x)?;
+    let mut h = be.act(n, c.n_embd)?;
+    let mut q = be.act(n, c.n_head * c.head_dim)?;
+    let mut k = be.act(n, c.n_head_kv * c.head_dim)?;
+    let mut v = be.act(n, c.n_head_kv * c.head_dim_v)?;
+    let mut a = be.act(n, c.n_head * c.head_dim_v)?;
+    let mut o = be.act(n, c.n_embd)?;
+    let mut g = be.act(n, c.n_ff)?;
+    let mut u = be.act(n, c.n_ff)?;
+    let mut gu = be.act(n, c.n_ff)?;
     for (il, l) in w.layers.iter().enumerate() {
         let rope = Rope {
             style: c.rope_style,
@@ -93,34 +93,34 @@ pub(crate) fn forward<B: Backend>(
             freq_scale: c.rope_scale_for(il),
             yarn: None,
         };
-        be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h);
-        be.matmul(&h, &l.wq, l.bq.as_ref(), &mut q);
-        be.matmul(&h, &l.wk, l.bk.as_ref(), &mut k);
-        be.matmul(&h, &l.wv, l.bv.as_ref(), &mut v);
-        be.rope(&mut q, c.head_dim, pos, &rope);
-        be.rope(&mut k, c.head_dim, pos, &rope);
-        crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, None, &mut a);
-        trace(be, "kqv_out", il, &a);
-        be.matmul(&a, &l.wo, l.bo.as_ref(), &mut o);
-        trace(be, "attn_out", il, &o);
+        be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h)?;
+        be.matmul(&h, &l.wq, l.bq.as_ref(), &mut q)?;
+        be.matmul(&h, &l.wk, l.bk.as_ref(), &mut k)?;
+        be.matmul(&h, &l.wv, l.bv.as_ref(), &mut v)?;
+        be.rope(&mut q, c.head_dim, pos, &rope)?;
+        be.rope(&mut k, c.head_dim, pos, &rope)?;
+        crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, None, &mut a)?;
+        trace(be, "kqv_out", il, &a)?;
+        be.matmul(&a, &l.wo, l.bo.as_ref(), &mut o)?;
+        trace(be, "attn_out", il, &o)?;
         if il + 1 == c.n_layer && batch.logits.is_empty() {
             return be.act(0, c.n_vocab); // every layer's K/V is written; no row wants logits
         }
         if il + 1 == c.n_layer {
             // As llama.cpp: the last layer's FFN only for the rows whose logits are wanted.
             let k = batch.logits.len();
-            (x, o) = (be.gather_rows(&x, &batch.logits), be.gather_rows(&o, &batch.logits));
-            (h, g, u, gu) = (be.act(k, c.n_embd), be.act(k, c.n_ff), be.act(k, c.n_ff), be.act(k, c.n_ff));
+            (x, o) = (be.gather_rows(&x, &batch.logits)?, be.gather_rows(&o, &batch.logits)?);
+            (h, g, u, gu) = (be.act(k, c.n_embd)?, be.act(k, c.n_ff)?, be.act(k, c.n_ff)?, be.act(k, c.n_ff)?);
         }
-        be.add(&mut x, &o);
+        be.add(&mut x, &o)?;
 
-        be.rms_norm(&x, &l.ffn_norm, c.n_embd, c.rms_eps, &mut h);
-        be.matmul(&h, &l.gate, None, &mut g);
-        be.matmul(&h, &l.up, None, &mut u);
-        be.glu(Glu::Silu, &g, &u, &mut gu);
-        be.matmul(&gu, &l.down, None, &mut o);
-        be.add(&mut x, &o);
-        trace(be, "l_out", il, &x);
+        be.rms_norm(&x, &l.ffn_norm, c.n_embd, c.rms_eps, &mut h)?;
+        be.matmul(&h, &l.gate, None, &mut g)?;
+        be.matmul(&h, &l.up, None, &mut u)?;
+        be.glu(Glu::Silu, &g, &u, &mut gu)?;
+        be.matmul(&gu, &l.down, None, &mut o)?;
+        be.add(&mut x, &o)?;
+        trace(be, "l_out", il, &x)?;
     }
     w.head.logits(be, c, &x, batch.logits.len())
 }

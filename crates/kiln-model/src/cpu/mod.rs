@@ -130,8 +130,8 @@ impl Backend for CpuBackend {
         Ok(CpuWeight { ty: w.ty, rows, offset: start - base, len: w.bytes.len(), vec })
     }
 
-    fn act(&self, rows: usize, cols: usize) -> CpuAct {
-        CpuAct { rows, cols, data: vec![0.0; rows * cols] }
+    fn act(&self, rows: usize, cols: usize) -> Result<CpuAct> {
+        Ok(CpuAct { rows, cols, data: vec![0.0; rows * cols] })
     }
 
     fn kv(&self, layout: &KvLayout) -> Result<CpuKv> {
@@ -151,7 +151,7 @@ impl Backend for CpuBackend {
         Ok(CpuKv { layout: layout.clone(), k, v })
     }
 
-    fn embed(&self, table: &CpuWeight, ids: &[u32], scale: f32, out: &mut CpuAct) {
+    fn embed(&self, table: &CpuWeight, ids: &[u32], scale: f32, out: &mut CpuAct) -> Result<()> {
         let t = kiln_quant::traits(table.ty).expect("checked at bind");
         let rb = table.len / table.rows;
         let bytes = self.bytes(table);
@@ -162,9 +162,10 @@ impl Backend for CpuBackend {
                 row.iter_mut().for_each(|v| *v *= scale);
             }
         }
+        Ok(())
     }
 
-    fn rms_norm(&self, x: &CpuAct, w: &CpuWeight, group: usize, eps: f32, out: &mut CpuAct) {
+    fn rms_norm(&self, x: &CpuAct, w: &CpuWeight, group: usize, eps: f32, out: &mut CpuAct) -> Result<()> {
         let wv = w.vec.as_deref().expect("norm weights are vectors");
         let groups = x.data.len() / group;
         let per = self.rows_per_task(groups, group) * group;
@@ -180,21 +181,24 @@ impl Backend for CpuBackend {
                 }
             }
         });
+        Ok(())
     }
 
-    fn matmul(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuAct) {
+    fn matmul(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuAct) -> Result<()> {
         matmul::matmul(&self.pool, self.bytes(w), w.ty, w.rows, x, out);
         if let Some(b) = bias {
             let bv = b.vec.as_deref().expect("biases are vectors");
             out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
         }
+        Ok(())
     }
 
-    fn add(&self, x: &mut CpuAct, y: &CpuAct) {
+    fn add(&self, x: &mut CpuAct, y: &CpuAct) -> Result<()> {
         x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+        Ok(())
     }
 
-    fn glu(&self, kind: Glu, gate: &CpuAct, up: &CpuAct, out: &mut CpuAct) {
+    fn glu(&self, kind: Glu, gate: &CpuAct, up: &CpuAct, out: &mut CpuAct) -> Result<()> {
         let row: fn(&[f32], &[f32], &mut [f32]) = match kind {
             Glu::Silu => unary::swiglu_row,
             Glu::Gelu => unary::geglu_row,
@@ -208,22 +212,14 @@ impl Backend for CpuBackend {
                 row(g, u, o);
             }
         });
+        Ok(())
     }
 
-    fn rope(&self, x: &mut CpuAct, head_dim: usize, pos: &[usize], rope: &Rope) {
+    fn rope(&self, x: &mut CpuAct, head_dim: usize, pos: &[usize], rope: &Rope) -> Result<()> {
         let half = rope.n_rot / 2;
-        let theta_scale = rope.base.powf(-2.0 / rope.n_rot as f32);
+        let theta_scale = rope.theta_scale();
         // YaRN (ggml's `rope_yarn`): correction dimensions and magnitude, once per call.
-        let yarn = rope.yarn.filter(|y| y.ext_factor != 0.0).map(|y| {
-            let corr = |beta: f32| {
-                rope.n_rot as f32 * (y.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
-                    / (2.0 * rope.base.ln())
-            };
-            let low = corr(y.beta_fast).floor().max(0.0);
-            let high = corr(y.beta_slow).ceil().min(rope.n_rot as f32 - 1.0);
-            let mscale = y.attn_factor * (1.0 + 0.1 * (1.0 / rope.freq_scale).ln());
-            (low, high, y.ext_factor, mscale)
-        });
+        let yarn = rope.yarn_terms();
         let cols = x.cols;
         let per = self.rows_per_task(x.rows, cols);
         self.pool.chunks_mut(&mut x.data, per * cols, |ci, rows| {
@@ -268,15 +264,17 @@ impl Backend for CpuBackend {
                 }
             }
         });
+        Ok(())
     }
 
-    fn kv_write(&self, kv: &mut CpuKv, layer: usize, rows: &[RowKv<'_>], k: &CpuAct, v: &CpuAct) {
+    fn kv_write(&self, kv: &mut CpuKv, layer: usize, rows: &[RowKv<'_>], k: &CpuAct, v: &CpuAct) -> Result<()> {
         for (i, r) in rows.iter().enumerate() {
             let slot = kv.slot(r, r.pos);
             let (kw, vw) = (k.cols, v.cols);
             kv.k[layer][slot * kw..(slot + 1) * kw].convert_from_f32_slice(&k.data[i * kw..(i + 1) * kw]);
             kv.v[layer][slot * vw..(slot + 1) * vw].convert_from_f32_slice(&v.data[i * vw..(i + 1) * vw]);
         }
+        Ok(())
     }
 
     fn attention(
@@ -288,16 +286,17 @@ impl Backend for CpuBackend {
         p: &AttnParams,
         sinks: Option<&CpuWeight>,
         out: &mut CpuAct,
-    ) {
+    ) -> Result<()> {
         let sinks = sinks.map(|w| w.vec.as_deref().expect("sinks are vectors"));
         attention::attention(&self.pool, kv, layer, rows, q, p, sinks, out);
+        Ok(())
     }
 
-    fn moe(&self, x: &CpuAct, m: &Moe<'_, CpuWeight>, out: &mut CpuAct) {
+    fn moe(&self, x: &CpuAct, m: &Moe<'_, CpuWeight>, out: &mut CpuAct) -> Result<()> {
         let (n, e) = (x.rows, x.cols);
         // Router: logits = W·x + b; the top `n_used` logits, softmax over those only.
-        let mut logits = self.act(n, m.n_expert);
-        self.matmul(x, m.router, m.router_b, &mut logits);
+        let mut logits = self.act(n, m.n_expert)?;
+        self.matmul(x, m.router, m.router_b, &mut logits)?;
         let mut chosen: Vec<Vec<(usize, f32)>> = Vec::with_capacity(n);
         for row in logits.data.chunks(m.n_expert) {
             let mut idx: Vec<usize> = (0..m.n_expert).collect();
@@ -332,10 +331,10 @@ impl Backend for CpuBackend {
                 continue;
             }
             let rows: Vec<usize> = routed.iter().map(|&(r, _, _)| r).collect();
-            let xs = self.gather_rows(x, &rows);
+            let xs = self.gather_rows(x, &rows)?;
             let k = rows.len();
-            let mut g = self.act(k, m.n_ff);
-            let mut u = self.act(k, m.n_ff);
+            let mut g = self.act(k, m.n_ff)?;
+            let mut u = self.act(k, m.n_ff)?;
             matmul::matmul(&self.pool, slice(m.gate, ex), m.gate.ty, m.n_ff, &xs, &mut g);
             add_bias(&mut g, bias(m.gate_b, ex, m.n_ff));
             matmul::matmul(&self.pool, slice(m.up, ex), m.up.ty, m.n_ff, &xs, &mut u);
@@ -346,7 +345,7 @@ impl Backend for CpuBackend {
                 let uy = uv.clamp(-m.limit, m.limit);
                 *gv = gx / (1.0 + (m.alpha * -gx).exp()) * (uy + 1.0);
             }
-            let mut d = self.act(k, e);
+            let mut d = self.act(k, e)?;
             matmul::matmul(&self.pool, slice(m.down, ex), m.down.ty, e, &g, &mut d);
             add_bias(&mut d, bias(m.down_b, ex, e));
             for (i, &(r, s, wt)) in routed.iter().enumerate() {
@@ -361,26 +360,29 @@ impl Backend for CpuBackend {
                 o.iter_mut().zip(src).for_each(|(o, v)| *o += v);
             }
         }
+        Ok(())
     }
 
-    fn gather_rows(&self, x: &CpuAct, rows: &[usize]) -> CpuAct {
+    fn gather_rows(&self, x: &CpuAct, rows: &[usize]) -> Result<CpuAct> {
         let mut data = Vec::with_capacity(rows.len() * x.cols);
         for &r in rows {
             data.extend_from_slice(&x.data[r * x.cols..(r + 1) * x.cols]);
         }
-        CpuAct { rows: rows.len(), cols: x.cols, data }
+        Ok(CpuAct { rows: rows.len(), cols: x.cols, data })
     }
 
-    fn scale(&self, x: &mut CpuAct, s: f32) {
+    fn scale(&self, x: &mut CpuAct, s: f32) -> Result<()> {
         x.data.iter_mut().for_each(|v| *v *= s);
+        Ok(())
     }
 
-    fn softcap(&self, x: &mut CpuAct, cap: f32) {
+    fn softcap(&self, x: &mut CpuAct, cap: f32) -> Result<()> {
         x.data.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        Ok(())
     }
 
-    fn to_host(&self, x: &CpuAct) -> Vec<f32> {
-        x.data.clone()
+    fn to_host(&self, x: &CpuAct) -> Result<Vec<f32>> {
+        Ok(x.data.clone())
     }
 }
 
