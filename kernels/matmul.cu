@@ -69,6 +69,22 @@ KDEV void row_dot_lane(const Slab& s, int r, const float* KRESTRICT X, i64 ldx, 
     }
 }
 
+// Where slot `slot` of mv_ids reads and writes for weight row r: expert e = ids[slot]'s slab,
+// activation row slot / x_div, output row slot, bias[e * bias_stride + r]. False for e < 0 (the
+// output is zero then).
+template <class T>
+KDEV bool ids_slot(const u8* W, i64 slab_bytes, const float* X, int x_div, const int* ids, const float* bias,
+                   int bias_stride, float* Y, int m, int k, int slot, int r, Slab* s, const float** x, float** y,
+                   float* b) {
+    const int e = ids[slot];
+    *y = Y + (i64)slot * m;
+    if (e < 0) return false;
+    *s = make_slab<T>(W + (i64)e * slab_bytes, m, k);
+    *x = X + (i64)(slot / x_div) * k;
+    *b = bias ? bias[(i64)e * bias_stride + r] : 0.0f;
+    return true;
+}
+
 #ifdef KILN_GPU
 KDEV float warp_sum(float v) {
 #pragma unroll
@@ -113,14 +129,15 @@ __device__ void mv_ids_impl(const u8* W, i64 slab_bytes, const float* X, int x_d
     if (r >= m) return;
     // Slots beyond the grid's 65535 rows: the grid's rows stride over them.
     for (int slot = blockIdx.y; slot < n_slots; slot += gridDim.y) {
-        const int e = ids[slot];
-        if (e < 0) {
-            if (threadIdx.x == 0) Y[(i64)slot * m + r] = 0.0f;
+        Slab s;
+        const float* x;
+        float* y;
+        float b;
+        if (!ids_slot<T>(W, slab_bytes, X, x_div, ids, bias, bias_stride, Y, m, k, slot, r, &s, &x, &y, &b)) {
+            if (threadIdx.x == 0) y[r] = 0.0f;
             continue;
         }
-        Slab s = make_slab<T>(W + (i64)e * slab_bytes, m, k);
-        const float b = bias ? bias[(i64)e * bias_stride + r] : 0.0f;
-        mv_warp<T, 1>(s, r, X + (i64)(slot / x_div) * k, 1, Y + (i64)slot * m, 0, b);
+        mv_warp<T, 1>(s, r, x, 1, y, 0, b);
     }
 }
 #endif

@@ -2,8 +2,12 @@
 // pieces of kernels/matmul.cu (row_dot_lane, mm_load/mm_compute/mm_store, get_rows_thread) on
 // the CPU, emulating every lane / thread of the grid the GPU launch uses.
 //
-// stdin:  i32 ty, m, k, n, n_ids; u64 image bytes; image; f32 X[n*k]; i32 ids[n_ids]
+// stdin:  i32 mode = 0; i32 ty, m, k, n, n_ids; u64 image bytes; image; f32 X[n*k]; i32 ids[n_ids]
 // stdout: f32 dec[m*k]; f32 mv[n*m]; f32 mm[n*m]; f32 rows[n_ids*k]
+// or, for mv_ids (every lane of every (weight row, slot) warp):
+// stdin:  i32 mode = 1; i32 ty, m, k, n_exp, n_slots, x_div, bias_stride, nx; u64 image bytes;
+//         image (n_exp slabs); f32 X[nx*k]; i32 ids[n_slots]; f32 bias[n_exp*bias_stride]
+// stdout: f32 Y[n_slots*m]
 // Exit status 3 with a message when a decoder writes an element twice, never, or out of range.
 #include "matmul.cu"
 
@@ -122,7 +126,75 @@ static int run(int m, int k, int n, int nid, std::vector<u8>& img, std::vector<f
     return 0;
 }
 
+template <class T>
+static int run_ids(int m, int k, int n_exp, int n_slots, int x_div, int bias_stride, std::vector<u8>& img,
+                   std::vector<float>& X, std::vector<int>& ids, std::vector<float>& bias) {
+    const i64 slab_bytes = (i64)img.size() / n_exp;
+    std::vector<float> Y((size_t)n_slots * m, NAN);
+    for (int slot = 0; slot < n_slots; slot++)
+        for (int r = 0; r < m; r++) {
+            Slab s;
+            const float* x;
+            float* y;
+            float b;
+            if (!ids_slot<T>(img.data(), slab_bytes, X.data(), x_div, ids.data(), bias.data(), bias_stride, Y.data(), m,
+                             k, slot, r, &s, &x, &y, &b)) {
+                y[r] = 0.0f;
+                continue;
+            }
+            const bool xal = aligned16(x) && (k & 3) == 0;
+            float t = 0;
+            for (int lane = 0; lane < 32; lane++) {
+                float acc[1] = {0.0f};
+                row_dot_lane<T, 1>(s, r, x, k, 1, xal, lane, 32, acc);
+                t += acc[0];
+            }
+            y[r] = t + b;
+        }
+    fwrite(Y.data(), 4, Y.size(), stdout);
+    return 0;
+}
+
+#define DISPATCH(FN, ...)                                   \
+    switch (ty) {                                           \
+        case 0: return FN<TF32>(__VA_ARGS__);               \
+        case 1: return FN<TF16>(__VA_ARGS__);               \
+        case 30: return FN<TBF16>(__VA_ARGS__);             \
+        case 2: return FN<TQ4_0>(__VA_ARGS__);              \
+        case 3: return FN<TQ4_1>(__VA_ARGS__);              \
+        case 6: return FN<TQ5_0>(__VA_ARGS__);              \
+        case 7: return FN<TQ5_1>(__VA_ARGS__);              \
+        case 8: return FN<TQ8_0>(__VA_ARGS__);              \
+        case 10: return FN<TQ2_K>(__VA_ARGS__);             \
+        case 11: return FN<TQ3_K>(__VA_ARGS__);             \
+        case 12: return FN<TQ4_K>(__VA_ARGS__);             \
+        case 13: return FN<TQ5_K>(__VA_ARGS__);             \
+        case 14: return FN<TQ6_K>(__VA_ARGS__);             \
+        case 39: return FN<TMXFP4>(__VA_ARGS__);            \
+    }
+
 int main() {
+    int mode;
+    rd(&mode, 4);
+    if (mode == 1) {
+        int h[8];
+        rd(h, sizeof h);
+        const int ty = h[0], m = h[1], k = h[2], n_exp = h[3], n_slots = h[4], x_div = h[5], bias_stride = h[6],
+                  nx = h[7];
+        unsigned long long nbytes;
+        rd(&nbytes, 8);
+        std::vector<u8> img(nbytes);
+        rd(img.data(), nbytes);
+        std::vector<float> X((size_t)nx * k);
+        rd(X.data(), X.size() * 4);
+        std::vector<int> ids(n_slots);
+        rd(ids.data(), ids.size() * 4);
+        std::vector<float> bias((size_t)n_exp * bias_stride);
+        rd(bias.data(), bias.size() * 4);
+        DISPATCH(run_ids, m, k, n_exp, n_slots, x_div, bias_stride, img, X, ids, bias)
+        fprintf(stderr, "unknown type %d\n", ty);
+        return 4;
+    }
     int h[5];
     rd(h, sizeof h);
     unsigned long long nbytes;
@@ -134,22 +206,7 @@ int main() {
     rd(X.data(), X.size() * 4);
     std::vector<int> ids(nid);
     rd(ids.data(), ids.size() * 4);
-    switch (ty) {
-        case 0: return run<TF32>(m, k, n, nid, img, X, ids);
-        case 1: return run<TF16>(m, k, n, nid, img, X, ids);
-        case 30: return run<TBF16>(m, k, n, nid, img, X, ids);
-        case 2: return run<TQ4_0>(m, k, n, nid, img, X, ids);
-        case 3: return run<TQ4_1>(m, k, n, nid, img, X, ids);
-        case 6: return run<TQ5_0>(m, k, n, nid, img, X, ids);
-        case 7: return run<TQ5_1>(m, k, n, nid, img, X, ids);
-        case 8: return run<TQ8_0>(m, k, n, nid, img, X, ids);
-        case 10: return run<TQ2_K>(m, k, n, nid, img, X, ids);
-        case 11: return run<TQ3_K>(m, k, n, nid, img, X, ids);
-        case 12: return run<TQ4_K>(m, k, n, nid, img, X, ids);
-        case 13: return run<TQ5_K>(m, k, n, nid, img, X, ids);
-        case 14: return run<TQ6_K>(m, k, n, nid, img, X, ids);
-        case 39: return run<TMXFP4>(m, k, n, nid, img, X, ids);
-    }
+    DISPATCH(run, m, k, n, nid, img, X, ids)
     fprintf(stderr, "unknown type %d\n", ty);
     return 4;
 }

@@ -11,7 +11,9 @@
 //! - the mv kernel's lanes (32 per weight row, NX = 1 or 8 activation rows per pass), the mm
 //!   kernel's tiles (every thread, both phases of every k step, edge tiles) and get_rows give the
 //!   product/rows of the dequantized weights (f64 reference, relative bound 1e-5 of Σ|w·x|;
-//!   get_rows bit for bit).
+//!   get_rows bit for bit);
+//! - mv_ids' slot arithmetic (expert slab, shared or own activation row, bias stride, negative
+//!   ids) with every lane of every (weight row, slot) warp, against the same reference.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,7 +69,7 @@ struct Out {
 
 fn run(bin: &Path, ty: GgmlType, m: usize, k: usize, x: &[f32], n: usize, img: &[u8], ids: &[i32]) -> Out {
     let mut input = Vec::new();
-    for v in [ty.id() as i32, m as i32, k as i32, n as i32, ids.len() as i32] {
+    for v in [0, ty.id() as i32, m as i32, k as i32, n as i32, ids.len() as i32] {
         input.extend_from_slice(&v.to_le_bytes());
     }
     input.extend_from_slice(&(img.len() as u64).to_le_bytes());
@@ -174,6 +176,82 @@ fn products_and_rows_match_the_dequantized_weights() {
                     let want = wd[r as usize * k + c] * 0.5;
                     let g = got.rows[i * k + c];
                     assert_eq!(g.to_bits(), want.to_bits(), "{ty} get_rows row {r} col {c}: {g} vs {want}");
+                }
+            }
+        }
+    }
+}
+
+fn run_ids(bin: &Path, ty: GgmlType, dims: [usize; 7], img: &[u8], x: &[f32], ids: &[i32], bias: &[f32]) -> Vec<f32> {
+    let mut input = Vec::new();
+    input.extend_from_slice(&1i32.to_le_bytes());
+    input.extend_from_slice(&(ty.id() as i32).to_le_bytes());
+    for v in dims {
+        input.extend_from_slice(&(v as i32).to_le_bytes());
+    }
+    input.extend_from_slice(&(img.len() as u64).to_le_bytes());
+    input.extend_from_slice(img);
+    for v in x {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in ids {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in bias {
+        input.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut child = Command::new(bin).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "{ty} ids: host driver failed ({})", out.status);
+    out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+#[test]
+fn mv_ids_reads_the_chosen_experts() {
+    let Some(bin) = driver() else { return };
+    for ty in layout::TYPES {
+        let (m, n_exp) = (9, 5);
+        let k = if ty.block_elems() == 1 { 40 } else { 2 * ty.block_elems() };
+        let mut rng = Rng(0xabcdef ^ ty.id() as u64);
+        let w: Vec<f32> = (0..n_exp * m * k).map(|_| rng.f32()).collect();
+        let bytes = layout::device_bytes(ty, k, m) * n_exp;
+        let mut gguf = vec![0u8; bytes];
+        kiln_quant::quantize(ty, &w, &mut gguf).unwrap();
+        let mut wd = vec![0f32; n_exp * m * k];
+        kiln_quant::dequantize(ty, &gguf, &mut wd).unwrap();
+        // The 3-D tensor as n_exp slabs of m rows; chunked like an upload.
+        let mut img = vec![0u8; bytes];
+        for (i, c) in img.chunks_mut(1000).enumerate() {
+            layout::fill(ty, k, m, &gguf, i * 1000, c);
+        }
+        let bias_stride = m + 3;
+        let bias: Vec<f32> = (0..n_exp * bias_stride).map(|_| rng.f32()).collect();
+        // Gate/up style: 3 tokens x 2 experts share their token's row; down style: own rows.
+        for (n_slots, x_div) in [(6usize, 2usize), (7, 1)] {
+            let ids: Vec<i32> = (0..n_slots).map(|s| if s == 3 { -1 } else { ((s * 3 + 1) % n_exp) as i32 }).collect();
+            let nx = (n_slots - 1) / x_div + 1;
+            let x: Vec<f32> = (0..nx * k).map(|_| rng.f32()).collect();
+            let y = run_ids(bin, ty, [m, k, n_exp, n_slots, x_div, bias_stride, nx], &img, &x, &ids, &bias);
+            assert_eq!(y.len(), n_slots * m);
+            for s in 0..n_slots {
+                for j in 0..m {
+                    let got = y[s * m + j];
+                    if ids[s] < 0 {
+                        assert_eq!(got, 0.0, "{ty} slot {s}");
+                        continue;
+                    }
+                    let e = ids[s] as usize;
+                    let (mut exact, mut mag) = (bias[e * bias_stride + j] as f64, 0f64);
+                    for c in 0..k {
+                        let p = wd[(e * m + j) * k + c] as f64 * x[(s / x_div) * k + c] as f64;
+                        exact += p;
+                        mag += p.abs();
+                    }
+                    let tol = 1e-5 * (mag + 1.0);
+                    assert!((got as f64 - exact).abs() <= tol, "{ty} x_div={x_div} slot {s} row {j}: {got} vs {exact}");
                 }
             }
         }
