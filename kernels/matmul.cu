@@ -14,6 +14,10 @@
 //             Y[s*m + j] = W_e[j] . X[(s / x_div)*k ..] (+ bias[e*bias_stride + j]),
 //             W_e = W + e*slab_bytes (a negative id writes zeros). grid (ceil(m / 8),
 //             min(n_slots, 65535)), block (32, 8).
+//   mm_ids_T  the same as mv_ids_T for many slots (prefill MoE): block (x, e) computes weight
+//             rows x*TM .. of expert e against the slots routed to e, TN at a time (one warp
+//             scans ids for them with ballots), decoding each weight chunk once per tile step.
+//             grid (ceil(m / TM), n_expert), block (256); TM = TN as for mm_T.
 //   get_rows_T  Y[i*k + c] = row ids[i] of W (m rows) decoded, times scale.
 //             grid (n, ceil(chunks / 128)), block (128); chunks = k / 16 for f32/f16/bf16
 //             (+1 when k % 16 != 0), k / 32 for the 32-element types, k / 32 for
@@ -156,10 +160,11 @@ struct MM {
 };
 
 // Stage step k0 of the tile (m0, n0): weights into Ws[TM][LD], activations into Xs[TN][LD];
-// zeros outside the matrices.
+// zeros outside the matrices. With `sel` (mm_ids), tile column a < n is activation row
+// sel[a] / x_div instead of n0 + a.
 template <class T>
 KDEV void mm_load(const Slab& s, const float* KRESTRICT X, int m, int n, int m0, int n0, int k0, int tid, float* Ws,
-                  float* Xs) {
+                  float* Xs, const int* sel = nullptr, int x_div = 1) {
     typedef MM<T> S;
     const int k = s.k;
     if constexpr (T::FLOAT != 0) {
@@ -191,7 +196,8 @@ KDEV void mm_load(const Slab& s, const float* KRESTRICT X, int m, int n, int m0,
     for (int idx = tid; idx < S::TN * S::KT; idx += S::THREADS) {
         const int a = idx / S::KT, cc = idx % S::KT;
         const int i = n0 + a, col = k0 + cc;
-        Xs[a * S::LD + cc] = (i < n && col < k) ? X[(i64)i * k + col] : 0.0f;
+        const i64 xi = sel ? (i64)(i < n ? sel[i] / x_div : 0) : (i64)i;
+        Xs[a * S::LD + cc] = (i < n && col < k) ? X[xi * k + col] : 0.0f;
     }
 }
 
@@ -215,7 +221,8 @@ KDEV void mm_compute(int tid, const float* Ws, const float* Xs, float* acc) {
 }
 
 template <class T>
-KDEV void mm_store(int tid, int m, int n, int m0, int n0, const float* acc, const float* bias, float* Y) {
+KDEV void mm_store(int tid, int m, int n, int m0, int n0, const float* acc, const float* bias, float* Y,
+                   const int* sel = nullptr) {
     typedef MM<T> S;
     const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
@@ -226,7 +233,7 @@ KDEV void mm_store(int tid, int m, int n, int m0, int n0, const float* acc, cons
 #pragma unroll
         for (int bb = 0; bb < S::RN; bb++) {
             const int i = n0 + ty + 16 * bb;
-            if (i < n) Y[(i64)i * m + j] = acc[a * S::RN + bb] + b;
+            if (i < n) Y[(sel ? (i64)sel[i] : (i64)i) * m + j] = acc[a * S::RN + bb] + b;
         }
     }
 }
@@ -248,6 +255,101 @@ __device__ void mm_impl(const u8* W, const float* X, const float* bias, float* Y
         __syncthreads();
     }
     mm_store<T>(tid, m, n, m0, n0, acc, bias, Y);
+}
+#endif
+
+// ---- tiled mixture of experts ----------------------------------------------------------------
+
+// The next <= TN slots s >= *j with ids[s] == e, in slot order, into list; advances *j past the
+// last one taken (or to n_slots). Returns how many. Host form (one thread); the kernel runs the
+// same scan with one warp and ballots (mm_ids_gather_warp).
+KDEV int mm_ids_gather_serial(const int* ids, int n_slots, int e, int tn, int* j, int* list) {
+    int c = 0, s = *j;
+    for (; s < n_slots && c < tn; s++)
+        if (ids[s] == e) list[c++] = s;
+    *j = s;
+    return c;
+}
+
+#ifdef KILN_GPU
+// Warp form of mm_ids_gather_serial (lane = threadIdx.x % 32): the same list, the same *j.
+__device__ __forceinline__ int mm_ids_gather_warp(const int* ids, int n_slots, int e, int tn, int* j, int* list, int lane) {
+    int c = 0, s0 = *j;
+    while (s0 < n_slots && c < tn) {
+        const int s = s0 + lane;
+        const bool hit = s < n_slots && ids[s] == e;
+        const u32 mask = __ballot_sync(0xffffffffu, hit);
+        const int pos = c + __popc(mask & ((1u << lane) - 1u));
+        if (hit && pos < tn) list[pos] = s;
+        const int got = __popc(mask);
+        if (c + got <= tn) {
+            c += got;
+            s0 += 32;
+        } else {
+            // Stop right after the hit that filled the list.
+            const u32 last = __ballot_sync(0xffffffffu, hit && pos == tn - 1);
+            s0 += __ffs(last);
+            c = tn;
+        }
+    }
+    *j = s0 < n_slots ? s0 : n_slots;
+    return c;
+}
+
+// One tile of mm_ids: weight rows blockIdx.x*TM .. of expert blockIdx.y against the cnt slots
+// of list.
+template <class T>
+__device__ __noinline__ void mm_ids_tile(const u8* W, i64 slab_bytes, const float* X, int x_div, const int* list,
+                                         int cnt, const float* bias, int bias_stride, float* Y, int m, int k,
+                                         float* Ws, float* Xs) {
+    typedef MM<T> S;
+    const int e = blockIdx.y, m0 = blockIdx.x * S::TM, tid = threadIdx.x;
+    Slab s = make_slab<T>(W + (i64)e * slab_bytes, m, k);
+    float acc[S::RM * S::RN];
+#pragma unroll
+    for (int i = 0; i < S::RM * S::RN; i++) acc[i] = 0.0f;
+    for (int k0 = 0; k0 < k; k0 += S::KT) {
+        mm_load<T>(s, X, m, cnt, m0, 0, k0, tid, Ws, Xs, list, x_div);
+        __syncthreads();
+        mm_compute<T>(tid, Ws, Xs, acc);
+        __syncthreads();
+    }
+    mm_store<T>(tid, m, cnt, m0, 0, acc, bias ? bias + (i64)e * bias_stride : nullptr, Y, list);
+}
+
+// Block (x, e): weight rows x*TM .. of expert e against every slot routed to e, TN slots at a time.
+template <class T>
+__device__ void mm_ids_impl(const u8* W, i64 slab_bytes, const float* X, int x_div, const int* ids, int n_slots,
+                            const float* bias, int bias_stride, float* Y, int m, int k, float* Ws, float* Xs,
+                            int* list) {
+    typedef MM<T> S;
+    __shared__ int s_cnt, s_next;
+    const int tid = threadIdx.x;
+    if (blockIdx.y == 0) {
+        // Slots with a negative id get zeros (as in mv_ids), rows m0 .. m0 + TM of them.
+        const int m0 = blockIdx.x * S::TM;
+        for (int slot = tid; slot < n_slots; slot += S::THREADS)
+            if (ids[slot] < 0)
+                for (int r = m0; r < m0 + S::TM && r < m; r++) Y[(i64)slot * m + r] = 0.0f;
+    }
+    int j = 0;
+#pragma unroll 1
+    while (j < n_slots) {
+        if (tid < 32) {
+            int jj = j;
+            int c = mm_ids_gather_warp(ids, n_slots, blockIdx.y, S::TN, &jj, list, tid);
+            if (tid == 0) {
+                s_cnt = c;
+                s_next = jj;
+            }
+        }
+        __syncthreads();
+        const int cnt = s_cnt;
+        j = s_next;
+        if (cnt == 0) break;
+        mm_ids_tile<T>(W, slab_bytes, X, x_div, list, cnt, bias, bias_stride, Y, m, k, Ws, Xs);
+        __syncthreads();  // list is rewritten by the next gather
+    }
 }
 #endif
 
@@ -308,6 +410,15 @@ __device__ void get_rows_impl(const u8* W, const int* ids, float scale, float* Y
         mv_ids_##SUF(const u8* W, long long slab_bytes, const float* X, int x_div, const int* ids, int n_slots,     \
                      const float* bias, int bias_stride, float* Y, int m, int k) {                                 \
         mv_ids_impl<T>(W, slab_bytes, X, x_div, ids, n_slots, bias, bias_stride, Y, m, k);                         \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                                              \
+        mm_ids_##SUF(const u8* W, long long slab_bytes, const float* X, int x_div, const int* ids, int n_slots,     \
+                     const float* bias, int bias_stride, float* Y, int m, int k) {                                 \
+        __shared__ float ws_##SUF[MM<T>::TM * MM<T>::LD];                                                           \
+        __shared__ float xs_##SUF[MM<T>::TN * MM<T>::LD];                                                           \
+        __shared__ int list_##SUF[MM<T>::TN];                                                                       \
+        mm_ids_impl<T>(W, slab_bytes, X, x_div, ids, n_slots, bias, bias_stride, Y, m, k, ws_##SUF, xs_##SUF,       \
+                       list_##SUF);                                                                                \
     }                                                                                                              \
     extern "C" __global__ void __launch_bounds__(128)                                                              \
         get_rows_##SUF(const u8* W, const int* ids, float scale, float* Y, int n, int k, int m) {                  \

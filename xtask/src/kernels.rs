@@ -125,9 +125,10 @@ fn compile_all(args: &Args) -> Result<()> {
                 }
                 for r in &res {
                     names.push(r.name.clone());
+                    let name = if r.entry { r.name.clone() } else { format!("(device fn) {}", r.name) };
                     println!(
                         "{:<16} {:<22} {:>5} {:>8} {:>6} {:>5}/{:<6}",
-                        m, r.name, r.registers, r.shared, r.stack, r.spill_stores, r.spill_loads
+                        m, name, r.registers, r.shared, r.stack, r.spill_stores, r.spill_loads
                     );
                     if r.spill_stores > 0 || r.spill_loads > 0 {
                         spills.push(format!("{m}:{}", r.name));
@@ -135,7 +136,7 @@ fn compile_all(args: &Args) -> Result<()> {
                 }
                 println!(
                     "{m}: {} kernels, cubin {} bytes, {:.1} s",
-                    res.len(),
+                    res.iter().filter(|r| r.entry).count(),
                     c.cubin.len(),
                     t.elapsed().as_secs_f64()
                 );

@@ -9,6 +9,7 @@
 //! | `mv_T` | `W, X, bias\|null, Y, int m, int k, int n` | [`mv_launch`]: grid `ceil(m/8)`, block `(32, 8)` |
 //! | `mm_T` | same | [`mm_launch`]: grid `(ceil(m/T), ceil(n/T))`, block 256, T = [`mm_tile`] |
 //! | `mv_ids_T` | `W, long long slab_bytes, X, int x_div, const int* ids, int n_slots, bias\|null, int bias_stride, Y, int m, int k` | [`mv_ids_launch`]: grid `(ceil(m/8), n_slots)`, block `(32, 8)` |
+//! | `mm_ids_T` | same as `mv_ids_T` | [`mm_ids_launch`]: grid `(ceil(m/T), n_expert)`, block 256, T = [`mm_tile`] |
 //! | `get_rows_T` | `W, const int* ids, float scale, Y, int n, int k, int m` | [`get_rows_launch`]: grid `(n, ceil(chunks/128))`, block 128 |
 //!
 //! `Y[i*m + j] = Σ_c X[i*k + c]·W[j][c] (+ bias[j])`. `mv_T` is the decode kernel (one warp per
@@ -39,10 +40,10 @@ pub fn suffix(ty: GgmlType) -> Option<&'static str> {
     if layout::supported(ty) { Some(ty.name()) } else { None }
 }
 
-/// The four kernels of a type: `[mv, mm, mv_ids, get_rows]`.
-pub fn kernel_names(ty: GgmlType) -> Option<[String; 4]> {
+/// The five kernels of a type: `[mv, mm, mv_ids, mm_ids, get_rows]`.
+pub fn kernel_names(ty: GgmlType) -> Option<[String; 5]> {
     let s = suffix(ty)?;
-    Some([format!("mv_{s}"), format!("mm_{s}"), format!("mv_ids_{s}"), format!("get_rows_{s}")])
+    Some([format!("mv_{s}"), format!("mm_{s}"), format!("mv_ids_{s}"), format!("mm_ids_{s}"), format!("get_rows_{s}")])
 }
 
 /// Checks that the kernels can run on rows of `k` elements of `ty`.
@@ -93,6 +94,16 @@ pub fn mv_ids_launch(m: usize, n_slots: usize) -> Launch {
     }
 }
 
+/// `mm_ids_T` (prefill MoE): block `(x, e)` computes weight rows `x·T ..` of expert `e` against
+/// every slot routed to `e`, `T` slots at a time (it finds them by scanning `ids` with one warp),
+/// so each expert's weights are decoded once per `T` of its slots. Same arguments as `mv_ids_T`;
+/// `n_expert` is the number of expert slabs (ids must lie in `0..n_expert`; negative ids give
+/// zeros).
+pub fn mm_ids_launch(ty: GgmlType, m: usize, n_expert: usize) -> Launch {
+    let t = mm_tile(ty);
+    Launch { grid: (blocks(m, t), n_expert.min(65535) as u32, 1), block: (256, 1, 1), shared_bytes: 0 }
+}
+
 /// Decode chunks per row of `k` elements (`get_rows_T` runs one thread per chunk).
 pub fn chunks_per_row(ty: GgmlType, k: usize) -> usize {
     use GgmlType::*;
@@ -137,5 +148,7 @@ mod tests {
         assert!(check_k(GgmlType::F32, 37).is_ok());
         assert!(check_k(GgmlType::IQ2_XS, 256).is_err());
         assert_eq!(kernel_names(GgmlType::MXFP4).unwrap()[2], "mv_ids_mxfp4");
+        assert_eq!(kernel_names(GgmlType::Q6_K).unwrap()[3], "mm_ids_q6_K");
+        assert_eq!(mm_ids_launch(GgmlType::MXFP4, 5760, 32).grid, (90, 32, 1));
     }
 }

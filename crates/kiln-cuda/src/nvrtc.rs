@@ -43,6 +43,8 @@ pub struct KernelResources {
     pub stack: u32,
     pub spill_stores: u32,
     pub spill_loads: u32,
+    /// A `__global__` entry point (false: a device function that was not inlined).
+    pub entry: bool,
 }
 
 /// The `.cu` files of [`SOURCES`]: the modules there are.
@@ -195,17 +197,20 @@ pub fn resources(log: &str) -> Vec<KernelResources> {
     for line in log.lines() {
         let name = if let Some(i) = line.find("Compiling entry function '") {
             let rest = &line[i + "Compiling entry function '".len()..];
-            rest.find('\'').map(|j| rest[..j].to_string())
+            rest.find('\'').map(|j| (rest[..j].to_string(), true))
         } else if let Some(i) = line.find("Function properties for ") {
-            Some(line[i + "Function properties for ".len()..].trim().trim_end_matches(':').to_string())
+            Some((line[i + "Function properties for ".len()..].trim().trim_end_matches(':').to_string(), false))
         } else {
             None
         };
-        if let Some(name) = name {
+        if let Some((name, entry)) = name {
             cur = Some(match out.iter().position(|k| k.name == name) {
-                Some(p) => p,
+                Some(p) => {
+                    out[p].entry |= entry;
+                    p
+                }
                 None => {
-                    out.push(KernelResources { name, ..Default::default() });
+                    out.push(KernelResources { name, entry, ..Default::default() });
                     out.len() - 1
                 }
             });
@@ -238,7 +243,9 @@ ptxas info    : Used 40 registers, used 0 barriers, 1024 bytes smem, 400 bytes c
 ptxas info    : Compiling entry function 'mm_f32' for 'sm_90a'\n\
 ptxas info    : Function properties for mm_f32\n\
     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
-ptxas info    : Used 128 registers, used 1 barriers, 16896 bytes smem, 400 bytes cmem[0]\n";
+ptxas info    : Used 128 registers, used 1 barriers, 16896 bytes smem, 400 bytes cmem[0]\n\
+ptxas info    : Function properties for _Z4tileIiEvv\n\
+    16 bytes stack frame, 8 bytes spill stores, 0 bytes spill loads\n";
 
     #[test]
     fn parses_ptxas_lines() {
@@ -252,9 +259,17 @@ ptxas info    : Used 128 registers, used 1 barriers, 16896 bytes smem, 400 bytes
                     shared: 1024,
                     stack: 8,
                     spill_stores: 4,
-                    spill_loads: 12
+                    spill_loads: 12,
+                    entry: true,
                 },
-                KernelResources { name: "mm_f32".into(), registers: 128, shared: 16896, ..Default::default() },
+                KernelResources {
+                    name: "mm_f32".into(),
+                    registers: 128,
+                    shared: 16896,
+                    entry: true,
+                    ..Default::default()
+                },
+                KernelResources { name: "_Z4tileIiEvv".into(), stack: 16, spill_stores: 8, ..Default::default() },
             ]
         );
     }

@@ -7,7 +7,7 @@
 // or, for mv_ids (every lane of every (weight row, slot) warp):
 // stdin:  i32 mode = 1; i32 ty, m, k, n_exp, n_slots, x_div, bias_stride, nx; u64 image bytes;
 //         image (n_exp slabs); f32 X[nx*k]; i32 ids[n_slots]; f32 bias[n_exp*bias_stride]
-// stdout: f32 Y[n_slots*m]
+// stdout: f32 Y_mv_ids[n_slots*m]; f32 Y_mm_ids[n_slots*m]
 // Exit status 3 with a message when a decoder writes an element twice, never, or out of range.
 #include "matmul.cu"
 
@@ -152,6 +152,39 @@ static int run_ids(int m, int k, int n_exp, int n_slots, int x_div, int bias_str
             y[r] = t + b;
         }
     fwrite(Y.data(), 4, Y.size(), stdout);
+    // mm_ids: blocks (bx, e), the serial form of the slot gather, tiles of TN slots.
+    typedef MM<T> S;
+    std::vector<float> Y2((size_t)n_slots * m, NAN);
+    std::vector<float> Ws(S::TM * S::LD), Xs(S::TN * S::LD);
+    std::vector<float> acc((size_t)S::THREADS * S::RM * S::RN);
+    std::vector<int> list(S::TN);
+    for (int bx = 0; bx < (m + S::TM - 1) / S::TM; bx++) {
+        const int m0 = bx * S::TM;
+        for (int slot = 0; slot < n_slots; slot++)
+            if (ids[slot] < 0)
+                for (int r = m0; r < m0 + S::TM && r < m; r++) Y2[(size_t)slot * m + r] = 0.0f;
+        for (int e = 0; e < n_exp; e++) {
+            Slab s = make_slab<T>(img.data() + e * slab_bytes, m, k);
+            int j = 0;
+            while (j < n_slots) {
+                const int cnt = mm_ids_gather_serial(ids.data(), n_slots, e, S::TN, &j, list.data());
+                if (cnt == 0) break;
+                std::fill(acc.begin(), acc.end(), 0.0f);
+                for (int k0 = 0; k0 < k; k0 += S::KT) {
+                    std::fill(Ws.begin(), Ws.end(), NAN);
+                    std::fill(Xs.begin(), Xs.end(), NAN);
+                    for (int tid = 0; tid < S::THREADS; tid++)
+                        mm_load<T>(s, X.data(), m, cnt, m0, 0, k0, tid, Ws.data(), Xs.data(), list.data(), x_div);
+                    for (int tid = 0; tid < S::THREADS; tid++)
+                        mm_compute<T>(tid, Ws.data(), Xs.data(), acc.data() + (size_t)tid * S::RM * S::RN);
+                }
+                for (int tid = 0; tid < S::THREADS; tid++)
+                    mm_store<T>(tid, m, cnt, m0, 0, acc.data() + (size_t)tid * S::RM * S::RN,
+                                bias.data() + (size_t)e * bias_stride, Y2.data(), list.data());
+            }
+        }
+    }
+    fwrite(Y2.data(), 4, Y2.size(), stdout);
     return 0;
 }
 

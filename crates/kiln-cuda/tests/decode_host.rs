@@ -12,8 +12,9 @@
 //!   kernel's tiles (every thread, both phases of every k step, edge tiles) and get_rows give the
 //!   product/rows of the dequantized weights (f64 reference, relative bound 1e-5 of Σ|w·x|;
 //!   get_rows bit for bit);
-//! - mv_ids' slot arithmetic (expert slab, shared or own activation row, bias stride, negative
-//!   ids) with every lane of every (weight row, slot) warp, against the same reference.
+//! - mv_ids' slot arithmetic and mm_ids' tiles of one expert's slots (the serial form of its
+//!   slot gather; more slots per expert than a tile), (expert slab, shared or own activation row, bias stride, negative
+//!   ids) with every lane/thread, against the same reference.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -230,28 +231,33 @@ fn mv_ids_reads_the_chosen_experts() {
         let bias_stride = m + 3;
         let bias: Vec<f32> = (0..n_exp * bias_stride).map(|_| rng.f32()).collect();
         // Gate/up style: 3 tokens x 2 experts share their token's row; down style: own rows.
-        for (n_slots, x_div) in [(6usize, 2usize), (7, 1)] {
+        for (n_slots, x_div) in [(6usize, 2usize), (7, 1), (300, 4)] {
             let ids: Vec<i32> = (0..n_slots).map(|s| if s == 3 { -1 } else { ((s * 3 + 1) % n_exp) as i32 }).collect();
             let nx = (n_slots - 1) / x_div + 1;
             let x: Vec<f32> = (0..nx * k).map(|_| rng.f32()).collect();
-            let y = run_ids(bin, ty, [m, k, n_exp, n_slots, x_div, bias_stride, nx], &img, &x, &ids, &bias);
-            assert_eq!(y.len(), n_slots * m);
-            for s in 0..n_slots {
-                for j in 0..m {
-                    let got = y[s * m + j];
-                    if ids[s] < 0 {
-                        assert_eq!(got, 0.0, "{ty} slot {s}");
-                        continue;
+            let both = run_ids(bin, ty, [m, k, n_exp, n_slots, x_div, bias_stride, nx], &img, &x, &ids, &bias);
+            assert_eq!(both.len(), 2 * n_slots * m);
+            for (what, y) in [("mv_ids", &both[..n_slots * m]), ("mm_ids", &both[n_slots * m..])] {
+                for s in 0..n_slots {
+                    for j in 0..m {
+                        let got = y[s * m + j];
+                        if ids[s] < 0 {
+                            assert_eq!(got, 0.0, "{ty} {what} slot {s}");
+                            continue;
+                        }
+                        let e = ids[s] as usize;
+                        let (mut exact, mut mag) = (bias[e * bias_stride + j] as f64, 0f64);
+                        for c in 0..k {
+                            let p = wd[(e * m + j) * k + c] as f64 * x[(s / x_div) * k + c] as f64;
+                            exact += p;
+                            mag += p.abs();
+                        }
+                        let tol = 1e-5 * (mag + 1.0);
+                        assert!(
+                            (got as f64 - exact).abs() <= tol,
+                            "{ty} {what} x_div={x_div} slot {s} row {j}: {got} vs {exact}"
+                        );
                     }
-                    let e = ids[s] as usize;
-                    let (mut exact, mut mag) = (bias[e * bias_stride + j] as f64, 0f64);
-                    for c in 0..k {
-                        let p = wd[(e * m + j) * k + c] as f64 * x[(s / x_div) * k + c] as f64;
-                        exact += p;
-                        mag += p.abs();
-                    }
-                    let tol = 1e-5 * (mag + 1.0);
-                    assert!((got as f64 - exact).abs() <= tol, "{ty} x_div={x_div} slot {s} row {j}: {got} vs {exact}");
                 }
             }
         }
