@@ -65,7 +65,7 @@ pub fn supported(ty: GgmlType) -> bool {
 /// Returns 0 for a `row_len` that is not a whole number of blocks (the caller checks that first).
 pub fn device_bytes(ty: GgmlType, row_len: usize, rows: usize) -> usize {
     let l = ty.layout();
-    if row_len % l.block_elems != 0 {
+    if !row_len.is_multiple_of(l.block_elems) {
         return 0;
     }
     row_len / l.block_elems * l.block_bytes * rows
@@ -81,7 +81,7 @@ pub fn device_bytes(ty: GgmlType, row_len: usize, rows: usize) -> usize {
 pub fn fill(ty: GgmlType, row_len: usize, slab_rows: usize, src: &[u8], dst_start: usize, dst: &mut [u8]) {
     let l = ty.layout();
     let sp = split(ty);
-    let identity = sp.is_none() || row_len % l.block_elems != 0 || slab_rows == 0 || row_len == 0;
+    let identity = sp.is_none() || !row_len.is_multiple_of(l.block_elems) || slab_rows == 0 || row_len == 0;
     if identity {
         let end = (dst_start + dst.len()).min(src.len());
         if dst_start < end {

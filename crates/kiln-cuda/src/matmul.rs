@@ -52,7 +52,7 @@ pub fn check_k(ty: GgmlType, k: usize) -> Result<()> {
         return Err(CudaError::Launch { kernel: format!("matmul {ty}"), msg: "no CUDA kernel reads this type".into() });
     }
     let b = ty.block_elems();
-    if k == 0 || k % b != 0 || k > i32::MAX as usize / 16 {
+    if k == 0 || !k.is_multiple_of(b) || k > i32::MAX as usize / 16 {
         return Err(CudaError::Launch {
             kernel: format!("matmul {ty}"),
             msg: format!("row length {k} is not a positive whole number of {b}-element blocks"),
@@ -108,7 +108,7 @@ pub fn mm_ids_launch(ty: GgmlType, m: usize, n_expert: usize) -> Launch {
 pub fn chunks_per_row(ty: GgmlType, k: usize) -> usize {
     use GgmlType::*;
     match ty {
-        F32 | F16 | BF16 => k / 16 + usize::from(k % 16 != 0),
+        F32 | F16 | BF16 => k / 16 + usize::from(!k.is_multiple_of(16)),
         Q2_K | Q3_K => k / 64,
         _ => k / 32,
     }

@@ -198,10 +198,9 @@ pub fn resources(log: &str) -> Vec<KernelResources> {
         let name = if let Some(i) = line.find("Compiling entry function '") {
             let rest = &line[i + "Compiling entry function '".len()..];
             rest.find('\'').map(|j| (rest[..j].to_string(), true))
-        } else if let Some(i) = line.find("Function properties for ") {
-            Some((line[i + "Function properties for ".len()..].trim().trim_end_matches(':').to_string(), false))
         } else {
-            None
+            line.find("Function properties for ")
+                .map(|i| (line[i + "Function properties for ".len()..].trim().trim_end_matches(':').to_string(), false))
         };
         if let Some((name, entry)) = name {
             cur = Some(match out.iter().position(|k| k.name == name) {

@@ -68,6 +68,7 @@ struct Out {
     rows: Vec<f32>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(bin: &Path, ty: GgmlType, m: usize, k: usize, x: &[f32], n: usize, img: &[u8], ids: &[i32]) -> Out {
     let mut input = Vec::new();
     for v in [0, ty.id() as i32, m as i32, k as i32, n as i32, ids.len() as i32] {
