@@ -103,6 +103,11 @@ fn compile_all(args: &Args) -> Result<()> {
     use kiln_cuda::nvrtc;
     let (maj, min) = nvrtc::version().map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("== kernels: NVRTC {maj}.{min}, {}, options {}", args.arch, nvrtc::OPTIONS.join(" "));
+    if (maj, min) != (13, 0) {
+        eprintln!(
+            "warning: NVRTC {maj}.{min} is not the 13.0 the GPU hosts' driver speaks; its cubins may not load there"
+        );
+    }
     let mut failed = Vec::new();
     let mut spills = Vec::new();
     let mut names: Vec<String> = Vec::new();
