@@ -284,14 +284,24 @@ ptxas info    : Function properties for _Z4tileIiEvv\n\
     #[test]
     fn compiles_every_module_when_nvrtc_is_present() {
         if !available() {
+            // Without the library: a typed error, never a panic inside cudarc.
+            assert!(matches!(compile("matmul.cu", "sm_90a"), Err(CudaError::MissingLibrary { .. })));
+            assert!(matches!(version(), Err(CudaError::MissingLibrary { .. })));
             eprintln!("skipped: libnvrtc not found (cargo xtask kernels fetches it and runs the same compile)");
             return;
         }
+        let mut names = Vec::new();
         for m in modules() {
             let c = compile(m, "sm_90a").unwrap_or_else(|e| panic!("{e}"));
             assert!(c.cubin.len() > 100, "{m}");
             let r = resources(&c.log);
             assert!(!r.is_empty(), "{m}: no ptxas lines in the log:\n{}", c.log);
+            names.extend(r.into_iter().filter(|k| k.entry).map(|k| k.name));
+        }
+        for ty in crate::layout::TYPES {
+            for n in crate::matmul::kernel_names(ty).unwrap() {
+                assert!(names.contains(&n), "{n} missing");
+            }
         }
     }
 }
