@@ -1,6 +1,7 @@
 //! `cargo xtask` — project automation written in Rust (matklad's xtask pattern).
 
 mod f64ref;
+mod kernels;
 mod llamacpp;
 mod sweep;
 mod synth;
@@ -63,6 +64,9 @@ enum Cmd {
         #[arg(long, value_name = "SHA")]
         llama_commit: Option<String>,
     },
+    /// Compile every kernels/*.cu with NVRTC (the PyPI wheel, no GPU needed) for a GPU
+    /// architecture and print each kernel's registers, shared memory, stack and spills.
+    Kernels(kernels::Args),
     /// Write a random-weight GGUF with a real model's layout (deterministic from --seed).
     Synth {
         #[command(subcommand)]
@@ -156,6 +160,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Kernels(args) => kernels::run(&args),
         Cmd::Synth { model: SynthCmd::GptOss(args) } => synth::run_gpt_oss(&args),
         Cmd::Synth { model: SynthCmd::Llama(args) } => synth::run_llama(&args),
         Cmd::Sweep { bin_dir, trials, seed, steps } => sweep::run(&sweep::Options { bin_dir, trials, seed, steps }),

@@ -6,5 +6,8 @@
 //! machine without the driver or a library gets a [`CudaError::MissingLibrary`], never a panic.
 
 mod error;
+pub mod layout;
+pub mod matmul;
+pub mod nvrtc;
 
 pub use error::{CudaError, Result};
