@@ -1,6 +1,7 @@
 //! `cargo xtask` — project automation written in Rust (matklad's xtask pattern).
 
 mod f64ref;
+mod gpu_test;
 mod kernels;
 mod llamacpp;
 mod sweep;
@@ -105,6 +106,13 @@ enum Cmd {
         #[arg(long, default_value_t = 12)]
         steps: usize,
     },
+    /// Build the GPU tests' bundle: `kiln` and the CUDA test binaries (feature `cuda`) and this
+    /// `xtask` (for `synth` there) into DIR/bin, stripped, to carry to the GPU host; there,
+    /// `bash xtask/gpu/run.sh DIR` runs every GPU test and prints one table.
+    GpuTest {
+        #[arg(long, value_name = "DIR")]
+        bundle: PathBuf,
+    },
     /// Compute the float64 reference of the llama.cpp fixtures (numpy over gguf-py's weights).
     ///
     /// For every fixture <model>/<prompt>.json of crates/kiln-model/tests/fixtures/llamacpp,
@@ -167,6 +175,7 @@ fn main() -> Result<()> {
         Cmd::SynthFixtures { bin_dir, cases, threads, llama_commit } => {
             synth_fixtures::run(&synth_fixtures::Options { bin_dir, cases, threads, llama_commit })
         }
+        Cmd::GpuTest { bundle } => gpu_test::bundle(&bundle),
         Cmd::F64Reference { models, prompts, python } => {
             f64ref::run(&f64ref::Options { models, prompts, python, fixture_dir: llamacpp::default_fixture_dir() })
         }

@@ -1,12 +1,11 @@
 //! `kiln generate`: one prompt, one sequence, streamed to stdout.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use kiln_model::{Batch, CpuBackend, Model, SeqKv};
+use kiln_model::{Backend, Batch, Model, SeqKv};
 use kiln_sample::{FinishReason, Sampler, SamplingParams, StopCriteria, StopStrings};
 use kiln_tokenizer::{
     Detokenizer, HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt, Message, ReasoningEffort, Tokenizer,
@@ -78,22 +77,19 @@ pub struct Output {
     /// The stop string that ended generation, if one did.
     pub stop: Option<String>,
     pub timings: Timings,
+    /// With `--device cuda`: the GPU memory ledger and the upload time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::device::GpuReport>,
 }
 
-/// A model file opened for generation: weights, tokenizer, hyperparameters.
-pub struct Loaded {
-    pub model: Model<CpuBackend>,
+/// A model file opened for generation: weights (on some backend), tokenizer, hyperparameters.
+pub struct Loaded<B: Backend> {
+    pub model: Model<B>,
     pub tokenizer: Tokenizer,
     pub load_s: f64,
-}
-
-pub fn load(path: &Path, threads: usize) -> anyhow::Result<Loaded> {
-    let t = Instant::now();
-    let file = Arc::new(kiln_gguf::GgufFile::open(path).with_context(|| path.display().to_string())?);
-    let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("{}: tokenizer", path.display()))?;
-    let model =
-        Model::load(file.clone(), CpuBackend::new(file, threads)).with_context(|| path.display().to_string())?;
-    Ok(Loaded { model, tokenizer, load_s: t.elapsed().as_secs_f64() })
+    /// On a GPU: seconds and bytes of the weight upload.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub upload: Option<(f64, u64)>,
 }
 
 /// Whether this is harmony chat (`--chat` on a model with a harmony vocabulary, i.e. gpt-oss);
@@ -153,7 +149,7 @@ fn prompt_ids(tok: &Tokenizer, req: &Request, harmony: bool) -> anyhow::Result<V
     Ok(ids)
 }
 
-pub fn run(loaded: &Loaded, req: &Request) -> anyhow::Result<Output> {
+pub fn run<B: Backend>(loaded: &Loaded<B>, req: &Request) -> anyhow::Result<Output> {
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let harmony = harmony_chat(tok, req)?;
     let prompt = prompt_ids(tok, req, harmony)?;
@@ -276,6 +272,7 @@ pub fn run(loaded: &Loaded, req: &Request) -> anyhow::Result<Output> {
             decode_s,
             decode_tokens_per_s: if decode_s > 0.0 { decode_tokens as f64 / decode_s } else { 0.0 },
         },
+        gpu: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! `kiln` — the command line of the kiln inference worker.
 
 mod bench;
+mod device;
 mod generate;
 mod inspect;
 
@@ -39,7 +40,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Generate text from a prompt on the CPU, streaming it to stdout.
+    /// Generate text from a prompt (on the CPU, or a GPU with --device cuda), streaming it to stdout.
     Generate(GenerateCmd),
     /// Print the token ids of a text.
     Tokenize {
@@ -74,6 +75,8 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        device: device::DeviceArgs,
     },
 }
 
@@ -165,6 +168,8 @@ struct GenerateCmd {
     /// Threads (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    device: device::DeviceArgs,
 }
 
 /// Exit code for input kiln cannot use (a malformed model file, a bad argument).
@@ -218,8 +223,9 @@ fn main() -> ExitCode {
             if let Err(e) = req.check_flags() {
                 return fail(EXIT_BAD_INPUT, &format!("{e:#}"));
             }
-            with_model(g.model.model.as_deref(), g.threads, |loaded| {
-                let out = generate::run(loaded, &req)?;
+            with_model(g.model.model.as_deref(), g.threads, &g.device, |engine| {
+                let mut out = with_engine!(engine, |l| generate::run(l, &req))?;
+                out.gpu = engine.gpu_report();
                 if g.json {
                     println!("{}", serde_json::to_string_pretty(&out)?);
                 } else {
@@ -236,8 +242,8 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Cmd::Tokenize { model, text, no_special, json } => with_model(model.model.as_deref(), 1, |loaded| {
-            let tok = &loaded.tokenizer;
+        Cmd::Tokenize { model, text, no_special, json } => with_model(model.model.as_deref(), 1, &CPU, |engine| {
+            let tok = engine.tokenizer();
             let ids = tok.encode(&text, !no_special, !no_special)?;
             if json {
                 let pieces: Vec<String> = ids
@@ -250,18 +256,25 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Cmd::Bench { model, n_prompt, n_gen, reps, threads, json } => {
-            with_model(model.model.as_deref(), threads, |loaded| {
-                let m = &loaded.model;
-                let results = bench::run(m, n_prompt, n_gen, reps, m.backend.threads())?;
+        Cmd::Bench { model, n_prompt, n_gen, reps, threads, json, device } => {
+            with_model(model.model.as_deref(), threads, &device, |engine| {
+                let threads = match engine {
+                    device::Engine::Cpu(l) => l.model.backend.threads(),
+                    #[cfg(feature = "cuda")]
+                    device::Engine::Cuda(_) => 0,
+                };
+                let results = with_engine!(engine, |l| bench::run(&l.model, n_prompt, n_gen, reps, threads))?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&results)?);
                 } else {
-                    println!("| model | threads | test | t/s |");
-                    println!("| --- | ---: | ---: | ---: |");
                     let name = model.model.clone().unwrap_or_else(|| kiln_fetch::DEFAULT_MODEL.to_string());
+                    let dev = engine.gpu_report().map(|g| g.device);
+                    let where_ = dev.clone().map_or_else(|| "threads".to_string(), |_| "device".to_string());
+                    println!("| model | {where_} | test | t/s |");
+                    println!("| --- | ---: | ---: | ---: |");
                     for r in &results {
-                        println!("| {name} | {} | {} | {:.2} ± {:.2} |", r.threads, r.test, r.mean_tps, r.sd_tps);
+                        let w = dev.clone().unwrap_or_else(|| r.threads.to_string());
+                        println!("| {name} | {w} | {} | {:.2} ± {:.2} |", r.test, r.mean_tps, r.sd_tps);
                     }
                 }
                 Ok(())
@@ -270,13 +283,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the model named on the command line and runs `f`; errors become one line on stderr.
-fn with_model(arg: Option<&str>, threads: usize, f: impl FnOnce(&generate::Loaded) -> anyhow::Result<()>) -> ExitCode {
+/// The CPU, for commands that run no model.
+const CPU: device::DeviceArgs = device::DeviceArgs { device: device::DeviceKind::Cpu, gpu_memory: None, gpu: 0 };
+
+/// Loads the model named on the command line on the chosen device and runs `f`; errors become one
+/// line on stderr.
+fn with_model(
+    arg: Option<&str>,
+    threads: usize,
+    dev: &device::DeviceArgs,
+    f: impl FnOnce(&device::Engine) -> anyhow::Result<()>,
+) -> ExitCode {
+    #[cfg(not(feature = "cuda"))]
+    if dev.device == device::DeviceKind::Cuda {
+        // Before the model is fetched or read.
+        return fail(EXIT_BAD_INPUT, device::NO_CUDA);
+    }
     let path = match resolve_model(arg) {
         Ok(p) => p,
         Err(e) => return e.exit(),
     };
-    let loaded = match generate::load(&path, threads) {
+    let loaded = match device::Engine::load(&path, threads, dev) {
         Ok(l) => l,
         Err(e) => return fail(EXIT_BAD_INPUT, &format!("{e:#}")),
     };

@@ -17,6 +17,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("quant.cuh", include_str!("../../../kernels/quant.cuh")),
     ("matmul.cu", include_str!("../../../kernels/matmul.cu")),
+    ("ops.cu", include_str!("../../../kernels/ops.cu")),
+    ("attention.cu", include_str!("../../../kernels/attention.cu")),
 ];
 
 /// The options every kernel is compiled with (the architecture comes on top).

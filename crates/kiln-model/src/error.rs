@@ -26,6 +26,24 @@ pub enum ModelError {
     OutOfMemory { what: &'static str, bytes: u64 },
     #[error("invalid batch: {0}")]
     Batch(String),
+    /// The CUDA backend failed: a device allocation that does not fit, a kernel that does not
+    /// compile or launch, a missing library.
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Cuda(#[from] kiln_cuda::CudaError),
+}
+
+impl ModelError {
+    /// Whether the error is memory running out (on the host or the device): a scheduler can wait
+    /// for memory, or fail just the request that asked.
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            ModelError::OutOfMemory { .. } | ModelError::KvExhausted { .. } => true,
+            #[cfg(feature = "cuda")]
+            ModelError::Cuda(kiln_cuda::CudaError::OutOfMemory { .. }) => true,
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -18,6 +18,8 @@ pub mod arch;
 pub mod backend;
 pub mod config;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod kv;
 mod model;
@@ -25,6 +27,8 @@ mod model;
 pub use backend::Backend;
 pub use config::{Arch, Config};
 pub use cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
 pub use error::{ModelError, Result};
 pub use kv::{KvCache, SeqKv};
 pub use model::{Batch, Model};

@@ -134,6 +134,13 @@ impl Backend for CpuBackend {
         Ok(CpuAct { rows, cols, data: vec![0.0; rows * cols] })
     }
 
+    fn from_host(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CpuAct> {
+        if data.len() != rows * cols {
+            return Err(ModelError::Batch(format!("{} values for a {rows}×{cols} activation", data.len())));
+        }
+        Ok(CpuAct { rows, cols, data: data.to_vec() })
+    }
+
     fn kv(&self, layout: &KvLayout) -> Result<CpuKv> {
         let len = |dim: usize| {
             let n = layout.n_blocks.checked_mul(layout.block_size)?.checked_mul(layout.n_head_kv)?;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_model::{Batch, CpuBackend, Model, SeqKv};
+use kiln_model::{Backend, Batch, Model, SeqKv};
 use serde_json::Value;
 
 /// kiln vs llama.cpp, as a fraction of the step's logit range.
@@ -75,8 +75,8 @@ impl Outcome {
 /// and checks every step:
 /// error ≤ `STRICT + 2 × disagreement[i]` always (`disagreement`: llama.cpp vs float64, when
 /// known), ≤ `strict` where given; the argmax equal to llama.cpp's id before the first near-tie.
-pub fn check(
-    model: &Model<CpuBackend>,
+pub fn check<B: Backend>(
+    model: &Model<B>,
     name: &str,
     fx: &Value,
     disagreement: Option<&[f64]>,
