@@ -379,3 +379,15 @@ fn harmony_flags_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected low, medium or high"));
 }
+
+/// Without the GPU (here: a build without the `cuda` feature, as the tests run; with the feature on
+/// a machine without the driver, `.ci/run` checks the "libcuda.so.1 not found" line), `--device
+/// cuda` is one line and exit 2, before any model is fetched or read.
+#[test]
+fn device_cuda_without_cuda_is_one_line() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    expect_error(&["generate", "-m", "no-such-model.gguf", "--device", "cuda", "Hi"], "built without CUDA support");
+    expect_error(&["bench", "-m", "no-such-model.gguf", "--device", "cuda"], "--features cuda");
+}
