@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The GPU half of `cargo xtask gpu-test`: run on the GPU host from the repository root, with the
+# bundle made by `cargo xtask gpu-test --bundle DIR` (DIR/bin: kiln, xtask, the CUDA test binaries).
+# Makes the models it needs with `xtask synth`, runs every GPU test, compute-sanitizer, the CLI
+# checks (--gpu-memory, generate --json's ledger) and prints one table at the end. Logs go to
+# /tmp/kiln-gpu-logs, and as logs.tgz to $OUT when it is set.
+# Usage: bash xtask/gpu/run.sh DIR [tests|sanitizer|cli|bench|all]...
+set -u
+B=$(realpath "$1")/bin; shift
+WHAT=${*:-all}
+LOGS=/tmp/kiln-gpu-logs; mkdir -p "$LOGS"
+M=/tmp/kiln-gpu-models; mkdir -p "$M"
+export KILN_FIXTURES=$PWD/crates/kiln-model/tests/fixtures KILN_CACHE=/tmp/kiln-cache
+declare -a ROWS
+row() { ROWS+=("$(printf '| %-34s | %-6s | %s |' "$1" "$2" "$3")"); }
+has() { [[ " $WHAT " == *" all "* || " $WHAT " == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt"
+
+synth() { # name args...
+  local n=$1; shift
+  [ -s "$M/$n.gguf" ] || "$B/xtask" synth "$@" --out "$M/$n.gguf" >"$LOGS/synth-$n.log" 2>&1 || echo "synth $n failed"
+}
+synth tiny-gptoss gpt-oss --preset tiny
+synth tiny-llama llama
+if has tests || has cli || has bench; then synth g20 gpt-oss --preset 20b; fi
+[ -s "$M/smollm2.gguf" ] || { [ -s /tmp/smollm2.part0 ] && [ -s /tmp/smollm2.part1 ] && cat /tmp/smollm2.part0 /tmp/smollm2.part1 >"$M/smollm2.gguf"; }
+[ -s "$M/smollm2.gguf" ] && export KILN_GPU_SMOLLM2=$M/smollm2.gguf
+export KILN_GPU_20B=$M/g20.gguf
+
+if has tests; then
+  for t in cuda_ops cuda_oom cuda_e2e; do
+    s=$(date +%s)
+    "$B/$t" --test-threads=1 --nocapture >"$LOGS/$t.log" 2>&1; rc=$?
+    cases=$(grep -c '^CASE' "$LOGS/$t.log"); fails=$(grep -c 'FAIL\|panicked' "$LOGS/$t.log")
+    row "test $t" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$cases checks, $fails failing, $(( $(date +%s) - s )) s; $(grep -E '^test result' "$LOGS/$t.log" | tail -1)"
+  done
+fi
+
+if has sanitizer; then
+  for m in tiny-gptoss tiny-llama; do
+    compute-sanitizer --tool memcheck --error-exitcode 9 "$B/kiln" generate -m "$M/$m.gguf" --device cuda \
+      --temperature 0 -n 8 "The quick brown fox" >"$LOGS/memcheck-$m.log" 2>&1; rc=$?
+    row "compute-sanitizer memcheck $m" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck-$m.log" | tail -1)"
+  done
+fi
+
+if has cli; then
+  "$B/kiln" generate -m "$M/g20.gguf" --device cuda --gpu-memory 24GiB --ctx 131072 --temperature 0 -n 16 --json \
+    "The quick brown fox" >"$LOGS/g20-24gib.json" 2>"$LOGS/g20-24gib.err"; rc=$?
+  row "20b, --gpu-memory 24GiB --ctx 131072" "$([ $rc = 0 ] && echo ok || echo FAIL)" \
+    "$(python3 -c "import json,sys;d=json.load(open('$LOGS/g20-24gib.json'));g=d['gpu'];print(len(d['generated_ids']),'tokens; ledger',round(g['ledger_bytes']/2**30,2),'GiB;',', '.join(f\"{e['name']} {e['bytes']/2**30:.2f}\" for e in g['ledger'][:4]))" 2>&1 | tail -1)"
+  "$B/kiln" generate -m "$M/g20.gguf" --device cuda --gpu-memory 14GiB --ctx 131072 -n 4 "x" >/dev/null 2>"$LOGS/g20-14gib.err"; rc=$?
+  row "20b, 14GiB cap, 131072 ctx refused" "$([ $rc = 2 ] && echo ok || echo FAIL)" "exit $rc: $(tail -c 300 "$LOGS/g20-14gib.err" | tr '\n' ' ')"
+fi
+
+if has bench; then
+  "$B/kiln" bench -m "$M/g20.gguf" --device cuda -p 512 -n 128 -r 3 >"$LOGS/bench-g20.txt" 2>&1
+  row "kiln bench 20b pp512/tg128" "-" "$(grep -E 'pp512|tg128' "$LOGS/bench-g20.txt" | awk -F'|' '{printf "%s %s;", $4, $5}')"
+fi
+
+echo; grep -h '^CASE' "$LOGS"/cuda_*.log 2>/dev/null | grep -v ' ok$' | head -40
+echo "| check | result | detail |"; echo "| --- | --- | --- |"
+printf '%s\n' "${ROWS[@]}"
+[ -n "${OUT:-}" ] && tar -czf "$OUT/logs.tgz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")"
