@@ -139,7 +139,7 @@ pub trait Backend: Send + Sync {
     /// the device has no room (a GPU backend draws it from a workspace reused across steps).
     fn act(&self, rows: usize, cols: usize) -> Result<Self::Act>;
     /// An activation matrix of `rows × cols` holding `data` (row-major, `rows · cols` values).
-    fn from_host(&self, rows: usize, cols: usize, data: &[f32]) -> Result<Self::Act>;
+    fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> Result<Self::Act>;
     /// KV storage for `layout`; fails with a typed error if it does not fit.
     fn kv(&self, layout: &KvLayout) -> Result<Self::Kv>;
 

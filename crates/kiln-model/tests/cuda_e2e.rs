@@ -14,6 +14,7 @@
 //! (then either id is a correct greedy choice).
 #![cfg(feature = "cuda")]
 
+#[allow(dead_code)]
 mod common;
 
 use std::path::Path;

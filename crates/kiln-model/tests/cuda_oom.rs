@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use kiln_cuda::{Device, DeviceOptions};
-use kiln_model::{Backend, Batch, CudaBackend, Model, SeqKv};
+use kiln_model::{Batch, CudaBackend, Model, SeqKv};
 
 fn tiny_gpt_oss() -> Arc<kiln_gguf::GgufFile> {
     let bytes = kiln_synth::GptOss::tiny().model().unwrap().to_bytes().unwrap();
@@ -90,7 +90,7 @@ fn kv_growth_and_mid_step_failures_fail_one_request() {
         let mut s = SeqKv::default();
         let with_kv = memory(&dev);
         dev.fail_allocation_after(k);
-        let err = m.forward(&mut kv, &mut [&mut s], &Batch::single(&[1, 2, 3]), 64).err().expect("the pass must fail");
+        let err = m.forward(&mut kv, &mut [&mut s], &Batch::single(&[1, 2, 3]), 64).expect_err("the pass must fail");
         assert!(err.is_out_of_memory(), "{err}");
         assert_eq!(s.len, 0, "a failed pass leaves the sequence as it was");
         dev.fail_allocation_after(0);

@@ -140,15 +140,15 @@ fn matmul_every_type_against_cpu_and_f64() {
             let x = rng.vec(n * k, 2.0);
             let y_cpu = {
                 let (w, b) = (t.bind(&cpu, "w"), t.bind(&cpu, "b.bias"));
-                let xa = cpu.from_host(n, k, &x).unwrap();
+                let xa = cpu.act_from_host(n, k, &x).unwrap();
                 let mut y = cpu.act(n, m).unwrap();
                 cpu.matmul(&xa, &w, Some(&b), &mut y).unwrap();
                 cpu.to_host(&y).unwrap()
             };
             let y_gpu = {
                 let (w, b) = (t.bind(&gpu, "w"), t.bind(&gpu, "b.bias"));
-                let xa = gpu.from_host(n, k, &x).unwrap();
-                let mut y = gpu.from_host(n, m, &vec![f32::NAN; n * m]).unwrap();
+                let xa = gpu.act_from_host(n, k, &x).unwrap();
+                let mut y = gpu.act_from_host(n, m, &vec![f32::NAN; n * m]).unwrap();
                 gpu.matmul(&xa, &w, Some(&b), &mut y).unwrap();
                 gpu.to_host(&y).unwrap()
             };
@@ -239,8 +239,8 @@ fn elementwise_and_row_ops_match_the_cpu() {
         macro_rules! on {
             ($be:expr, $body:expr) => {{
                 let be = &$be;
-                let x_ = be.from_host(rows, cols, &x).unwrap();
-                let y_ = be.from_host(rows, cols, &y).unwrap();
+                let x_ = be.act_from_host(rows, cols, &x).unwrap();
+                let y_ = be.act_from_host(rows, cols, &y).unwrap();
                 let w_ = t.bind(be, "norm");
                 let f = $body;
                 be.to_host(&f(be, x_, y_, w_)).unwrap()
@@ -322,9 +322,9 @@ fn rope_normal_neox_and_yarn_match_the_cpu() {
             let cols = head_dim * 5;
             let x = rng.vec(rows * cols, 2.0);
             let pos: Vec<usize> = (0..rows).map(|i| if rows == 1 { 131_000 } else { i * 37 % 5000 }).collect();
-            let mut xc = cpu.from_host(rows, cols, &x).unwrap();
+            let mut xc = cpu.act_from_host(rows, cols, &x).unwrap();
             cpu.rope(&mut xc, head_dim, &pos, &rope).unwrap();
-            let mut xg = gpu.from_host(rows, cols, &x).unwrap();
+            let mut xg = gpu.act_from_host(rows, cols, &x).unwrap();
             gpu.rope(&mut xg, head_dim, &pos, &rope).unwrap();
             let (c, g) = (cpu.to_host(&xc).unwrap(), gpu.to_host(&xg).unwrap());
             // cos/sin of angles up to ~1e5 rad: libm and CUDA's range reduction agree to a few
@@ -366,7 +366,8 @@ fn attention_paged_gqa_window_sinks_against_f64() {
     let mut rng = Rng(5);
     let bs = 32;
     // (query heads, kv heads, head dim, window, sinks, lengths of the sequences, new rows each)
-    let cases: &[(usize, usize, usize, Option<usize>, bool, &[usize], usize)] = &[
+    type Case<'a> = (usize, usize, usize, Option<usize>, bool, &'a [usize], usize);
+    let cases: &[Case<'_>] = &[
         (8, 8, 64, None, false, &[1], 1),
         (64, 8, 64, Some(128), true, &[300, 45], 1),
         (64, 8, 64, None, true, &[700], 70),
@@ -393,7 +394,8 @@ fn attention_paged_gqa_window_sinks_against_f64() {
         // `new_rows` positions of each sequence attend.
         let mut rows_all = Vec::new();
         let (mut k_all, mut v_all) = (Vec::new(), Vec::new());
-        let mut kv_host: Vec<(Vec<Vec<f32>>, Vec<Vec<f32>>)> = Vec::new();
+        type Rows = Vec<Vec<f32>>;
+        let mut kv_host: Vec<(Rows, Rows)> = Vec::new();
         for (s, &len) in lens.iter().enumerate() {
             let (mut ks, mut vs) = (Vec::new(), Vec::new());
             for p in 0..len {
@@ -427,10 +429,10 @@ fn attention_paged_gqa_window_sinks_against_f64() {
             ($be:expr) => {{
                 let be = &$be;
                 let mut kv = be.kv(&layout).unwrap();
-                let (k, v) = (be.from_host(n_all, kw, &k_all).unwrap(), be.from_host(n_all, kw, &v_all).unwrap());
+                let (k, v) = (be.act_from_host(n_all, kw, &k_all).unwrap(), be.act_from_host(n_all, kw, &v_all).unwrap());
                 be.kv_write(&mut kv, 0, &rows_all, &k, &v).unwrap();
-                let qa = be.from_host(rq.len(), nh * hd, &q).unwrap();
-                let mut o = be.from_host(rq.len(), nh * hd, &vec![f32::NAN; rq.len() * nh * hd]).unwrap();
+                let qa = be.act_from_host(rq.len(), nh * hd, &q).unwrap();
+                let mut o = be.act_from_host(rq.len(), nh * hd, &vec![f32::NAN; rq.len() * nh * hd]).unwrap();
                 let sk = t.bind(be, "sinks");
                 be.attention(&kv, 0, &rq, &qa, &p, with_sinks.then_some(&sk), &mut o).unwrap();
                 be.to_host(&o).unwrap()
@@ -446,10 +448,10 @@ fn attention_paged_gqa_window_sinks_against_f64() {
                 let vals: Vec<Vec<f32>> = kv_host[*s].1.iter().map(|v| v[kvh * hd..(kvh + 1) * hd].to_vec()).collect();
                 let qh = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
                 let want = attend_f64(qh, &keys, &vals, lo, r.pos, p.scale, with_sinks.then_some(sinks[h]));
-                for d in 0..hd {
+                for (d, &w) in want.iter().enumerate() {
                     let idx = (i * nh + h) * hd + d;
-                    e_gpu = e_gpu.max((g[idx] as f64 - want[d]).abs());
-                    e_cpu = e_cpu.max((c[idx] as f64 - want[d]).abs());
+                    e_gpu = e_gpu.max((g[idx] as f64 - w).abs());
+                    e_cpu = e_cpu.max((c[idx] as f64 - w).abs());
                     assert!(g[idx].is_finite(), "attention output ({i}, {h}, {d}) not written");
                 }
             }
@@ -510,8 +512,8 @@ fn moe_router_and_experts_against_f64() {
                     alpha: 1.702,
                     limit: 7.0,
                 };
-                let xa = be.from_host(n, e, &x).unwrap();
-                let mut o = be.from_host(n, e, &vec![f32::NAN; n * e]).unwrap();
+                let xa = be.act_from_host(n, e, &x).unwrap();
+                let mut o = be.act_from_host(n, e, &vec![f32::NAN; n * e]).unwrap();
                 be.moe(&xa, &m, &mut o).unwrap();
                 be.to_host(&o).unwrap()
             }};

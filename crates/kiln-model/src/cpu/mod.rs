@@ -134,7 +134,7 @@ impl Backend for CpuBackend {
         Ok(CpuAct { rows, cols, data: vec![0.0; rows * cols] })
     }
 
-    fn from_host(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CpuAct> {
+    fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CpuAct> {
         if data.len() != rows * cols {
             return Err(ModelError::Batch(format!("{} values for a {rows}×{cols} activation", data.len())));
         }

@@ -292,7 +292,7 @@ impl Backend for CudaBackend {
         Ok(CudaAct { rows, cols, buf })
     }
 
-    fn from_host(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CudaAct> {
+    fn act_from_host(&self, rows: usize, cols: usize, data: &[f32]) -> Result<CudaAct> {
         if data.len() != rows * cols {
             return Err(ModelError::Batch(format!("{} values for a {rows}×{cols} activation", data.len())));
         }
@@ -373,7 +373,7 @@ impl Backend for CudaBackend {
     }
 
     fn rope(&self, x: &mut CudaAct, head_dim: usize, pos: &[usize], rope: &Rope) -> Result<()> {
-        if pos.len() != x.rows || head_dim == 0 || x.cols % head_dim != 0 || rope.n_rot > head_dim {
+        if pos.len() != x.rows || head_dim == 0 || !x.cols.is_multiple_of(head_dim) || rope.n_rot > head_dim {
             return Err(ModelError::Batch(format!(
                 "rope: {} positions for {}×{} (head {head_dim})",
                 pos.len(),
@@ -443,7 +443,7 @@ impl Backend for CudaBackend {
         sinks: Option<&CudaWeight>,
         out: &mut CudaAct,
     ) -> Result<()> {
-        if p.head_dim > 256 || p.head_dim_v > 256 || p.n_head_kv == 0 || p.n_head % p.n_head_kv != 0 {
+        if p.head_dim > 256 || p.head_dim_v > 256 || p.n_head_kv == 0 || !p.n_head.is_multiple_of(p.n_head_kv) {
             return Err(ModelError::Batch(format!(
                 "attention: head dims {}/{} (at most 256) and {} heads over {} KV heads",
                 p.head_dim, p.head_dim_v, p.n_head, p.n_head_kv
