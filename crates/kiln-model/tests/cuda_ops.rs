@@ -568,3 +568,29 @@ fn moe_router_and_experts_against_f64() {
         report("cpu-moe", &shape, e_cpu, 3e-2);
     }
 }
+
+#[test]
+fn batch_invariant_rows_equal_their_one_row_products() {
+    let mut rng = Rng(7);
+    for ty in [GgmlType::MXFP4, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
+        let (m, k, n) = (200, 512, 37);
+        let (bytes, _) = quantized(ty, &rng.vec(m * k, 1.0));
+        let t = Tensors::new(&[("w", ty, vec![k as u64, m as u64], bytes)]);
+        let gpu = CudaBackend::new(device(), None).with_batch_invariant(true);
+        let w = t.bind(&gpu, "w");
+        let x = rng.vec(n * k, 2.0);
+        let xa = gpu.act_from_host(n, k, &x).unwrap();
+        let mut y = gpu.act(n, m).unwrap();
+        gpu.matmul(&xa, &w, None, &mut y).unwrap();
+        let all = gpu.to_host(&y).unwrap();
+        let mut differ = 0;
+        for i in [0, 8, 9, 36] {
+            let xi = gpu.act_from_host(1, k, &x[i * k..(i + 1) * k]).unwrap();
+            let mut yi = gpu.act(1, m).unwrap();
+            gpu.matmul(&xi, &w, None, &mut yi).unwrap();
+            let one = gpu.to_host(&yi).unwrap();
+            differ += one.iter().zip(&all[i * m..(i + 1) * m]).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        }
+        report("batch-invariant", &format!("{ty} rows of a 37-row batch vs alone"), differ as f64, 0.0);
+    }
+}

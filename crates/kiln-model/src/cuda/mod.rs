@@ -43,6 +43,8 @@ pub struct CudaBackend {
     inputs: Mutex<Vec<(Vec<i32>, Arc<Pooled>)>>,
     progress: Option<Progress>,
     uploaded_bytes: Mutex<u64>,
+    /// Batch-invariant mode: see [`CudaBackend::with_batch_invariant`].
+    batch_invariant: bool,
 }
 
 /// A weight on the GPU.
@@ -106,7 +108,22 @@ impl CudaBackend {
             inputs: Mutex::default(),
             progress,
             uploaded_bytes: Mutex::new(0),
+            batch_invariant: false,
         }
+    }
+
+    /// Batch-invariant mode: every matrix product takes the decode kernels (`mv_T`, `mv_ids_T`),
+    /// whose per-row summation order does not depend on how many rows share the launch, instead of
+    /// the tiled prefill kernels; the other kernels already compute each row on its own. A row's
+    /// results then do not depend on what else is in its batch. It costs prefill speed.
+    pub fn with_batch_invariant(mut self, on: bool) -> CudaBackend {
+        self.batch_invariant = on;
+        self
+    }
+
+    /// Whether batch-invariant mode is on.
+    pub fn batch_invariant(&self) -> bool {
+        self.batch_invariant
     }
 
     /// The device, for its ledger and memory figures.
@@ -194,7 +211,7 @@ impl CudaBackend {
         let bias = bias.unwrap_or(Arg::Ptr(0));
         let args =
             [Arg::from(&*w.buf), x.ptr(), bias, out.ptr(), Arg::I32(m as i32), Arg::I32(k as i32), Arg::I32(n as i32)];
-        if n <= mm::MV_MAX_N {
+        if n <= mm::MV_MAX_N || self.batch_invariant {
             self.launch("matmul.cu", &format!("mv_{ty}"), mm::mv_launch(m, n), &args)
         } else {
             self.launch("matmul.cu", &format!("mm_{ty}"), mm::mm_launch(w.ty, m, n), &args)
@@ -232,7 +249,7 @@ impl CudaBackend {
             Arg::I32(k as i32),
         ];
         let ty = w.ty.name();
-        if slots <= mm::MV_MAX_N {
+        if slots <= mm::MV_MAX_N || self.batch_invariant {
             self.launch("matmul.cu", &format!("mv_ids_{ty}"), mm::mv_ids_launch(m, slots), &args)
         } else {
             // Prefill: a block per (weight-row tile, expert) over the slots routed to it.
