@@ -16,13 +16,20 @@ row() { ROWS+=("$(printf '| %-34s | %-6s | %s |' "$1" "$2" "$3")"); }
 has() { [[ " $WHAT " == *" all "* || " $WHAT " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt"
 
+# llama.cpp as the peer (LLAMACPP=path of shared/reference/llamacpp_gpu.sh's `pack` tarball, with the
+# script beside it): built in the background while the tests run, benchmarked after kiln.
+if has llamacpp && [ -n "${LLAMACPP:-}" ]; then
+  bash "$(dirname "$LLAMACPP")/llamacpp_gpu.sh" build "$LLAMACPP" >"$LOGS/llamacpp-build.log" 2>&1 &
+  LCPP_PID=$!
+fi
+
 synth() { # name args...
   local n=$1; shift
   [ -s "$M/$n.gguf" ] || "$B/xtask" synth "$@" --out "$M/$n.gguf" >"$LOGS/synth-$n.log" 2>&1 || echo "synth $n failed"
 }
 synth tiny-gptoss gpt-oss --preset tiny
 synth tiny-llama llama
-if has tests || has cli || has bench; then synth g20 gpt-oss --preset 20b; fi
+if has tests || has cli || has bench || has trace; then synth g20 gpt-oss --preset 20b; fi
 [ -s "$M/smollm2.gguf" ] || { [ -s /tmp/smollm2.part0 ] && [ -s /tmp/smollm2.part1 ] && cat /tmp/smollm2.part0 /tmp/smollm2.part1 >"$M/smollm2.gguf"; }
 [ -s "$M/smollm2.gguf" ] && export KILN_GPU_SMOLLM2=$M/smollm2.gguf
 export KILN_GPU_20B=$M/g20.gguf
@@ -38,7 +45,9 @@ fi
 
 if has sanitizer; then
   for m in tiny-gptoss tiny-llama; do
-    compute-sanitizer --tool memcheck --error-exitcode 9 "$B/kiln" generate -m "$M/$m.gguf" --device cuda \
+    # --report-api-errors no: kiln probes each kernel's parameter count with cuFuncGetParamInfo
+    # until it answers "invalid value" (past the last one); memory errors are still reported.
+    compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$B/kiln" generate -m "$M/$m.gguf" --device cuda \
       --temperature 0 -n 8 "The quick brown fox" >"$LOGS/memcheck-$m.log" 2>&1; rc=$?
     row "compute-sanitizer memcheck $m" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck-$m.log" | tail -1)"
   done
@@ -53,9 +62,23 @@ if has cli; then
   row "20b, 14GiB cap, 131072 ctx refused" "$([ $rc = 2 ] && echo ok || echo FAIL)" "exit $rc: $(tail -c 300 "$LOGS/g20-14gib.err" | tr '\n' ' ')"
 fi
 
+if has trace; then # layer-by-layer: CPU vs CUDA on the 20b layout, one forward of the prompt
+  rm -rf /tmp/tr-cpu /tmp/tr-gpu; mkdir -p /tmp/tr-cpu /tmp/tr-gpu
+  KILN_TRACE=/tmp/tr-cpu "$B/kiln" generate -m "$M/g20.gguf" --temperature 0 -n 1 "The quick brown fox jumps over the lazy dog" >/dev/null 2>&1
+  KILN_TRACE=/tmp/tr-gpu "$B/kiln" generate -m "$M/g20.gguf" --device cuda --temperature 0 -n 1 "The quick brown fox jumps over the lazy dog" >/dev/null 2>&1
+  python3 xtask/gpu/trace_diff.py /tmp/tr-cpu /tmp/tr-gpu attn_norm Qcur Kcur Vcur kqv_out attn_out ffn_inp attn_post_norm ffn_moe_out l_out >"$LOGS/trace-diff.txt" 2>&1
+  row "20b CPU vs CUDA by layer" "-" "$(awk '$1<=1 || $2=="l_out"' "$LOGS/trace-diff.txt" | tr '\n' ';' | tr -s ' ' | cut -c1-1500)"
+fi
+
 if has bench; then
   "$B/kiln" bench -m "$M/g20.gguf" --device cuda -p 512 -n 128 -r 3 >"$LOGS/bench-g20.txt" 2>&1
   row "kiln bench 20b pp512/tg128" "-" "$(grep -E 'pp512|tg128' "$LOGS/bench-g20.txt" | awk -F'|' '{printf "%s %s;", $4, $5}')"
+fi
+
+if [ -n "${LCPP_PID:-}" ]; then
+  wait "$LCPP_PID"
+  /tmp/lcpp/b/bin/llama-bench -m "$M/g20.gguf" -ngl 99 -fa 1 -p 512 -n 128 -r 3 >"$LOGS/llama-bench-g20.txt" 2>&1
+  row "llama.cpp b11434 llama-bench 20b" "-" "$(grep -E 'pp512|tg128' "$LOGS/llama-bench-g20.txt" | awk -F'|' '{printf "%s %s;", $(NF-2), $(NF-1)}')"
 fi
 
 echo; grep -h '^CASE' "$LOGS"/cuda_*.log 2>/dev/null | grep -v ' ok$' | head -40

@@ -68,11 +68,13 @@ pub struct Device {
 unsafe impl Send for Device {}
 unsafe impl Sync for Device {}
 
-/// A kernel function handle.
+/// A kernel function handle, with the byte size of each of its parameters (from the driver), so
+/// that every launch is checked against the kernel's signature.
 #[derive(Clone, Copy, Debug)]
 pub struct Func {
     f: CUfunction,
     name: &'static str,
+    params: &'static [usize],
 }
 
 // SAFETY: a function handle is an immutable driver object, valid while its module is loaded (for
@@ -346,8 +348,9 @@ impl Device {
         // SAFETY: the module stays loaded for the device's life.
         let f = unsafe { result::module::get_function(module, cname) }
             .map_err(|e| CudaError::Launch { kernel: name.into(), msg: format!("not in {file}: {e}") })?;
-        // Kernel names are a fixed, small set: each is kept for the process's life.
-        let f = Func { f, name: Box::leak(name.to_string().into_boxed_str()) };
+        // Kernel names and signatures are a fixed, small set: each is kept for the process's life.
+        let params: &'static [usize] = Box::leak(param_sizes(f).into_boxed_slice());
+        let f = Func { f, name: Box::leak(name.to_string().into_boxed_str()), params };
         self.functions.lock().unwrap_or_else(|p| p.into_inner()).insert((file, name.to_string()), f);
         Ok(f)
     }
@@ -376,7 +379,26 @@ impl Device {
         if l.grid.0 == 0 || l.grid.1 == 0 || l.grid.2 == 0 {
             return Ok(()); // nothing to do (an empty batch)
         }
+        let sizes: Vec<usize> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Ptr(_) | Arg::I64(_) => 8,
+                Arg::I32(_) | Arg::F32(_) => 4,
+            })
+            .collect();
+        if sizes != f.params {
+            return Err(CudaError::Launch {
+                kernel: f.name.into(),
+                msg: format!("arguments of {sizes:?} bytes for parameters of {:?} bytes", f.params),
+            });
+        }
         self.bind()?;
+        if trace_launches() {
+            eprintln!(
+                "KILN_CUDA_TRACE {} grid {:?} block {:?} smem {} args {args:?}",
+                f.name, l.grid, l.block, l.shared_bytes
+            );
+        }
         let mut vals: Vec<Arg> = args.to_vec();
         let mut params: Vec<*mut c_void> = vals
             .iter_mut()
@@ -396,6 +418,26 @@ impl Device {
         }
         Ok(())
     }
+}
+
+/// The byte size of each parameter of `f` (`cuFuncGetParamInfo`, CUDA 12.4 and later).
+fn param_sizes(f: CUfunction) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    loop {
+        let (mut offset, mut size) = (0usize, 0usize);
+        // SAFETY: `f` is a valid function handle; the driver writes two integers.
+        let r = unsafe { sys::cuFuncGetParamInfo(f, sizes.len(), &mut offset, &mut size) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return sizes; // past the last parameter
+        }
+        sizes.push(size);
+    }
+}
+
+/// `KILN_CUDA_TRACE=1`: print every launch (kernel, geometry, arguments) to stderr.
+fn trace_launches() -> bool {
+    static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *S.get_or_init(|| std::env::var("KILN_CUDA_TRACE").is_ok_and(|v| v == "1"))
 }
 
 /// `KILN_CUDA_SYNC=1`: wait after every launch, so a fault is reported at the kernel that made it.

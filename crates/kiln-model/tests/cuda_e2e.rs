@@ -43,6 +43,8 @@ struct Compare {
     worst: f64,
     steps: usize,
     tied_at: Option<usize>,
+    /// The first step over the tolerance, or whose greedy id differs before a near-tie.
+    failure: Option<String>,
 }
 
 /// Teacher-forces both models along `prompt` then `path` (one token per call) and compares every
@@ -59,25 +61,26 @@ fn compare<A: Backend, B: Backend>(
     let (mut sc, mut sg) = (SeqKv::default(), SeqKv::default());
     let mut c = cpu.forward(&mut kc, &mut [&mut sc], &Batch::single(prompt), n_ctx).unwrap();
     let mut g = gpu.forward(&mut kg, &mut [&mut sg], &Batch::single(prompt), n_ctx).unwrap();
-    let mut out = Compare { worst: 0.0, steps: path.len(), tied_at: None };
+    let mut out = Compare { worst: 0.0, steps: path.len(), tied_at: None, failure: None };
     for (i, &next) in path.iter().enumerate() {
         let (hi, lo) = c.iter().fold((f32::NEG_INFINITY, f32::INFINITY), |(a, b), &x| (a.max(x), b.min(x)));
         let range = (hi - lo) as f64;
         let diff = c.iter().zip(&g).map(|(&a, &b)| (a as f64 - b as f64).abs()).fold(0.0, f64::max);
         assert!(g.iter().all(|v| v.is_finite()), "{what} step {i}: non-finite GPU logits");
         out.worst = out.worst.max(diff / range);
-        assert!(
-            diff / range <= TOLERANCE,
-            "{what} step {i}: GPU logits {:.3}% of the range from the CPU's (bound {}%)",
-            diff / range * 100.0,
-            TOLERANCE * 100.0
-        );
+        if diff / range > TOLERANCE && out.failure.is_none() {
+            out.failure = Some(format!(
+                "{what} step {i}: GPU logits {:.3}% of the range from the CPU's (bound {}%)",
+                diff / range * 100.0,
+                TOLERANCE * 100.0
+            ));
+        }
         let (t1, t2) = top2(&c);
         if out.tied_at.is_none() && ((t1 - t2) as f64) < 2.0 * diff {
             out.tied_at = Some(i);
         }
-        if out.tied_at.is_none() {
-            assert_eq!(argmax(&g), argmax(&c), "{what} step {i}: greedy ids differ with no near-tie before");
+        if out.tied_at.is_none() && argmax(&g) != argmax(&c) && out.failure.is_none() {
+            out.failure = Some(format!("{what} step {i}: greedy ids differ with no near-tie before"));
         }
         if i + 1 < path.len() {
             c = cpu.forward(&mut kc, &mut [&mut sc], &Batch::single(&[next]), n_ctx).unwrap();
@@ -85,10 +88,11 @@ fn compare<A: Backend, B: Backend>(
         }
     }
     println!(
-        "CASE e2e {what:<40} steps {:>3} worst {:.4}% of range, first near-tie {}",
+        "CASE e2e {what:<40} steps {:>3} worst {:.4}% of range, first near-tie {} {}",
         out.steps,
         out.worst * 100.0,
-        out.tied_at.map_or("none".to_string(), |i| format!("at step {i}"))
+        out.tied_at.map_or("none".to_string(), |i| format!("at step {i}")),
+        if out.failure.is_some() { "FAIL" } else { "ok" }
     );
     out
 }
@@ -106,6 +110,7 @@ fn every_synthetic_case_cuda_against_cpu() {
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"), Into::into)
         .join("synth");
     let cases = read(&dir.join("cases.json"));
+    let mut failures = Vec::new();
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let bytes = kiln_synth::from_spec(case["model"].as_object().unwrap()).unwrap().to_bytes().unwrap();
@@ -114,9 +119,10 @@ fn every_synthetic_case_cuda_against_cpu() {
         for path in json_files(&dir.join(name)) {
             let fx = read(&path);
             let what = format!("{name}/{}", path.file_stem().unwrap().to_string_lossy());
-            compare(&what, &cpu, &gpu, &ids(&fx["prompt_ids"]), &ids(&fx["generated_ids"]));
+            failures.extend(compare(&what, &cpu, &gpu, &ids(&fx["prompt_ids"]), &ids(&fx["generated_ids"])).failure);
         }
     }
+    assert!(failures.is_empty(), "{} of the cases fail:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// Greedy decoding of `n` tokens on one model.
@@ -151,7 +157,7 @@ fn gpt_oss_20b_layout_cuda_against_cpu() {
         tok.encode("The quick brown fox jumps over the lazy dog, and then it keeps running.", true, true).unwrap();
     let path = greedy(&cpu, &prompt, 8);
     let c = compare("gpt-oss-20b layout (24 layers)", &cpu, &gpu, &prompt, &path);
-    assert_eq!(c.steps, 8);
+    assert!(c.failure.is_none(), "{}", c.failure.unwrap_or_default());
 }
 
 #[test]
@@ -163,6 +169,7 @@ fn smollm2_continues_the_readme_prompt_as_the_cpu_does() {
     let want = greedy(&cpu, &prompt, 32);
     let got = greedy(&gpu, &prompt, 32);
     let c = compare("SmolLM2 real weights, README prompt", &cpu, &gpu, &prompt, &want);
+    assert!(c.failure.is_none(), "{}", c.failure.clone().unwrap_or_default());
     let same = want.iter().zip(&got).take_while(|(a, b)| a == b).count();
     println!("CASE smollm2-greedy cpu {:?}", tok.decode(&want, false).unwrap_or_default());
     println!("CASE smollm2-greedy gpu {:?} ({same}/32 ids equal)", tok.decode(&got, false).unwrap_or_default());

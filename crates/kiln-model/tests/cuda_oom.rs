@@ -105,10 +105,14 @@ fn kv_growth_and_mid_step_failures_fail_one_request() {
 #[test]
 fn a_cap_refuses_what_does_not_fit_with_the_numbers() {
     let file = tiny_gpt_oss();
-    let dev = Device::new(DeviceOptions { cap: Some(1 << 20), ..DeviceOptions::default() }).unwrap();
-    let err = Model::load(file.clone(), CudaBackend::new(dev.clone(), None)).err().expect("1 MiB is too little");
+    let tensor_bytes: u64 = file.tensors().iter().map(|t| file.tensor_data(t).len() as u64).sum();
+    let cap = tensor_bytes / 2;
+    let dev = Device::new(DeviceOptions { cap: Some(cap), ..DeviceOptions::default() }).unwrap();
+    let err = Model::load(file.clone(), CudaBackend::new(dev.clone(), None))
+        .err()
+        .expect("half the weights' bytes is too little");
     let msg = err.to_string();
-    println!("CASE cap   1 MiB cap: {msg}");
+    println!("CASE cap   {cap}-byte cap for {tensor_bytes} bytes of tensors: {msg}");
     assert!(err.is_out_of_memory() && msg.contains("--gpu-memory"), "{msg}");
     assert_eq!(dev.used(), 0);
 }

@@ -349,6 +349,7 @@ impl Backend for CudaBackend {
             out.ptr(),
             Arg::I32(ids.len() as i32),
             Arg::I32(table.k as i32),
+            Arg::I32(table.m as i32),
         ];
         self.launch(
             "matmul.cu",
