@@ -87,12 +87,13 @@ pub struct Loaded {
     pub load_s: f64,
 }
 
-pub fn load(path: &Path, threads: usize) -> anyhow::Result<Loaded> {
+/// Loads a model for the CPU, with the backend's batch-invariant mode on or off.
+pub fn load_with(path: &Path, threads: usize, batch_invariant: bool) -> anyhow::Result<Loaded> {
     let t = Instant::now();
     let file = Arc::new(kiln_gguf::GgufFile::open(path).with_context(|| path.display().to_string())?);
     let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("{}: tokenizer", path.display()))?;
-    let model =
-        Model::load(file.clone(), CpuBackend::new(file, threads)).with_context(|| path.display().to_string())?;
+    let backend = CpuBackend::new(file.clone(), threads).with_batch_invariant(batch_invariant);
+    let model = Model::load(file, backend).with_context(|| path.display().to_string())?;
     Ok(Loaded { model, tokenizer, load_s: t.elapsed().as_secs_f64() })
 }
 

@@ -1,8 +1,11 @@
 //! `kiln` — the command line of the kiln inference worker.
 
 mod bench;
+mod client;
 mod generate;
 mod inspect;
+mod loadtest;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,11 +23,11 @@ struct Cli {
 
 /// Which model to use.
 #[derive(Args)]
-struct ModelArg {
+pub(crate) struct ModelArg {
     /// A GGUF file, or the name of a known model (fetched on first use: smollm2-135m-instruct-q4_1,
     /// gemma3-270m-q4_k_m). Default: smollm2-135m-instruct-q4_1.
     #[arg(long, short = 'm')]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +78,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the model over gRPC (kiln.v1.Worker, health, reflection) with Prometheus metrics;
+    /// drains on SIGTERM. docs/GRPC.md describes the service.
+    Serve(serve::ServeCmd),
+    /// Stream a generation from a running `kiln serve` to the terminal.
+    Client(client::ClientCmd),
+    /// Load a running `kiln serve` with many concurrent requests and report throughput and
+    /// latency percentiles (a benchmark, not a test).
+    Loadtest(loadtest::LoadtestCmd),
 }
 
 #[derive(Args)]
@@ -165,6 +176,10 @@ struct GenerateCmd {
     /// Threads (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     threads: usize,
+    /// Batch-invariant kernels (as `kiln serve --batch-invariant`): every row of the prompt is
+    /// computed as a one-row batch would be.
+    #[arg(long)]
+    batch_invariant: bool,
 }
 
 /// Exit code for input kiln cannot use (a malformed model file, a bad argument).
@@ -218,7 +233,7 @@ fn main() -> ExitCode {
             if let Err(e) = req.check_flags() {
                 return fail(EXIT_BAD_INPUT, &format!("{e:#}"));
             }
-            with_model(g.model.model.as_deref(), g.threads, |loaded| {
+            with_model_mode(g.model.model.as_deref(), g.threads, g.batch_invariant, |loaded| {
                 let out = generate::run(loaded, &req)?;
                 if g.json {
                     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -267,16 +282,53 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Cmd::Serve(s) => {
+            let path = match resolve_model(s.model.model.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return e.exit(),
+            };
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .try_init();
+            let name = path.display().to_string();
+            match serve::run(&path, name, &s) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_BAD_INPUT, &format!("{e:#}")),
+            }
+        }
+        Cmd::Client(c) => match client::run(&c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &format!("{e:#}")),
+        },
+        Cmd::Loadtest(l) => match loadtest::run(&l) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &format!("{e:#}")),
+        },
     }
 }
 
 /// Loads the model named on the command line and runs `f`; errors become one line on stderr.
 fn with_model(arg: Option<&str>, threads: usize, f: impl FnOnce(&generate::Loaded) -> anyhow::Result<()>) -> ExitCode {
+    with_model_mode(arg, threads, false, f)
+}
+
+/// [`with_model`] with the CPU backend's batch-invariant mode on or off.
+fn with_model_mode(
+    arg: Option<&str>,
+    threads: usize,
+    batch_invariant: bool,
+    f: impl FnOnce(&generate::Loaded) -> anyhow::Result<()>,
+) -> ExitCode {
     let path = match resolve_model(arg) {
         Ok(p) => p,
         Err(e) => return e.exit(),
     };
-    let loaded = match generate::load(&path, threads) {
+    let loaded = match generate::load_with(&path, threads, batch_invariant) {
         Ok(l) => l,
         Err(e) => return fail(EXIT_BAD_INPUT, &format!("{e:#}")),
     };
