@@ -351,10 +351,11 @@ impl<'a, 't, B: Backend> Loop<'a, 't, B> {
         let mut i = 0;
         while i < self.running.len() {
             let s = &self.running[i];
-            let over = if s.cancel.load(Ordering::SeqCst) || s.tx.is_closed() {
-                Some(Finish::Cancelled)
-            } else if s.req.deadline.is_some_and(|d| now >= d) {
+            // A client that gave up at its deadline is a deadline, not a cancel.
+            let over = if s.req.deadline.is_some_and(|d| now >= d) {
                 Some(Finish::Deadline)
+            } else if s.cancel.load(Ordering::SeqCst) || s.tx.is_closed() {
+                Some(Finish::Cancelled)
             } else {
                 None
             };
