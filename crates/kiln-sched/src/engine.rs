@@ -103,14 +103,28 @@ pub(crate) fn run<B: Backend>(
     shared.lock().stats.kv_blocks_total = info.kv_blocks_total;
     let _ = ready.send(Ok(info.clone()));
     let mut engine = Loop { model: &model, tok: &tok, shared: &shared, info, running: Vec::new(), reserved: 0 };
-    engine.run(&mut kv);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(&mut kv)));
+    if run.is_err() {
+        // A bug, not input: refuse new work and end what is queued with an error (running streams
+        // lost their state with the panic and end without a final event).
+        let mut reg = shared.lock();
+        reg.stopped = Some("the engine stopped after an internal error".into());
+        while let Some(p) = reg.queue.pop_front() {
+            end_queued(&p, Finish::Error);
+            reg.finish(&p.req.id, Finish::Error, p.req.prompt.len(), 0);
+        }
+        reg.active.clear();
+    }
 }
 
 /// The KV cache under the budget, and one forward pass through every layer.
 fn setup<B: Backend>(model: &Model<B>, config: &EngineConfig) -> Result<(KvCache<B>, EngineInfo), EngineError> {
     let c = &model.config;
-    if config.max_batch == 0 || config.step_tokens == 0 {
-        return Err(EngineError::Config("max batch and step tokens must be at least 1".into()));
+    if config.max_batch == 0 || config.step_tokens < config.max_batch {
+        return Err(EngineError::Config(format!(
+            "max batch must be at least 1 and step tokens ({}) at least max batch ({}): every running sequence decodes one token per step",
+            config.step_tokens, config.max_batch
+        )));
     }
     let n_ctx = config.n_ctx.unwrap_or(c.n_ctx_train.min(4096));
     if n_ctx < 2 {

@@ -234,7 +234,8 @@ fn text_is_whole_characters_and_stop_strings_cut_it() {
     assert_eq!(f.finish, Finish::Length);
     // A stop string made of the characters 3..5 of the output (when there are that many).
     let chars: Vec<char> = full.chars().collect();
-    if chars.len() >= 6 {
+    assert!(chars.len() >= 6, "{full:?}");
+    {
         let stop: String = chars[3..5].iter().collect();
         let cut = &full[..full.find(&stop).unwrap()];
         let mut r = greedy(Input::Tokens(p), 24);
