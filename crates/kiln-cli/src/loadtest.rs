@@ -24,10 +24,10 @@ pub struct LoadtestCmd {
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Prompt lengths in tokens, chosen at random per request.
-    #[arg(long, value_delimiter = ',', default_value = "16,64,256,512")]
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
     prompt_tokens: Vec<usize>,
     /// Output lengths in tokens (greedy, past end-of-generation), chosen at random per request.
-    #[arg(long, value_delimiter = ',', default_value = "16,64,128")]
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
     output_tokens: Vec<u32>,
     /// Seed of the request mix.
     #[arg(long, default_value_t = 1)]

@@ -77,6 +77,9 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Batch-invariant kernels (as `kiln serve --batch-invariant`), to measure their cost.
+        #[arg(long)]
+        batch_invariant: bool,
     },
     /// Serve the model over gRPC (kiln.v1.Worker, health, reflection) with Prometheus metrics;
     /// drains on SIGTERM. docs/GRPC.md describes the service.
@@ -265,8 +268,8 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Cmd::Bench { model, n_prompt, n_gen, reps, threads, json } => {
-            with_model(model.model.as_deref(), threads, |loaded| {
+        Cmd::Bench { model, n_prompt, n_gen, reps, threads, json, batch_invariant } => {
+            with_model_mode(model.model.as_deref(), threads, batch_invariant, |loaded| {
                 let m = &loaded.model;
                 let results = bench::run(m, n_prompt, n_gen, reps, m.backend.threads())?;
                 if json {
