@@ -880,3 +880,75 @@ fn reflection_v1_lists_the_services() {
         }
     });
 }
+
+/// The tiny random gpt-oss model (2 layers, a byte-level vocabulary with the harmony tokens).
+const TINY_GPTOSS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../kiln-model/tests/fixtures/gptoss/tiny-gptoss-bytes.gguf");
+
+#[test]
+fn harmony_messages_stream_by_channel_as_generate_chat_does() {
+    // A random model ignores the format; its greedy output still has harmony messages.
+    let want = {
+        let out = kiln()
+            .args([
+                "generate",
+                "-m",
+                TINY_GPTOSS,
+                "--chat",
+                "--temperature",
+                "0",
+                "-n",
+                "48",
+                "--ignore-eos",
+                "--json",
+                "Hi",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let server = Server::start(Path::new(TINY_GPTOSS), &["--max-batch", "4", "--ctx", "512"]);
+    rt().block_on(async {
+        let mut c = server.client().await;
+        let chat = |stop: Vec<String>| pb::GenerateRequest {
+            input: Some(pb::generate_request::Input::Messages(pb::ChatMessages {
+                messages: vec![pb::ChatMessage { role: "user".into(), content: "Hi".into() }],
+            })),
+            temperature: Some(0.0),
+            max_tokens: Some(48),
+            ignore_eos: true,
+            stop,
+            ..Default::default()
+        };
+        let s = collect(&mut c, chat(vec![])).await.unwrap();
+        s.check();
+        assert_eq!(s.first.as_ref().unwrap().prompt_tokens as usize, want["prompt_ids"].as_array().unwrap().len());
+        assert_eq!(s.ids(), ids_of(&want["generated_ids"]));
+        let messages: Vec<Value> = s
+            .fin()
+            .messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({"channel": m.channel, "recipient": m.recipient, "content_type": m.content_type, "content": m.content})
+            })
+            .collect();
+        assert!(!messages.is_empty());
+        assert_eq!(Value::Array(messages), want["messages"]);
+        // The text is the messages' content, each piece tagged with its message's channel.
+        let contents: String = s.fin().messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(s.fin().text, contents);
+        for m in &s.fin().messages {
+            let tagged: String = s
+                .tokens
+                .iter()
+                .filter(|t| !t.text.is_empty() && t.channel == m.channel)
+                .map(|t| t.text.as_str())
+                .collect();
+            assert!(tagged.contains(&m.content), "{:?}: {tagged:?} vs {:?}", m.channel, m.content);
+        }
+        // Stop strings are refused with harmony chat, as in `kiln generate --chat`.
+        let err = c.generate(chat(vec!["x".into()])).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+    });
+}

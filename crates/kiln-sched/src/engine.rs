@@ -152,13 +152,13 @@ fn setup<B: Backend>(model: &Model<B>, config: &EngineConfig) -> Result<(KvCache
                     config.max_batch
                 ))
             })?;
-            if per_token == 0 { n_ctx * config.max_batch } else { (left / per_token) as usize }
+            left.checked_div(per_token).map_or(n_ctx * config.max_batch, |p| p as usize)
         }
         None => {
             let want = (n_ctx * config.max_batch) as u64 * per_token;
             let cap = available_memory().map_or(1 << 30, |m| m / 4);
             let bytes = want.min(cap.max(n_ctx as u64 * per_token));
-            if per_token == 0 { n_ctx * config.max_batch } else { (bytes / per_token) as usize }
+            bytes.checked_div(per_token).map_or(n_ctx * config.max_batch, |p| p as usize)
         }
     };
     let positions = positions / bs * bs;

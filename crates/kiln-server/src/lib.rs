@@ -74,7 +74,7 @@ impl ModelSummary {
                 None => quant.push(pb::QuantType { r#type: name, tensors: 1, parameters: n, bytes: t.size }),
             }
         }
-        quant.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+        quant.sort_by_key(|q| std::cmp::Reverse(q.bytes));
         ModelSummary {
             model,
             architecture: file.get_str("general.architecture").unwrap_or("unknown").to_string(),
