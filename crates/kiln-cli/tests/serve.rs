@@ -716,6 +716,21 @@ fn sigterm_under_load_ends_every_stream_and_exits_zero() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         server.sigterm();
+        // While it drains: health says NOT_SERVING and new work is refused.
+        let ch = Channel::from_shared(server.addr.clone()).unwrap().connect().await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+        let until = Instant::now() + Duration::from_secs(1);
+        let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+        loop {
+            let req = tonic_health::pb::HealthCheckRequest { service: "kiln.v1.Worker".into() };
+            if health.check(req).await.unwrap().into_inner().status == not_serving {
+                break;
+            }
+            assert!(Instant::now() < until, "health did not turn NOT_SERVING");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let refused = c2.generate(text_req("too late", 4)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{}", refused.message());
         let mut out = Vec::new();
         for t in tasks {
             out.push(t.await.unwrap());
