@@ -147,6 +147,8 @@ pub enum SubmitError {
 pub enum EngineError {
     #[error("{0}")]
     Config(String),
+    #[error("loading the model: {0}")]
+    Load(String),
     #[error("creating the KV cache ({bytes} bytes): {source}")]
     Kv { bytes: u64, source: ModelError },
     #[error("warm-up forward pass: {0}")]
@@ -245,6 +247,17 @@ impl Engine {
         tokenizer: Arc<Tokenizer>,
         config: EngineConfig,
     ) -> Result<Engine, EngineError> {
+        Engine::start_with(move || Ok(model), tokenizer, config)
+    }
+
+    /// [`Engine::start`] with the model made by `load` on the engine thread itself: for a backend
+    /// whose state belongs to the thread that made it (a GPU context), or a model that is not
+    /// `Send`. `load`'s error is reported as [`EngineError::Load`].
+    pub fn start_with<B, F>(load: F, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> Result<Engine, EngineError>
+    where
+        B: Backend,
+        F: FnOnce() -> Result<Model<B>, String> + Send + 'static,
+    {
         let shared = Arc::new(Shared { reg: Mutex::new(Registry::default()), wake: Condvar::new() });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (sh, tok) = (shared.clone(), tokenizer.clone());
@@ -252,7 +265,12 @@ impl Engine {
         let has_template = tokenizer.chat_template().is_some();
         let thread = std::thread::Builder::new()
             .name("kiln-engine".into())
-            .spawn(move || engine::run(model, tok, sh, config, ready_tx))
+            .spawn(move || match load() {
+                Ok(model) => engine::run(model, tok, sh, config, ready_tx),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(EngineError::Load(e)));
+                }
+            })
             .map_err(|e| EngineError::Config(format!("spawning the engine thread: {e}")))?;
         let info = match ready_rx.recv() {
             Ok(Ok(info)) => info,

@@ -244,3 +244,19 @@ fn text_is_whole_characters_and_stop_strings_cut_it() {
         assert_eq!((text.as_str(), f.finish, f.stop.as_deref()), (cut, Finish::StopString, Some(stop.as_str())));
     }
 }
+
+/// A model made on the engine thread (a GPU backend's context belongs to its thread), and a load
+/// that fails.
+#[test]
+fn start_with_loads_on_the_engine_thread() {
+    let engine = Engine::start_with(|| Ok(model(true)), tokenizer(), EngineConfig::default()).unwrap();
+    let reference = model(true);
+    let p = prompt(2, reference.config.n_vocab);
+    let (ids, _, f) = drain(engine.submit(greedy(Input::Tokens(p.clone()), 5)).unwrap().events);
+    assert_eq!((ids, f.finish), (solo(&reference, &p, 5), Finish::Length));
+    let err =
+        Engine::start_with(|| Err::<Model<CpuBackend>, _>("no device".into()), tokenizer(), EngineConfig::default())
+            .err()
+            .unwrap();
+    assert!(matches!(err, kiln_sched::EngineError::Load(ref m) if m == "no device"), "{err}");
+}
