@@ -21,8 +21,18 @@ fn file() -> Arc<kiln_gguf::GgufFile> {
 }
 
 fn model(invariant: bool) -> Model<CpuBackend> {
-    let f = file();
+    model_of(file(), invariant)
+}
+
+fn model_of(f: Arc<kiln_gguf::GgufFile>, invariant: bool) -> Model<CpuBackend> {
     Model::load(f.clone(), CpuBackend::new(f, 2).with_batch_invariant(invariant)).unwrap()
+}
+
+/// A tiny random gpt-oss: mixture of experts (its router an F32 product, which takes tinyBLAS's
+/// order in batches), sliding-window layers, attention sinks.
+fn gpt_oss_file() -> Arc<kiln_gguf::GgufFile> {
+    let bytes = kiln_synth::GptOss::tiny().model().unwrap().to_bytes().unwrap();
+    Arc::new(kiln_gguf::GgufFile::from_bytes(bytes).unwrap())
 }
 
 fn tokenizer() -> Arc<Tokenizer> {
@@ -104,39 +114,42 @@ fn batch_invariant_engine_matches_solo_sequences() {
 }
 
 /// Without the mode, a many-row batch takes other kernels: the logits of a row are not bitwise
-/// those of the row alone (which is why the mode exists); with it, they are.
+/// those of the row alone (which is why the mode exists); with it, they are. On the Q4_K_M llama
+/// and on gpt-oss (experts, router, sliding window).
 #[test]
 fn batch_invariant_mode_makes_rows_independent_of_their_batch() {
-    for invariant in [false, true] {
-        let m = model(invariant);
-        let nv = m.config.n_vocab;
-        let prompts: Vec<Vec<u32>> = (0..6).map(|i| prompt(i + 3, nv)).collect();
-        // Each prompt alone, one row at a time.
-        let alone: Vec<Vec<f32>> = prompts
-            .iter()
-            .map(|p| {
-                let mut kv = m.kv_cache(256).unwrap();
-                let mut seq = SeqKv::default();
-                let mut last = Vec::new();
-                for &t in p {
-                    last = m.forward(&mut kv, &mut [&mut seq], &Batch::single(&[t]), 256).unwrap();
-                }
-                last
-            })
-            .collect();
-        // All prompts in one batch.
-        let mut kv = m.kv_cache_for(1024, prompts.len()).unwrap();
-        let mut seqs: Vec<SeqKv> = vec![SeqKv::default(); prompts.len()];
-        let mut batch = Batch::default();
-        for (s, p) in prompts.iter().enumerate() {
-            batch.tokens.extend_from_slice(p);
-            batch.seq.extend(std::iter::repeat_n(s, p.len()));
-            batch.logits.push(batch.tokens.len() - 1);
+    for (name, f) in [("llama q4_k_m", file()), ("gpt-oss", gpt_oss_file())] {
+        for invariant in [false, true] {
+            let m = model_of(f.clone(), invariant);
+            let nv = m.config.n_vocab;
+            let prompts: Vec<Vec<u32>> = (0..6).map(|i| prompt(i + 3, nv)).collect();
+            // Each prompt alone, one row at a time.
+            let alone: Vec<Vec<f32>> = prompts
+                .iter()
+                .map(|p| {
+                    let mut kv = m.kv_cache(256).unwrap();
+                    let mut seq = SeqKv::default();
+                    let mut last = Vec::new();
+                    for &t in p {
+                        last = m.forward(&mut kv, &mut [&mut seq], &Batch::single(&[t]), 256).unwrap();
+                    }
+                    last
+                })
+                .collect();
+            // All prompts in one batch.
+            let mut kv = m.kv_cache_for(1024, prompts.len()).unwrap();
+            let mut seqs: Vec<SeqKv> = vec![SeqKv::default(); prompts.len()];
+            let mut batch = Batch::default();
+            for (s, p) in prompts.iter().enumerate() {
+                batch.tokens.extend_from_slice(p);
+                batch.seq.extend(std::iter::repeat_n(s, p.len()));
+                batch.logits.push(batch.tokens.len() - 1);
+            }
+            let mut refs: Vec<&mut SeqKv> = seqs.iter_mut().collect();
+            let together = m.forward(&mut kv, &mut refs, &batch, 256).unwrap();
+            let same = alone.iter().enumerate().all(|(s, a)| a[..] == together[s * nv..(s + 1) * nv]);
+            assert_eq!(same, invariant, "{name}, invariant = {invariant}: rows bit-identical = {same}");
         }
-        let mut refs: Vec<&mut SeqKv> = seqs.iter_mut().collect();
-        let together = m.forward(&mut kv, &mut refs, &batch, 256).unwrap();
-        let same = alone.iter().enumerate().all(|(s, a)| a[..] == together[s * nv..(s + 1) * nv]);
-        assert_eq!(same, invariant, "invariant = {invariant}: rows bit-identical = {same}");
     }
 }
 
