@@ -369,6 +369,11 @@ impl Engine {
         self.shared.wake.notify_all();
     }
 
+    /// Why the engine thread has ended, once it has (drained, or an internal error).
+    pub fn stopped(&self) -> Option<String> {
+        self.shared.lock().stopped.clone()
+    }
+
     pub fn is_draining(&self) -> bool {
         self.shared.lock().draining.is_some()
     }

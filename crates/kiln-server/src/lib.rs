@@ -155,6 +155,24 @@ pub async fn serve(
     health_reporter.set_service_status("", ServingStatus::Serving).await;
     health_reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
 
+    // An engine that stops on its own (an internal error) takes the worker out of rotation.
+    let watch_engine = engine.clone();
+    let watch_health = health_reporter.clone();
+    let watcher = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if let Some(why) = watch_engine.stopped() {
+                if !watch_engine.is_draining() {
+                    tracing::error!("the engine stopped: {why}");
+                    watch_health.set_service_status("", ServingStatus::NotServing).await;
+                    watch_health.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+                }
+                break;
+            }
+        }
+    });
+
     let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_engine = engine.clone();
@@ -195,6 +213,7 @@ pub async fn serve(
         })
         .await?;
     let _ = drainer.await;
+    watcher.abort();
     if let Some(h) = http {
         match h.await {
             Ok(Ok(())) | Err(_) => {}
