@@ -859,6 +859,34 @@ print(json.dumps(out))
         assert!(services.contains(&s), "{services:?}");
     }
 
+    // `kiln client --json`: the same ids and text.
+    let out = kiln()
+        .args([
+            "client",
+            "--addr",
+            &server.addr,
+            "--temperature",
+            "0",
+            "-n",
+            "16",
+            "--json",
+            "The capital of France is",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kiln client: {}", String::from_utf8_lossy(&out.stderr));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids_of(&cli["generated_ids"]), ids_of(&want["generated_ids"]));
+    assert_eq!((&cli["text"], &cli["finish_reason"]), (&want["text"], &Value::from("LENGTH")));
+    // A refused request: exit 1 and the status on stderr.
+    let out = kiln().args(["client", "--addr", &server.addr, "--top-p", "2", "hi"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidArgument"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // grpcurl, with no proto file: everything through reflection.
     let grpcurl = py.parent().unwrap().join("grpcurl");
     let target = server.addr.trim_start_matches("http://").to_string();
