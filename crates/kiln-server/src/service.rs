@@ -33,7 +33,8 @@ impl Worker for WorkerService {
 
     async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<EventStream>, Status> {
         let arrived = Instant::now();
-        let timeout = convert::grpc_timeout(request.metadata())?;
+        let timeout =
+            convert::grpc_timeout(request.metadata()).inspect_err(|_| self.metrics.rejected("rejected_invalid"))?;
         let deadline = timeout.map(|t| arrived + t);
         let req = match convert::request(request.into_inner(), deadline) {
             Ok(r) => r,
