@@ -33,6 +33,10 @@ pub struct DeviceArgs {
     /// Which GPU (CUDA device ordinal).
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
+    /// Batch-invariant kernels: every row computed as a one-row batch computes it, so a sequence's
+    /// logits do not depend on what else shares its batch (slower batches; see docs/GRPC.md).
+    #[arg(long)]
+    pub batch_invariant: bool,
 }
 
 /// What `--device cuda` says in a build without the `cuda` feature.
@@ -40,8 +44,8 @@ pub struct DeviceArgs {
 pub const NO_CUDA: &str =
     "--device cuda: this kiln was built without CUDA support (rebuild with `cargo build --release --features cuda`)";
 
-/// `24GiB`, `24 GB`, `512MiB`, `1e9` or a plain byte count. Binary (KiB, MiB, GiB, TiB) and
-/// decimal (KB/K, MB/M, GB/G, TB/T) units.
+/// `24GiB`, `24 GB`, `512MiB`, `8Gi` or a plain byte count. Binary (KiB/Ki, MiB/Mi, GiB/Gi,
+/// TiB/Ti) and decimal (KB/K, MB/M, GB/G, TB/T) units.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
@@ -52,10 +56,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "m" | "mb" => 1e6,
         "g" | "gb" => 1e9,
         "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0f64.powi(4),
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0f64.powi(4),
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)")),
     };
     let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 24GiB)"))?;
@@ -121,7 +125,7 @@ impl Engine {
                 if dev.gpu_memory.is_some() {
                     anyhow::bail!("--gpu-memory needs --device cuda");
                 }
-                load_cpu(path, threads).map(Engine::Cpu)
+                load_cpu(path, threads, dev.batch_invariant).map(Engine::Cpu)
             }
             #[cfg(feature = "cuda")]
             DeviceKind::Cuda => cuda::load(path, dev).map(Engine::Cuda),
@@ -139,6 +143,28 @@ impl Engine {
         }
     }
 
+    /// Where the model runs, for reports: "cpu", or "cuda:0 (NVIDIA H200)".
+    pub fn label(&self) -> String {
+        match self {
+            Engine::Cpu(_) => "cpu".into(),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(l) => {
+                let d = l.model.backend.device();
+                format!("cuda:{} ({})", d.ordinal(), d.name())
+            }
+        }
+    }
+
+    /// The default KV budget of a server on this device: `None` on the CPU (the scheduler sizes it
+    /// from host memory); on a GPU, three quarters of what kiln may still take after the weights.
+    pub fn kv_budget(&self) -> anyhow::Result<Option<u64>> {
+        match self {
+            Engine::Cpu(_) => Ok(None),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(l) => Ok(Some(l.model.backend.device().available()? / 4 * 3)),
+        }
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         with_engine!(self, |l| &l.tokenizer)
     }
@@ -150,11 +176,11 @@ fn open(path: &Path) -> anyhow::Result<(Arc<kiln_gguf::GgufFile>, Tokenizer)> {
     Ok((file, tokenizer))
 }
 
-fn load_cpu(path: &Path, threads: usize) -> anyhow::Result<Loaded<CpuBackend>> {
+fn load_cpu(path: &Path, threads: usize, batch_invariant: bool) -> anyhow::Result<Loaded<CpuBackend>> {
     let t = Instant::now();
     let (file, tokenizer) = open(path)?;
-    let model =
-        Model::load(file.clone(), CpuBackend::new(file, threads)).with_context(|| path.display().to_string())?;
+    let backend = CpuBackend::new(file.clone(), threads).with_batch_invariant(batch_invariant);
+    let model = Model::load(file, backend).with_context(|| path.display().to_string())?;
     Ok(Loaded { model, tokenizer, load_s: t.elapsed().as_secs_f64(), upload: None })
 }
 
@@ -182,7 +208,11 @@ mod cuda {
         );
         bar.set_message("to GPU");
         let pb = bar.clone();
-        let backend = CudaBackend::new(device.clone(), Some(Box::new(move |done, _| pb.set_position(done))));
+        device
+            .check_fits(&format!("the weights of {} ({} tensors)", path.display(), file.tensors().len()), total)
+            .context("--device cuda")?;
+        let backend = CudaBackend::new(device.clone(), Some(Box::new(move |done, _| pb.set_position(done))))
+            .with_batch_invariant(dev.batch_invariant);
         let up = Instant::now();
         let model = Model::load(file, backend).with_context(|| {
             format!("{}: loading onto {} ({} bytes of tensors)", path.display(), device.name(), total)
@@ -231,6 +261,8 @@ mod tests {
         assert_eq!(parse_bytes("24GiB"), Ok(24 * (1 << 30)));
         assert_eq!(parse_bytes("24 GB"), Ok(24_000_000_000));
         assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("256Mi"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
         assert_eq!(parse_bytes("1.5k"), Ok(1500));
         assert_eq!(parse_bytes("12000000000"), Ok(12_000_000_000));
         assert!(parse_bytes("0GB").is_err());

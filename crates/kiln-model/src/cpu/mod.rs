@@ -33,6 +33,8 @@ use crate::{ModelError, Result};
 pub struct CpuBackend {
     file: Arc<GgufFile>,
     pool: Pool,
+    /// Batch-invariant mode: see [`CpuBackend::with_batch_invariant`].
+    batch_invariant: bool,
 }
 
 /// Elements below which an elementwise op runs on the calling thread (a parallel loop costs more).
@@ -42,7 +44,22 @@ impl CpuBackend {
     /// A backend over `file` using `threads` threads (0: one per available core).
     pub fn new(file: Arc<GgufFile>, threads: usize) -> CpuBackend {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        CpuBackend { file, pool: Pool::new(threads) }
+        CpuBackend { file, pool: Pool::new(threads), batch_invariant: false }
+    }
+
+    /// Batch-invariant mode: every row of a batch is computed with the kernels and summation order
+    /// a batch of that one row gets (matrix products by `vec_dot` or the one-row GEMV order,
+    /// attention by the small-batch kernel with a single row's key split), so a row's results do
+    /// not depend on what else is in its batch. It costs the batched kernels' speed (prefill and
+    /// many-sequence decode); it does not change a one-row batch.
+    pub fn with_batch_invariant(mut self, on: bool) -> CpuBackend {
+        self.batch_invariant = on;
+        self
+    }
+
+    /// Whether batch-invariant mode is on.
+    pub fn batch_invariant(&self) -> bool {
+        self.batch_invariant
     }
 
     /// Threads used for parallel loops.
@@ -192,7 +209,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuAct) -> Result<()> {
-        matmul::matmul(&self.pool, self.bytes(w), w.ty, w.rows, x, out);
+        matmul::matmul(&self.pool, self.batch_invariant, self.bytes(w), w.ty, w.rows, x, out);
         if let Some(b) = bias {
             let bv = b.vec.as_deref().expect("biases are vectors");
             out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
@@ -295,7 +312,7 @@ impl Backend for CpuBackend {
         out: &mut CpuAct,
     ) -> Result<()> {
         let sinks = sinks.map(|w| w.vec.as_deref().expect("sinks are vectors"));
-        attention::attention(&self.pool, kv, layer, rows, q, p, sinks, out);
+        attention::attention(&self.pool, self.batch_invariant, kv, layer, rows, q, p, sinks, out);
         Ok(())
     }
 
@@ -342,9 +359,9 @@ impl Backend for CpuBackend {
             let k = rows.len();
             let mut g = self.act(k, m.n_ff)?;
             let mut u = self.act(k, m.n_ff)?;
-            matmul::matmul(&self.pool, slice(m.gate, ex), m.gate.ty, m.n_ff, &xs, &mut g);
+            matmul::matmul(&self.pool, self.batch_invariant, slice(m.gate, ex), m.gate.ty, m.n_ff, &xs, &mut g);
             add_bias(&mut g, bias(m.gate_b, ex, m.n_ff));
-            matmul::matmul(&self.pool, slice(m.up, ex), m.up.ty, m.n_ff, &xs, &mut u);
+            matmul::matmul(&self.pool, self.batch_invariant, slice(m.up, ex), m.up.ty, m.n_ff, &xs, &mut u);
             add_bias(&mut u, bias(m.up_b, ex, m.n_ff));
             // Clamped SwiGLU, as ggml's `swiglu_oai`.
             for (gv, &uv) in g.data.iter_mut().zip(&u.data) {
@@ -353,7 +370,7 @@ impl Backend for CpuBackend {
                 *gv = gx / (1.0 + (m.alpha * -gx).exp()) * (uy + 1.0);
             }
             let mut d = self.act(k, e)?;
-            matmul::matmul(&self.pool, slice(m.down, ex), m.down.ty, e, &g, &mut d);
+            matmul::matmul(&self.pool, self.batch_invariant, slice(m.down, ex), m.down.ty, e, &g, &mut d);
             add_bias(&mut d, bias(m.down_b, ex, e));
             for (i, &(r, s, wt)) in routed.iter().enumerate() {
                 let dst = &mut slots[(r * m.n_used + s) * e..(r * m.n_used + s + 1) * e];
