@@ -1,8 +1,8 @@
 //! `kiln` — the command line of the kiln inference worker.
 
 mod bench;
-mod device;
 mod client;
+mod device;
 mod generate;
 mod inspect;
 mod loadtest;

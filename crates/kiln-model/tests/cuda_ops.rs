@@ -27,25 +27,22 @@ use kiln_model::kv::KvLayout;
 use kiln_model::{CpuBackend, CudaBackend};
 use kiln_quant::GgmlType;
 
-struct Rng(u64);
+/// Test inputs from kiln-synth's splitmix64 stream.
+struct Rng(kiln_synth::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        Rng(kiln_synth::Rng::new(seed))
     }
     /// Uniform in [-1, 1).
     fn f(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        (self.0.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| self.f() * scale).collect()
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
 }
 
@@ -116,7 +113,7 @@ const MATMUL_TYPES: [GgmlType; 14] = [
 
 #[test]
 fn matmul_every_type_against_cpu_and_f64() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     // (m, k, n): one row, odd row counts, decode batches up to 8 and past it, long rows.
     let shapes = [
         (1, 256, 1),
@@ -193,7 +190,7 @@ fn matmul_every_type_against_cpu_and_f64() {
 
 #[test]
 fn embedding_rows_equal_the_cpu_dequantization() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for ty in MATMUL_TYPES {
         let (vocab, k) = (77, 512);
         let (bytes, _) = quantized(ty, &rng.vec(vocab * k, 1.0));
@@ -232,7 +229,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 #[test]
 fn elementwise_and_row_ops_match_the_cpu() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for &(rows, cols) in &[(1usize, 64usize), (7, 2880), (130, 576), (512, 640)] {
         let w = rng.vec(cols, 1.0);
         let t = Tensors::new(&[("norm", GgmlType::F32, vec![cols as u64], f32_bytes(&w))]);
@@ -309,7 +306,7 @@ fn elementwise_and_row_ops_match_the_cpu() {
 
 #[test]
 fn rope_normal_neox_and_yarn_match_the_cpu() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let t = Tensors::new(&[]);
     let (cpu, gpu) = backends(&t);
     let yarn = Some(Yarn { ext_factor: 1.0, attn_factor: 1.0, n_ctx_orig: 4096, beta_fast: 32.0, beta_slow: 1.0 });
@@ -366,7 +363,7 @@ fn attend_f64(
 
 #[test]
 fn attention_paged_gqa_window_sinks_against_f64() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let bs = 32;
     // (query heads, kv heads, head dim, window, sinks, lengths of the sequences, new rows each)
     type Case<'a> = (usize, usize, usize, Option<usize>, bool, &'a [usize], usize);
@@ -468,7 +465,7 @@ fn attention_paged_gqa_window_sinks_against_f64() {
 
 #[test]
 fn moe_router_and_experts_against_f64() {
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     for &(n, e, ff, n_exp, n_used, ty) in &[
         (1usize, 256usize, 256usize, 8usize, 2usize, GgmlType::MXFP4),
         (5, 512, 256, 32, 4, GgmlType::MXFP4),
@@ -575,7 +572,7 @@ fn moe_router_and_experts_against_f64() {
 
 #[test]
 fn batch_invariant_rows_equal_their_one_row_products() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for ty in [GgmlType::MXFP4, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
         let (m, k, n) = (200, 512, 37);
         let (bytes, _) = quantized(ty, &rng.vec(m * k, 1.0));
