@@ -13,11 +13,13 @@ fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kiln/kernels"))
 }
 
-/// FNV-1a over every kernel source (a header change recompiles every file that may include it).
+/// FNV-1a over every kernel source and the compiler options (a header change recompiles every
+/// file that may include it).
 fn sources_hash() -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for (name, text) in nvrtc::SOURCES {
-        for b in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
+    let texts = nvrtc::SOURCES.iter().flat_map(|(name, text)| [*name, *text]).chain(nvrtc::OPTIONS.iter().copied());
+    for t in texts {
+        for b in t.bytes().chain([0]) {
             h = (h ^ b as u64).wrapping_mul(0x100000001b3);
         }
     }
