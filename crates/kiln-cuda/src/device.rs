@@ -323,17 +323,6 @@ impl Device {
             .map_err(|e| CudaError::driver("memcpy device to host (a kernel before it may have faulted)", e))
     }
 
-    /// Fills `len` bytes at `dst + offset` with zeros (asynchronously, on the stream).
-    pub fn zero(&self, dst: &DevBuf, offset: u64, len: u64) -> Result<()> {
-        if offset + len > dst.bytes {
-            return Err(CudaError::driver("memset", "range past the buffer"));
-        }
-        self.bind()?;
-        // SAFETY: the range is inside the allocation.
-        unsafe { result::memset_d8_async(dst.ptr + offset, 0, len as usize, self.stream) }
-            .map_err(|e| CudaError::driver("memset", e))
-    }
-
     /// Waits until everything queued on the stream has run; reports a kernel fault here.
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
