@@ -29,9 +29,10 @@ extern "C" __global__ void kv_write(const float* KRESTRICT k, const float* KREST
 #define NEG_INF __int_as_float(0xff800000)
 #define ATT_MAX_D 256
 
-// meta[4r..4r+4) = (pos, lo, table offset, first block) of row r; its keys are positions lo..=pos.
-// q: [rows][n_head·hd]; out: [rows][n_head·hdv]. grid (rows, n_head), block (32·ATT_WARPS).
-// hd, hdv ≤ 256 (the host checks).
+// meta[5r..5r+5) = (pos, lo, table offset, first block, split) of row r; its keys are positions
+// lo..=pos (`split` is read by attention_f16 only). q: [rows][n_head·hd]; out: [rows][n_head·hdv].
+// The all-f32 path, for batches of 64 rows or more (the CPU backend's tiled path).
+// grid (rows, n_head), block (32·ATT_WARPS). hd, hdv ≤ 256 (the host checks).
 extern "C" __global__ void attention(const float* KRESTRICT q, const u16* KRESTRICT K, const u16* KRESTRICT V,
                                      const int* KRESTRICT meta, const int* KRESTRICT tables,
                                      const float* KRESTRICT sinks, float* KRESTRICT out, int n_head, int n_head_kv,
@@ -41,7 +42,7 @@ extern "C" __global__ void attention(const float* KRESTRICT q, const u16* KRESTR
     __shared__ float wacc[ATT_WARPS][ATT_MAX_D];
     const int r = blockIdx.x, h = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int pos = meta[4 * r], lo = meta[4 * r + 1], toff = meta[4 * r + 2], first = meta[4 * r + 3];
+    const int pos = meta[5 * r], lo = meta[5 * r + 1], toff = meta[5 * r + 2], first = meta[5 * r + 3];
     const int kvh = h / (n_head / n_head_kv);
     const int kw = n_head_kv * hd, vw = n_head_kv * hdv;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = q[((i64)r * n_head + h) * hd + d];
@@ -123,4 +124,127 @@ extern "C" __global__ void attention(const float* KRESTRICT q, const u16* KRESTR
             if (wm[w] != NEG_INF) a = fmaf(wacc[w][d], expf(wm[w] - Mall), a);
         out[((i64)r * n_head + h) * hdv + d] = a * inv;
     }
+}
+
+KDEV float round_f16(float f) { return f16_to_f32(to_f16(f)); }
+
+#define F16_TILE 128
+
+// The CPU backend's path for batches of fewer than 64 rows (ggml's `flash_attn_ext_f16_one_chunk`),
+// whose roundings it follows so that the two backends agree closely: the query rounded to f16,
+// an online softmax over the keys in order, the weighted values accumulated in f16 (rounded after
+// every key) and rescaled whenever the maximum grows; an attention sink joins after the last key.
+// A row with split = meta[5r + 4] > 0 (one row over 512 or more cache cells, as ggml's split-KV
+// path at two threads) attends chunks of `split` positions counted from 0 separately (the sink in
+// the first) and merges them in f32. Keys come in tiles of 128: scores in parallel, the running
+// maximum by a scan, then each thread walks the tile in order for its value dimensions (tid and
+// tid + 128). grid (rows, n_head), block (F16_TILE); hd, hdv ≤ 256.
+extern "C" __global__ void attention_f16(const float* KRESTRICT q, const u16* KRESTRICT K, const u16* KRESTRICT V,
+                                         const int* KRESTRICT meta, const int* KRESTRICT tables,
+                                         const float* KRESTRICT sinks, float* KRESTRICT out, int n_head,
+                                         int n_head_kv, int hd, int hdv, int bs, float scale) {
+    __shared__ float qs[ATT_MAX_D];
+    __shared__ float ms_t[F16_TILE], vs_t[F16_TILE];
+    __shared__ int slot_t[F16_TILE];
+    __shared__ float wmax[F16_TILE / 32];
+    __shared__ float sum_sh;
+    const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int pos = meta[5 * r], lo = meta[5 * r + 1], toff = meta[5 * r + 2], first = meta[5 * r + 3];
+    const int split = meta[5 * r + 4];
+    const int kvh = h / (n_head / n_head_kv);
+    const int kw = n_head_kv * hd, vw = n_head_kv * hdv;
+    for (int d = tid; d < hd; d += blockDim.x) qs[d] = round_f16(q[((i64)r * n_head + h) * hd + d]);
+    __syncthreads();
+    const bool has0 = tid < hdv, has1 = tid + F16_TILE < hdv;
+    const float sink = sinks ? sinks[h] : NEG_INF;
+
+    float o0 = 0.0f, o1 = 0.0f;       // merged output (f32)
+    float M = NEG_INF, S = 0.0f;      // merged maximum and sum
+    const int step = split > 0 ? split : pos + 1;
+    for (int c0 = split > 0 ? 0 : lo; c0 <= pos; c0 += step) {
+        const int plo = max(c0, lo), phi = split > 0 ? min(c0 + split - 1, pos) : pos;
+        const bool with_sink = sinks && (split == 0 || c0 == 0);
+        if (plo > phi && !with_sink) continue;
+        float a0 = 0.0f, a1 = 0.0f;  // f16 accumulators, held as f32
+        float m = NEG_INF, sum = 0.0f;
+        for (int t0 = plo; t0 <= phi; t0 += F16_TILE) {
+            const int nt = min(F16_TILE, phi - t0 + 1);
+            float s = NEG_INF;
+            if (tid < nt) {
+                const int p = t0 + tid;
+                const int slot = tables[toff + p / bs - first] * bs + p % bs;
+                const u16* kp = K + (i64)slot * kw + kvh * hd;
+                float dot = 0.0f;
+                for (int d = 0; d < hd; d++) dot = fmaf(qs[d], f16_to_f32(kp[d]), dot);
+                s = dot * scale;
+                slot_t[tid] = slot;
+            }
+            // Exclusive running maximum before each key: m, then the scores before it.
+            float inc = s;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const float u = __shfl_up_sync(0xffffffffu, inc, o);
+                if (lane >= o) inc = fmaxf(inc, u);
+            }
+            if (lane == 31) wmax[warp] = inc;
+            __syncthreads();
+            float before = m;
+            for (int w = 0; w < warp; w++) before = fmaxf(before, wmax[w]);
+            const float up = __shfl_up_sync(0xffffffffu, inc, 1);
+            if (lane > 0) before = fmaxf(before, up);
+            if (tid < nt) {
+                if (s > before) {
+                    ms_t[tid] = expf(before - s);
+                    vs_t[tid] = 1.0f;
+                } else {
+                    ms_t[tid] = 1.0f;
+                    vs_t[tid] = expf(s - before);
+                }
+            }
+            for (int w = 0; w < F16_TILE / 32; w++) m = fmaxf(m, wmax[w]);
+            __syncthreads();
+            if (tid == 0)
+                for (int t = 0; t < nt; t++) sum = fmaf(sum, ms_t[t], vs_t[t]);
+            for (int t = 0; t < nt; t++) {
+                const float ms = ms_t[t], vs = vs_t[t];
+                const u16* vp = V + (i64)slot_t[t] * vw + kvh * hdv;
+                if (has0) a0 = round_f16(fmaf(f16_to_f32(vp[tid]), vs, round_f16(__fmul_rn(a0, ms))));
+                if (has1) a1 = round_f16(fmaf(f16_to_f32(vp[tid + F16_TILE]), vs, round_f16(__fmul_rn(a1, ms))));
+            }
+            __syncthreads();
+        }
+        if (tid == 0) sum_sh = sum;
+        __syncthreads();
+        sum = sum_sh;
+        __syncthreads();
+        if (with_sink) {
+            float ms = 1.0f, vs = 1.0f;
+            if (sink > m) {
+                ms = expf(m - sink);
+                m = sink;
+                a0 = __fmul_rn(a0, ms);
+                a1 = __fmul_rn(a1, ms);
+            } else {
+                vs = expf(sink - m);
+            }
+            sum = __fadd_rn(__fmul_rn(sum, ms), vs);
+        }
+        if (split == 0) {
+            M = m;
+            S = sum;
+            o0 = a0;
+            o1 = a1;
+        } else {
+            const float mn = fmaxf(M, m);
+            const float s_old = expf(M - mn), s_new = expf(m - mn);
+            o0 = fmaf(o0, s_old, __fmul_rn(a0, s_new));
+            o1 = fmaf(o1, s_old, __fmul_rn(a1, s_new));
+            S = fmaf(S, s_old, __fmul_rn(sum, s_new));
+            M = mn;
+        }
+    }
+    const float inv = 1.0f / S;
+    float* orow = out + ((i64)r * n_head + h) * hdv;
+    if (has0) orow[tid] = __fmul_rn(o0, inv);
+    if (has1) orow[tid + F16_TILE] = __fmul_rn(o1, inv);
 }

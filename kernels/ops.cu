@@ -202,3 +202,73 @@ extern "C" __global__ void moe_sum(const float* KRESTRICT slots, const float* KR
         out[(i64)r * cols + c] = acc;
     }
 }
+
+// Activations rounded the way the CPU backend rounds them before a product with quantized weights
+// (ggml-cpu's `from_float` into the weight's `vec_dot_type`): Y = dequantize(quantize(X)), so a
+// GPU product over Y sums the same terms as the CPU's integer dot products, up to the order of the
+// f32 additions. X is flat (rows of k values, k a multiple of the mode's block). Modes:
+//   0  Q8_0 / Q8_1, blocks of 32 (one warp each): amax = max |x|, d = amax / 127 rounded to f16,
+//      q = x · (127 / amax) rounded to nearest even and saturated to i8 (NaN gives −128), y = q · d;
+//   1  Q8_K, blocks of 256 (one thread block each): max = the first value of largest magnitude,
+//      iscale = −127 / max, q = min(127, nearest_int(iscale · x)), y = (1 / iscale) · q;
+//   2  f16, round to nearest even;  3  bf16, ggml's rounding (NaN quietened).
+// grid (ceil(n / 256)), block (256); n is a multiple of 32 (mode 0) or 256 (mode 1).
+extern "C" __global__ void act_round(const float* KRESTRICT x, float* KRESTRICT y, i64 n, int mode) {
+    const i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    const float v = i < n ? x[i] : 0.0f;
+    if (mode == 0) {
+        float amax = fabsf(v);
+        if (amax != amax) amax = 0.0f;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const float d = f16_to_f32(f32_to_f16(__fdiv_rn(amax, 127.0f)));
+        const float id = amax != 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+        const float r = rintf(__fmul_rn(v, id));
+        const int q = fabsf(r) < 2147483648.0f ? max(-128, min(127, (int)r)) : -128;
+        if (i < n) y[i] = __fmul_rn((float)q, d);
+    } else if (mode == 1) {
+        // Largest magnitude, the first on ties; a NaN never wins (as the CPU's `ax > amax`).
+        __shared__ float best_a[8];
+        __shared__ int best_i[8];
+        float a = fabsf(v);
+        if (a != a) a = -1.0f;
+        int at = threadIdx.x;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float oa = __shfl_xor_sync(0xffffffffu, a, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, at, o);
+            if (oa > a || (oa == a && oi < at)) {
+                a = oa;
+                at = oi;
+            }
+        }
+        if ((threadIdx.x & 31) == 0) {
+            best_a[threadIdx.x >> 5] = a;
+            best_i[threadIdx.x >> 5] = at;
+        }
+        __syncthreads();
+        float amax = best_a[0];
+        int first = best_i[0];
+        for (int w = 1; w < 8; w++)
+            if (best_a[w] > amax) {
+                amax = best_a[w];
+                first = best_i[w];
+            }
+        if (i >= n) return;
+        if (amax <= 0.0f) {
+            y[i] = 0.0f;
+            return;
+        }
+        const float iscale = __fdiv_rn(-127.0f, x[(i - threadIdx.x) + first]);
+        const int q = min(127, (__float_as_int(__fadd_rn(__fmul_rn(iscale, v), 12582912.0f)) & 0x007fffff) - 0x00400000);
+        y[i] = __fmul_rn(__fdiv_rn(1.0f, iscale), (float)q);
+    } else if (i < n) {
+        if (mode == 2) {
+            y[i] = f16_to_f32(f32_to_f16(v));
+        } else {
+            const u32 u = __float_as_uint(v);
+            const u32 h = (u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) | 0x40u) : ((u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+            y[i] = __uint_as_float(h << 16);
+        }
+    }
+}

@@ -30,7 +30,8 @@ synth() { # name args...
 synth tiny-gptoss gpt-oss --preset tiny
 synth tiny-llama llama
 if has tests || has cli || has bench || has trace; then synth g20 gpt-oss --preset 20b; fi
-[ -s "$M/smollm2.gguf" ] || { [ -s /tmp/smollm2.part0 ] && [ -s /tmp/smollm2.part1 ] && cat /tmp/smollm2.part0 /tmp/smollm2.part1 >"$M/smollm2.gguf"; }
+# SmolLM2 travels in parts (each under the carry limit), left in /tmp by earlier calls.
+[ -s "$M/smollm2.gguf" ] || { ls /tmp/smollm2.part? >/dev/null 2>&1 && cat /tmp/smollm2.part? >"$M/smollm2.gguf"; }
 [ -s "$M/smollm2.gguf" ] && export KILN_GPU_SMOLLM2=$M/smollm2.gguf
 export KILN_GPU_20B=$M/g20.gguf
 

@@ -33,6 +33,21 @@ const SPLIT_KV_MIN: usize = 512;
 /// The number of chunks of that split: the thread count of the reference fixtures (`-t 2`).
 const SPLIT_KV_CHUNKS: usize = 2;
 
+/// Whether a call with `rows` rows takes ggml's tiled all-f32 path (the CUDA backend follows the
+/// same choice).
+pub(crate) fn tiled(invariant: bool, rows: usize) -> bool {
+    !invariant && rows >= TILED_ROWS
+}
+
+/// ggml splits the keys of a single-row batch across its threads once its view of the cache
+/// (positions padded to 256) reaches 512 cells; kiln follows the split of the reference's
+/// 2 threads, so that its rounding matches llama.cpp at `-t 2`. The chunk length, for a row at
+/// `pos`, where there is a split.
+pub(crate) fn split_chunk(pos: usize) -> Option<usize> {
+    let n_kv = (pos + 1).next_multiple_of(KV_PAD).max(KV_PAD);
+    (n_kv >= SPLIT_KV_MIN).then(|| n_kv.div_ceil(SPLIT_KV_CHUNKS))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     pool: &Pool,
@@ -50,14 +65,8 @@ pub(super) fn attention(
     let (kw, vw) = (p.n_head_kv * hd, p.n_head_kv * hdv);
     let (ks, vs) = (&kv.k[layer], &kv.v[layer]);
     // Batch-invariant mode: every row as a one-row batch computes it.
-    let tiled = !invariant && rows.len() >= TILED_ROWS;
-    // ggml splits the keys of a single-row batch across its threads once its view of the cache
-    // (positions padded to 256) reaches 512 cells; kiln follows the split of the reference's
-    // 2 threads, so that its rounding matches llama.cpp at `-t 2`.
-    let single_split = |r: &RowKv<'_>| {
-        let n_kv = (r.pos + 1).next_multiple_of(KV_PAD).max(KV_PAD);
-        (n_kv >= SPLIT_KV_MIN).then(|| n_kv.div_ceil(SPLIT_KV_CHUNKS))
-    };
+    let tiled = tiled(invariant, rows.len());
+    let single_split = |r: &RowKv<'_>| split_chunk(r.pos);
     let split_chunk = match rows {
         [r] => single_split(r),
         _ => None,

@@ -10,7 +10,7 @@
 //! the model tests demand 1% of the logit range against llama.cpp: a last-bit difference anywhere
 //! grows through the layers to a few percent.
 
-mod attention;
+pub(crate) mod attention;
 mod matmul;
 mod pool;
 mod unary;

@@ -4,10 +4,13 @@
 //! kernel per operation (`kernels/*.cu`). Every device allocation is counted in the device's
 //! ledger under a name; one that does not fit is a typed error for the request that asked.
 //!
-//! Numerics: products accumulate in f32 from f32 activations (the CPU backend quantizes
-//! activations to Q8 for quantized weights, as llama.cpp's CPU path does), attention runs in f32
-//! over f16 K/V. The two backends agree to a stated tolerance, not to the bit
-//! (`tests/cuda.rs`).
+//! Numerics: the roundings of the CPU backend, so that the two agree closely (a rounding step that
+//! one backend takes and the other does not grows through a deep network): activations are
+//! rounded as the CPU quantizes them before each product with quantized weights (Q8_0/Q8_1/Q8_K
+//! codes, or f16/bf16) and the product sums those values in f32; attention takes the CPU's path
+//! for the batch (below 64 rows: f16 query and f16 accumulation of the values; from 64 rows: all
+//! f32) over f16 K/V. What still differs is the order of f32 additions and `expf`'s last bit, so
+//! the two agree to a stated tolerance, not to the bit (`tests/cuda_e2e.rs`).
 
 mod pool;
 
@@ -198,6 +201,22 @@ impl CudaBackend {
         }
     }
 
+    /// `x` rounded as the CPU backend rounds activations before a product with weights of type
+    /// `ty` (`act_round` in ops.cu); `None` when it does not (f32 weights).
+    fn round_acts(&self, x: &CudaAct, ty: GgmlType) -> Result<Option<CudaAct>> {
+        let act_ty = kiln_quant::traits(ty).map(|t| t.vec_dot_type);
+        let mode = match act_ty {
+            Some(GgmlType::Q8_0 | GgmlType::Q8_1) => 0,
+            Some(GgmlType::Q8_K) => 1,
+            Some(GgmlType::F16) => 2,
+            Some(GgmlType::BF16) => 3,
+            _ => return Ok(None),
+        };
+        let y = self.act(x.rows, x.cols)?;
+        self.elementwise("act_round", x.len(), &[x.ptr(), y.ptr(), Arg::I64(x.len() as i64), Arg::I32(mode)])?;
+        Ok(Some(y))
+    }
+
     /// `out = x · Wᵀ (+ bias)` for one slab of `w` (`slab` 0 for a 2-D weight).
     fn product(&self, x: &CudaAct, w: &CudaWeight, bias: Option<Arg>, out: &CudaAct) -> Result<()> {
         let (n, k, m) = (x.rows, x.cols, out.cols);
@@ -209,6 +228,8 @@ impl CudaBackend {
         }
         let ty = w.ty.name();
         let bias = bias.unwrap_or(Arg::Ptr(0));
+        let rounded = self.round_acts(x, w.ty)?;
+        let x = rounded.as_ref().unwrap_or(x);
         let args =
             [Arg::from(&*w.buf), x.ptr(), bias, out.ptr(), Arg::I32(m as i32), Arg::I32(k as i32), Arg::I32(n as i32)];
         if n <= mm::MV_MAX_N || self.batch_invariant {
@@ -235,6 +256,8 @@ impl CudaBackend {
                 x.rows, w.m, w.k
             )));
         }
+        let rounded = self.round_acts(x, w.ty)?;
+        let x = rounded.as_ref().unwrap_or(x);
         let args = [
             Arg::from(&*w.buf),
             Arg::I64(w.slab_bytes() as i64),
@@ -469,9 +492,16 @@ impl Backend for CudaBackend {
         }
         self.check_act("attention q", q, rows.len(), p.n_head * p.head_dim)?;
         self.check_act("attention out", out, rows.len(), p.n_head * p.head_dim_v)?;
-        // Per row: position, first visible position, block table offset, first block number;
-        // tables shared by the rows of one sequence.
-        let (mut meta, mut tables) = (Vec::with_capacity(rows.len() * 4), Vec::new());
+        // The CPU backend's choice of path, so the two round alike: f16 accumulation below 64
+        // rows (a single row's keys split in two past 512 cells), all-f32 from 64 rows on.
+        let tiled = crate::cpu::attention::tiled(self.batch_invariant, rows.len());
+        let split = |r: &RowKv<'_>| {
+            let single = self.batch_invariant || rows.len() == 1;
+            if single { crate::cpu::attention::split_chunk(r.pos).unwrap_or(0) as i32 } else { 0 }
+        };
+        // Per row: position, first visible position, block table offset, first block number,
+        // split chunk; tables shared by the rows of one sequence.
+        let (mut meta, mut tables) = (Vec::with_capacity(rows.len() * 5), Vec::new());
         let mut seen: Vec<(*const u32, usize, i32)> = Vec::new();
         for r in rows {
             let key = (r.blocks.as_ptr(), r.blocks.len());
@@ -490,11 +520,12 @@ impl Backend for CudaBackend {
             {
                 return Err(ModelError::Batch("attention: a row sees positions outside its block table".into()));
             }
-            meta.extend([r.pos as i32, lo as i32, off, r.first_block as i32]);
+            meta.extend([r.pos as i32, lo as i32, off, r.first_block as i32, split(r)]);
         }
         tables.push(0);
         let (mb, tb) = (self.ints(meta)?, self.ints(tables)?);
         let l = Launch { grid: (rows.len() as u32, p.n_head as u32, 1), block: (128, 1, 1), shared_bytes: 0 };
+        let kernel = if tiled { "attention" } else { "attention_f16" };
         let args = [
             q.ptr(),
             Arg::from(&kv.k[layer]),
@@ -510,7 +541,7 @@ impl Backend for CudaBackend {
             Arg::I32(kv.layout.block_size as i32),
             Arg::F32(p.scale),
         ];
-        self.launch("attention.cu", "attention", l, &args)
+        self.launch("attention.cu", kernel, l, &args)
     }
 
     fn moe(&self, x: &CudaAct, m: &Moe<'_, CudaWeight>, out: &mut CudaAct) -> Result<()> {
