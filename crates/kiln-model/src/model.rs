@@ -109,6 +109,18 @@ pub struct Model<B: Backend> {
 impl<B: Backend> Model<B> {
     /// Reads the hyperparameters and binds every tensor of a supported architecture.
     pub fn load(file: Arc<GgufFile>, backend: B) -> Result<Model<B>> {
+        Self::load_layers(file, backend, None)
+    }
+
+    /// As [`Model::load`], keeping only the first `n_layers` blocks: the output norm and head read
+    /// the last kept block's output, and later blocks' tensors are never bound. For comparing deep
+    /// models a few layers at a time (a difference that grows through the depth shows where it
+    /// starts). Asking for none, or for more than the file has, is an error.
+    pub fn load_truncated(file: Arc<GgufFile>, backend: B, n_layers: usize) -> Result<Model<B>> {
+        Self::load_layers(file, backend, Some(n_layers))
+    }
+
+    fn load_layers(file: Arc<GgufFile>, backend: B, n_layers: Option<usize>) -> Result<Model<B>> {
         let embd =
             file.tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
         let n_vocab = match embd.shape.as_slice() {
@@ -121,7 +133,14 @@ impl<B: Backend> Model<B> {
                 });
             }
         };
-        let config = Config::from_gguf(&file, n_vocab)?;
+        let mut config = Config::from_gguf(&file, n_vocab)?;
+        if let Some(n) = n_layers {
+            if n == 0 || n > config.n_layer {
+                let msg = format!("{n} layers asked for, the file has {}", config.n_layer);
+                return Err(ModelError::Hparam { key: "block_count".into(), msg });
+            }
+            config.n_layer = n;
+        }
         let binder = Binder { file: &file, backend: &backend };
         let weights = match config.arch {
             Arch::Llama | Arch::Qwen2 => ArchWeights::Llama(llama::Weights::bind(&binder, &config)?),

@@ -108,3 +108,33 @@ cases! {
     llama_kquants => "llama-kquants",
     llama_legacy => "llama-legacy",
 }
+
+/// `Model::load_truncated(file, n)` is the model of the same file cut after n blocks, bit for bit:
+/// kiln-synth draws every tensor from its own name's stream, so a 1-layer spec's tensors are a
+/// 3-layer spec's `blk.0` and head, and the two must give identical logits.
+#[test]
+fn a_truncated_model_is_the_shallower_model() {
+    for arch in ["gpt-oss", "llama"] {
+        let file = |layers: u64| {
+            let spec = serde_json::json!({"arch": arch, "layers": layers});
+            let bytes = kiln_synth::from_spec(spec.as_object().unwrap()).unwrap().to_bytes().unwrap();
+            Arc::new(kiln_gguf::GgufFile::from_bytes(bytes).unwrap())
+        };
+        let (deep, shallow) = (file(3), file(1));
+        let logits = |m: &Model<CpuBackend>| {
+            let mut kv = m.kv_cache(16).unwrap();
+            let mut seq = kiln_model::SeqKv::default();
+            m.forward(&mut kv, &mut [&mut seq], &kiln_model::Batch::single(&[1, 7, 42, 9]), 16).unwrap()
+        };
+        let cut = Model::load_truncated(deep.clone(), CpuBackend::new(deep.clone(), 2), 1).unwrap();
+        let whole = Model::load(deep.clone(), CpuBackend::new(deep.clone(), 2)).unwrap();
+        let one = Model::load(shallow.clone(), CpuBackend::new(shallow, 2)).unwrap();
+        assert_eq!(cut.config.n_layer, 1, "{arch}");
+        assert_eq!(logits(&cut), logits(&one), "{arch}: truncated to 1 layer");
+        assert_ne!(logits(&whole), logits(&one), "{arch}: the deeper model differs (the test can fail)");
+        for n in [0, 4] {
+            let e = Model::load_truncated(deep.clone(), CpuBackend::new(deep.clone(), 2), n).err().unwrap();
+            assert!(e.to_string().contains("block_count"), "{arch}, {n} layers: {e}");
+        }
+    }
+}
