@@ -4,7 +4,7 @@
 # Makes the models it needs with `xtask synth`, runs every GPU test, compute-sanitizer, the CLI
 # checks (--gpu-memory, generate --json's ledger) and prints one table at the end. Logs go to
 # /tmp/kiln-gpu-logs, and as logs.tgz to $OUT when it is set.
-# Usage: bash xtask/gpu/run.sh DIR [tests|sanitizer|cli|bench|all]...
+# Usage: bash xtask/gpu/run.sh DIR [tests|sanitizer|cli|trace|bench|serve|llamacpp|all]...
 set -u
 B=$(realpath "$1")/bin; shift
 WHAT=${*:-all}
@@ -74,6 +74,34 @@ fi
 if has bench; then
   "$B/kiln" bench -m "$M/g20.gguf" --device cuda -p 512 -n 128 -r 3 >"$LOGS/bench-g20.txt" 2>&1
   row "kiln bench 20b pp512/tg128" "-" "$(grep -E 'pp512|tg128' "$LOGS/bench-g20.txt" | awk -F'|' '{printf "%s %s;", $4, $5}')"
+fi
+
+if has serve && [ -n "${KILN_GPU_SMOLLM2:-}" ]; then
+  # `kiln serve --device cuda`: concurrent greedy streams under --batch-invariant equal a solo
+  # `kiln generate --device cuda --batch-invariant` of the same prompt; then a load test per mode.
+  PROMPTS=("The capital of France is" "Rust is a language that" "Once upon a time" "def fibonacci(n):" "The H200 has" "Water boils at")
+  for i in "${!PROMPTS[@]}"; do
+    "$B/kiln" generate -m "$KILN_GPU_SMOLLM2" --device cuda --batch-invariant --temperature 0 -n 24 "${PROMPTS[$i]}" >"$LOGS/solo-$i.txt" 2>/dev/null
+  done
+  for mode in --batch-invariant ""; do
+    "$B/kiln" serve -m "$KILN_GPU_SMOLLM2" --device cuda $mode --listen 127.0.0.1:50071 --metrics-listen 127.0.0.1:9171 >"$LOGS/serve$mode.out" 2>"$LOGS/serve$mode.err" &
+    SP=$!
+    for _ in $(seq 120); do grep -q 50071 "$LOGS/serve$mode.out" 2>/dev/null && break; sleep 0.5; done
+    if [ -n "$mode" ]; then
+      CPIDS=()
+      for i in "${!PROMPTS[@]}"; do
+        "$B/kiln" client --addr http://127.0.0.1:50071 -n 24 --temperature 0 "${PROMPTS[$i]}" >"$LOGS/served-$i.txt" 2>"$LOGS/served-$i.err" &
+        CPIDS+=($!)
+      done
+      wait "${CPIDS[@]}"
+      same=0; for i in "${!PROMPTS[@]}"; do cmp -s "$LOGS/solo-$i.txt" "$LOGS/served-$i.txt" && same=$((same+1)); done
+      row "serve --device cuda: 6 streams = solo" "$([ $same = ${#PROMPTS[@]} ] && echo ok || echo FAIL)" "$same of ${#PROMPTS[@]} equal to generate --device cuda --batch-invariant"
+    fi
+    "$B/kiln" loadtest --addr http://127.0.0.1:50071 --requests 500 --concurrency 64 >"$LOGS/loadtest$mode.txt" 2>&1
+    curl -s 127.0.0.1:9171/metrics >"$LOGS/metrics$mode.txt" 2>/dev/null
+    kill -TERM $SP; wait $SP; rc=$?
+    row "serve --device cuda ${mode:-default}: loadtest" "$([ $rc = 0 ] && echo ok || echo FAIL)" "exit $rc after SIGTERM; $(grep -iE 'req/s|throughput|tok/s' "$LOGS/loadtest$mode.txt" | tr -s ' ' | tr '\n' ';' | cut -c1-400)"
+  done
 fi
 
 if [ -n "${LCPP_PID:-}" ]; then

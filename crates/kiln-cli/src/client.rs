@@ -12,11 +12,8 @@ use serde_json::json;
 
 #[derive(Args)]
 pub struct ClientCmd {
-    /// The prompt (or use --prompt).
-    prompt_pos: Option<String>,
-    /// The prompt.
-    #[arg(long, conflicts_with = "prompt_pos")]
-    prompt: Option<String>,
+    #[command(flatten)]
+    prompt: crate::PromptArg,
     /// The server.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     addr: String,
@@ -73,7 +70,7 @@ pub fn run(cmd: &ClientCmd) -> anyhow::Result<()> {
 }
 
 async fn run_async(cmd: &ClientCmd) -> anyhow::Result<()> {
-    let prompt = cmd.prompt.clone().or(cmd.prompt_pos.clone()).unwrap_or_default();
+    let prompt = cmd.prompt.text()?;
     let input = if cmd.chat {
         let mut messages = Vec::new();
         if let Some(s) = &cmd.system {

@@ -31,6 +31,31 @@ pub(crate) struct ModelArg {
     pub(crate) model: Option<String>,
 }
 
+/// The prompt, given inline, by flag, or read from a file (for prompts longer than a command line
+/// may be: Linux refuses a single argument over 128 KiB).
+#[derive(Args)]
+pub(crate) struct PromptArg {
+    /// The prompt (or use --prompt or --prompt-file).
+    prompt_pos: Option<String>,
+    /// The prompt.
+    #[arg(long, conflicts_with = "prompt_pos")]
+    prompt: Option<String>,
+    /// Read the prompt from this file ("-": standard input), as it is, final newline included.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["prompt_pos", "prompt"])]
+    prompt_file: Option<std::path::PathBuf>,
+}
+
+impl PromptArg {
+    pub(crate) fn text(&self) -> anyhow::Result<String> {
+        use anyhow::Context;
+        match &self.prompt_file {
+            Some(p) if p.as_os_str() == "-" => std::io::read_to_string(std::io::stdin()).context("--prompt-file -"),
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("--prompt-file {}", p.display())),
+            None => Ok(self.prompt.clone().or(self.prompt_pos.clone()).unwrap_or_default()),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Describe a GGUF file: header, metadata, tensor table, per-type totals, parameter count.
@@ -93,11 +118,8 @@ enum Cmd {
 
 #[derive(Args)]
 struct GenerateCmd {
-    /// The prompt (or use --prompt).
-    prompt_pos: Option<String>,
-    /// The prompt.
-    #[arg(long, conflicts_with = "prompt_pos")]
-    prompt: Option<String>,
+    #[command(flatten)]
+    prompt: PromptArg,
     #[command(flatten)]
     model: ModelArg,
     /// Most tokens to generate.
@@ -205,8 +227,12 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Generate(g) => {
+            let prompt = match g.prompt.text() {
+                Ok(p) => p,
+                Err(e) => return fail(EXIT_BAD_INPUT, &format!("{e:#}")),
+            };
             let req = generate::Request {
-                prompt: g.prompt.clone().or(g.prompt_pos.clone()).unwrap_or_default(),
+                prompt,
                 chat: g.chat,
                 system: g.system.clone(),
                 developer: g.developer.clone(),

@@ -391,3 +391,34 @@ fn device_cuda_without_cuda_is_one_line() {
     expect_error(&["generate", "-m", "no-such-model.gguf", "--device", "cuda", "Hi"], "built without CUDA support");
     expect_error(&["bench", "-m", "no-such-model.gguf", "--device", "cuda"], "--features cuda");
 }
+
+/// `--prompt-file` (and `-`, standard input) passes the file's text as it is: tabs, CRLFs, runs of
+/// newlines and non-ASCII give llama.cpp's prompt ids, as `--prompt` does.
+#[test]
+fn prompt_file_and_stdin_give_llama_cpps_prompt_ids() {
+    use std::io::Write;
+    let path = kiln_testkit::model("smollm2-135m-instruct-q4_1");
+    let m = path.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-prompt-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["whitespace", "utf8", "code"] {
+        let fx = fixture("smollm2-135m-instruct-q4_1", name);
+        let file = dir.join(format!("{name}.txt"));
+        std::fs::write(&file, fx["prompt"].as_str().unwrap()).unwrap();
+        let out = json_ok(kiln(&["generate", "-m", m, "-n", "1", "--json", "--prompt-file", file.to_str().unwrap()]));
+        assert_eq!(out["prompt_ids"], fx["prompt_ids"], "{name}: --prompt-file");
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["generate", "-m", m, "-n", "1", "--json", "--prompt-file", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(fx["prompt"].as_str().unwrap().as_bytes()).unwrap();
+        let out = json_ok(child.wait_with_output().unwrap());
+        assert_eq!(out["prompt_ids"], fx["prompt_ids"], "{name}: --prompt-file -");
+    }
+    let missing = dir.join("missing.txt");
+    expect_error(&["generate", "-m", m, "--prompt-file", missing.to_str().unwrap()], "--prompt-file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
