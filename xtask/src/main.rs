@@ -4,6 +4,7 @@ mod f64ref;
 mod gpu_test;
 mod kernels;
 mod llamacpp;
+mod regress;
 mod sweep;
 mod synth;
 mod synth_fixtures;
@@ -113,6 +114,9 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         bundle: PathBuf,
     },
+    /// Accuracy and speed baselines: check against tests/regress/*.json (a table; exit 1 on a
+    /// regression), or capture them with --update. docs/REGRESS.md describes every case.
+    Regress(regress::Args),
     /// Compute the float64 reference of the llama.cpp fixtures (numpy over gguf-py's weights).
     ///
     /// For every fixture <model>/<prompt>.json of crates/kiln-model/tests/fixtures/llamacpp,
@@ -176,6 +180,7 @@ fn main() -> Result<()> {
             synth_fixtures::run(&synth_fixtures::Options { bin_dir, cases, threads, llama_commit })
         }
         Cmd::GpuTest { bundle } => gpu_test::bundle(&bundle),
+        Cmd::Regress(args) => regress::run(&args),
         Cmd::F64Reference { models, prompts, python } => {
             f64ref::run(&f64ref::Options { models, prompts, python, fixture_dir: llamacpp::default_fixture_dir() })
         }

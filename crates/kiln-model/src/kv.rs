@@ -33,6 +33,13 @@ pub struct KvLayout {
     pub n_blocks: usize,
 }
 
+impl KvLayout {
+    /// Bytes one position takes in this store: K and V of every layer, in f16.
+    pub fn bytes_per_position(&self) -> u64 {
+        (self.n_layer * self.n_head_kv * (self.head_dim + self.head_dim_v) * 2) as u64
+    }
+}
+
 /// A sequence's view of the cache: its blocks in position order and how many positions it holds.
 #[derive(Clone, Debug, Default)]
 pub struct SeqKv {

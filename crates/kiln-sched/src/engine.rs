@@ -134,14 +134,11 @@ fn setup<B: Backend>(model: &Model<B>, config: &EngineConfig) -> Result<(KvCache
     let probe = model.kv_cache_for(0, config.max_batch).map_err(|e| EngineError::Kv { bytes: 0, source: e })?;
     let full = probe.full.layout.clone();
     let bs = full.block_size;
-    let per_layer_pos = |l: &kiln_model::kv::KvLayout| (l.n_head_kv * (l.head_dim + l.head_dim_v) * 2) as u64;
-    let per_token = full.n_layer as u64 * per_layer_pos(&full);
+    let per_token = full.bytes_per_position();
     let windowed_bytes = probe
         .windowed
         .as_ref()
-        .map(|w| {
-            (w.layout.n_layer as u64) * per_layer_pos(&w.layout) * (w.layout.n_blocks * w.layout.block_size) as u64
-        })
+        .map(|w| w.layout.bytes_per_position() * (w.layout.n_blocks * w.layout.block_size) as u64)
         .unwrap_or(0);
     drop(probe);
     let positions = match config.kv_memory {

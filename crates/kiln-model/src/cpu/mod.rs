@@ -35,6 +35,8 @@ pub struct CpuBackend {
     pool: Pool,
     /// Batch-invariant mode: see [`CpuBackend::with_batch_invariant`].
     batch_invariant: bool,
+    /// What the bound weights hold, by name: see [`CpuBackend::resident`].
+    resident: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Elements below which an elementwise op runs on the calling thread (a parallel loop costs more).
@@ -44,7 +46,14 @@ impl CpuBackend {
     /// A backend over `file` using `threads` threads (0: one per available core).
     pub fn new(file: Arc<GgufFile>, threads: usize) -> CpuBackend {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        CpuBackend { file, pool: Pool::new(threads), batch_invariant: false }
+        CpuBackend { file, pool: Pool::new(threads), batch_invariant: false, resident: Default::default() }
+    }
+
+    /// Bytes of the weights bound so far, by name: "mapped TYPE" for matrices read in place from
+    /// the file's memory map (page cache, not copied), "f32 vectors (dequantized copies)" for
+    /// norms, biases and other 1-D tensors, which are dequantized once into owned memory.
+    pub fn resident(&self) -> Vec<(String, u64)> {
+        self.resident.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Batch-invariant mode: every row of a batch is computed with the kernels and summation order
@@ -144,6 +153,13 @@ impl Backend for CpuBackend {
             }
             None
         };
+        {
+            let mut r = self.resident.lock().unwrap_or_else(|e| e.into_inner());
+            match &vec {
+                Some(v) => *r.entry("f32 vectors (dequantized copies)".into()).or_default() += (v.len() * 4) as u64,
+                None => *r.entry(format!("mapped {}", w.ty.name())).or_default() += w.bytes.len() as u64,
+            }
+        }
         Ok(CpuWeight { ty: w.ty, rows, offset: start - base, len: w.bytes.len(), vec })
     }
 
