@@ -34,7 +34,7 @@ pub fn bundle(dir: &Path) -> Result<()> {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin)?;
     cargo(&["build", "--release", "-p", "kiln-cli", "--features", "cuda"])?;
-    cargo(&["build", "--release", "-p", "xtask"])?;
+    cargo(&["build", "--release", "-p", "xtask", "--features", "cuda"])?;
     let target = PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()));
     copy_stripped(&target.join("release/kiln"), &bin.join("kiln"))?;
     copy_stripped(&target.join("release/xtask"), &bin.join("xtask"))?;

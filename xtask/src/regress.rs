@@ -11,7 +11,9 @@
 //!   special-token text) for each tokenizer kind kiln reads. Exact.
 //! - `logits`: teacher-forced top-5 logits along the baseline's token path, for SmolLM2 and
 //!   synthetic gpt-oss and llama models. On the CPU every logit of the baseline's top 5 within
-//!   0.1% of the step's logit range and the same top id; with `--device cuda`, the GPU against
+//!   0.1% of the step's logit range and the same top id (unless the baseline's top two are
+//!   closer than that 0.1%: another CPU's SIMD order may break such a tie either way); with
+//!   `--device cuda`, the GPU against
 //!   the CPU baseline within 5% and the same top id except at near-ties (the baseline's top two
 //!   closer than 1% of the range), as `cuda_e2e` judges it.
 //! - `memory`: the weights' bytes after load by kind (mapped per type, dequantized copies) and the
@@ -85,8 +87,13 @@ struct Outcome {
     row: Row,
 }
 
+/// The workspace: the current folder when it has the baselines (a bundled xtask on the GPU host
+/// runs from a copy of the tree), else the one xtask was built in.
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    match std::env::current_dir() {
+        Ok(d) if d.join("tests/regress").is_dir() => d,
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf(),
+    }
 }
 
 fn baseline_path(group: &str) -> PathBuf {
@@ -248,7 +255,7 @@ fn short(v: &Value) -> String {
     }
     if let Some(m) = v.as_object() {
         let n: usize = m.values().filter_map(Value::as_array).map(Vec::len).sum();
-        return format!("{} texts, {n} ids", m.len());
+        return format!("{} lists, {n} values", m.len());
     }
     let s = v.to_string();
     if s.chars().count() > 24 { format!("{}…", s.chars().take(23).collect::<String>()) } else { s }
@@ -553,7 +560,9 @@ fn logits_case(name: &str, key: &str, base: Option<&Value>, ctx: &Ctx) -> Result
         };
         return Ok(Outcome { value, row });
     };
-    let (tol, near_tie) = if ctx.device == "cpu" { (CPU_TOLERANCE, 0.0) } else { (CUDA_TOLERANCE, CUDA_NEAR_TIE) };
+    // A top id may change only where the baseline's top two are closer than the logits may move.
+    let (tol, near_tie) =
+        if ctx.device == "cpu" { (CPU_TOLERANCE, CPU_TOLERANCE) } else { (CUDA_TOLERANCE, CUDA_NEAR_TIE) };
     let mut worst = 0f64;
     let mut notes = Vec::new();
     if base["prompt_ids"] != value["prompt_ids"] {
