@@ -29,7 +29,8 @@ enum Cmd {
         /// Model names (see `kiln inspect --help` for the list).
         names: Vec<String>,
     },
-    /// Run the criterion benchmarks (quant formats, GGUF open) with short, documented settings.
+    /// Run every criterion benchmark (quant formats, GGUF open, tokenizer, sampling, a CPU decode
+    /// step, the scheduler's step) with short settings; docs/PERFORMANCE.md has the results.
     Bench {
         /// Extra arguments passed to criterion (e.g. a filter such as `dot/q4_K`).
         args: Vec<String>,
@@ -162,7 +163,8 @@ fn main() -> Result<()> {
         }
         Cmd::Bench { args } => {
             let status = Command::new(env!("CARGO"))
-                .args(["bench", "-p", "kiln-quant", "-p", "kiln-gguf", "--"])
+                .args(["bench", "-p", "kiln-quant", "-p", "kiln-gguf", "-p", "kiln-tokenizer", "-p", "kiln-sample"])
+                .args(["-p", "kiln-model", "-p", "kiln-sched", "--"])
                 .args(["--warm-up-time", "1", "--measurement-time", "2"])
                 .args(&args)
                 .status()
