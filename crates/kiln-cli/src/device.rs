@@ -164,10 +164,6 @@ impl Engine {
             Engine::Cuda(l) => Ok(Some(l.model.backend.device().available()? / 4 * 3)),
         }
     }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        with_engine!(self, |l| &l.tokenizer)
-    }
 }
 
 fn open(path: &Path) -> anyhow::Result<(Arc<kiln_gguf::GgufFile>, Tokenizer)> {

@@ -279,20 +279,33 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Cmd::Tokenize { model, text, no_special, json } => with_model(model.model.as_deref(), 1, &CPU, |engine| {
-            let tok = engine.tokenizer();
-            let ids = tok.encode(&text, !no_special, !no_special)?;
-            if json {
-                let pieces: Vec<String> = ids
-                    .iter()
-                    .map(|&id| tok.token_to_piece(id, true).map(|b| String::from_utf8_lossy(&b).into_owned()))
-                    .collect::<Result<_, _>>()?;
-                println!("{}", serde_json::json!({ "ids": ids, "pieces": pieces }));
-            } else {
-                println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+        // The tokenizer alone, from the file's metadata: no weights are bound (a vocabulary-only
+        // GGUF works, and a large model is only mapped, not read).
+        Cmd::Tokenize { model, text, no_special, json } => {
+            let path = match resolve_model(model.model.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return e.exit(),
+            };
+            let run = || -> anyhow::Result<()> {
+                let tok = kiln_tokenizer::Tokenizer::from_gguf_path(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let ids = tok.encode(&text, !no_special, !no_special)?;
+                if json {
+                    let pieces: Vec<String> = ids
+                        .iter()
+                        .map(|&id| tok.token_to_piece(id, true).map(|b| String::from_utf8_lossy(&b).into_owned()))
+                        .collect::<Result<_, _>>()?;
+                    println!("{}", serde_json::json!({ "ids": ids, "pieces": pieces }));
+                } else {
+                    println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+                }
+                Ok(())
+            };
+            match run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_BAD_INPUT, &format!("{e:#}")),
             }
-            Ok(())
-        }),
+        }
         Cmd::Bench { model, n_prompt, n_gen, reps, threads, json, device } => {
             with_model(model.model.as_deref(), threads, &device, |engine| {
                 let threads = match engine {
@@ -346,10 +359,6 @@ fn main() -> ExitCode {
         },
     }
 }
-
-/// The CPU, for commands that run no model.
-const CPU: device::DeviceArgs =
-    device::DeviceArgs { device: device::DeviceKind::Cpu, gpu_memory: None, gpu: 0, batch_invariant: false };
 
 /// Loads the model named on the command line on the chosen device and runs `f`; errors become one
 /// line on stderr.

@@ -422,3 +422,32 @@ fn prompt_file_and_stdin_give_llama_cpps_prompt_ids() {
     expect_error(&["generate", "-m", m, "--prompt-file", missing.to_str().unwrap()], "--prompt-file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `kiln tokenize` needs the vocabulary only: a GGUF of SmolLM2's metadata and no tensors gives
+/// llama.cpp's prompt ids, where loading the model would fail on the missing weights.
+#[test]
+fn tokenize_reads_a_vocabulary_only_file() {
+    let path = kiln_testkit::model("smollm2-135m-instruct-q4_1");
+    let full = kiln_gguf::GgufFile::open(&path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in full.metadata() {
+        w.add(k, v.to_value()).unwrap();
+    }
+    let vocab = std::env::temp_dir().join(format!("kiln-vocab-only-{}.gguf", std::process::id()));
+    std::fs::write(&vocab, w.to_bytes().unwrap()).unwrap();
+    let v = vocab.to_str().unwrap();
+    for name in ["utf8", "whitespace", "chat"] {
+        let fx = fixture("smollm2-135m-instruct-q4_1", name);
+        let out = json_ok(kiln(&["tokenize", "-m", v, "--text", fx["prompt"].as_str().unwrap(), "--json"]));
+        assert_eq!(out["ids"], fx["prompt_ids"], "{name}");
+    }
+    // The same file cannot generate: the weights are not there.
+    let out = kiln(&["generate", "-m", v, "-n", "1", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token_embd.weight"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&vocab).unwrap();
+}
