@@ -105,8 +105,9 @@ pub struct ServeConfig {
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    /// The cause is in the message, not a `source` (printed once by `{:#}` chains).
+    #[error("binding {addr}: {err}")]
+    Bind { addr: SocketAddr, err: std::io::Error },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection service: {0}")]
@@ -128,10 +129,10 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new(engine.clone()));
     let grpc =
-        TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind { addr: config.listen, source: e })?;
-    let grpc_addr = grpc.local_addr().map_err(|e| ServeError::Bind { addr: config.listen, source: e })?;
+        TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind { addr: config.listen, err: e })?;
+    let grpc_addr = grpc.local_addr().map_err(|e| ServeError::Bind { addr: config.listen, err: e })?;
     let metrics_listener = match config.metrics_listen {
-        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| ServeError::Bind { addr: a, source: e })?),
+        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| ServeError::Bind { addr: a, err: e })?),
         None => None,
     };
     let metrics_addr = match &metrics_listener {
