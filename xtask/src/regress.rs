@@ -52,7 +52,7 @@ pub struct Args {
     only: Option<String>,
 }
 
-const GROUPS: [&str; 6] = ["dequant", "quantize", "tokenizer", "logits", "memory", "speed"];
+const GROUPS: [&str; 8] = ["dequant", "quantize", "dot", "sample", "tokenizer", "logits", "memory", "speed"];
 const CPU_TOLERANCE: f64 = 1e-3;
 const CUDA_TOLERANCE: f64 = 0.05;
 const CUDA_NEAR_TIE: f64 = 0.01;
@@ -189,6 +189,11 @@ fn case_names(group: &str) -> Result<Vec<String>> {
             );
             v
         }
+        "dot" => kiln_quant::supported_types()
+            .filter(|&t| kiln_quant::traits(t).is_some_and(|tr| tr.vec_dot.is_some() && tr.quantize.is_some()))
+            .map(|t| format!("dot/{}", t.name()))
+            .collect(),
+        "sample" => SAMPLERS.iter().map(|(n, _)| format!("sample/{n}")).collect(),
         "tokenizer" => TOKENIZERS.iter().map(|t| format!("tokenizer/{t}")).collect(),
         "logits" => LOGIT_CASES.iter().map(|c| format!("logits/{}", c.name)).collect(),
         "memory" => MEMORY_MODELS.iter().map(|m| format!("memory/{m}")).collect(),
@@ -205,15 +210,17 @@ fn case_names(group: &str) -> Result<Vec<String>> {
 fn measure(group: &str, name: &str, base: Option<&Value>, ctx: &Ctx) -> Result<Outcome> {
     let key = name.split_once('/').map_or(name, |(_, k)| k);
     match group {
-        "dequant" | "quantize" | "tokenizer" | "memory" => {
+        "dequant" | "quantize" | "sample" | "tokenizer" | "memory" => {
             let now = match group {
                 "dequant" => dequant_case(key)?,
                 "quantize" => quantize_case(key)?,
+                "sample" => sample_case(key)?,
                 "tokenizer" => tokenizer_case(key)?,
                 _ => memory_case(key)?,
             };
             Ok(exact(name, base, now))
         }
+        "dot" => dot_case(name, key, base),
         "logits" => logits_case(name, key, base, ctx),
         "speed" => speed_case(name, key, base, ctx),
         _ => unreachable!(),
@@ -405,6 +412,96 @@ fn quantize_case(key: &str) -> Result<Value> {
     Ok(digest_bytes(&out))
 }
 
+/// Dot products of every type with its activation type (the dispatching entry the model uses):
+/// 64 rows of 4096 quantized normal values against one quantized row. The sums are compared with
+/// a relative tolerance of 1e-6 of Σ|w·x| rather than bit for bit, because another CPU may take
+/// another SIMD kernel (VNNI, AVX2, scalar) that adds in another order; a wrong constant or a
+/// dropped block moves them by far more.
+fn dot_case(name: &str, key: &str, base: Option<&Value>) -> Result<Outcome> {
+    let ty = ty_of(key)?;
+    let tr = kiln_quant::traits(ty).context("traits")?;
+    let l = ty.layout();
+    const N: usize = 4096;
+    let mut rng = Rng(seed_of(name));
+    let x: Vec<f32> = (0..N).map(|_| rng.normal()).collect();
+    let act = kiln_quant::quantize_activations(ty, &x)?;
+    let mut sums = Vec::new();
+    let mut scale = 0f64;
+    for _ in 0..64 {
+        let w: Vec<f32> = (0..N).map(|_| rng.normal()).collect();
+        let mut wq = vec![0u8; N / l.block_elems * l.block_bytes];
+        (tr.quantize.context("a type with a quantizer")?)(&w, &mut wq);
+        let mut deq = vec![0f32; N];
+        kiln_quant::dequantize(ty, &wq, &mut deq)?;
+        scale = scale.max(deq.iter().zip(&x).map(|(a, b)| (a * b).abs() as f64).sum());
+        sums.push(kiln_quant::vec_dot(ty, &wq, &act)?);
+    }
+    let value = json!({"sums": sums});
+    let Some(b) = base else {
+        let row = Row {
+            case: name.into(),
+            baseline: "-".into(),
+            now: "64 sums".into(),
+            delta: "-".into(),
+            verdict: Verdict::New,
+            note: "no baseline yet (--update)".into(),
+        };
+        return Ok(Outcome { value, row });
+    };
+    let want: Vec<f64> = b["sums"].as_array().context("baseline sums")?.iter().filter_map(Value::as_f64).collect();
+    let worst = if want.len() != sums.len() {
+        f64::INFINITY
+    } else {
+        want.iter().zip(&sums).map(|(w, &g)| (g as f64 - w).abs() / scale.max(1e-30)).fold(0.0, f64::max)
+    };
+    let ok = worst <= 1e-6;
+    let row = Row {
+        case: name.into(),
+        baseline: "64 sums".into(),
+        now: format!("max {worst:.1e} of Σ|w·x|"),
+        delta: "tol 1e-6".into(),
+        verdict: if ok { Verdict::Ok } else { Verdict::Fail },
+        note: if ok { String::new() } else { format!("worst {worst:.3e}") },
+    };
+    Ok(Outcome { value, row })
+}
+
+/// Sampler settings: each draws 64 tokens from fixed logits (a 32,000-token vocabulary, logits
+/// from a seeded normal, a growing history for the penalties), seed 7. The ids are exact: the
+/// sampler is deterministic across machines for a seed.
+const SAMPLERS: [(&str, fn() -> kiln_sample::SamplingParams); 6] = [
+    ("greedy", kiln_sample::SamplingParams::greedy),
+    ("default", kiln_sample::SamplingParams::default),
+    ("top-k-5-temp-1.5", || kiln_sample::SamplingParams {
+        top_k: 5,
+        temperature: 1.5,
+        ..kiln_sample::SamplingParams::neutral()
+    }),
+    ("top-p-0.5", || kiln_sample::SamplingParams { top_p: 0.5, ..kiln_sample::SamplingParams::neutral() }),
+    ("min-p-0.2", || kiln_sample::SamplingParams { min_p: 0.2, ..kiln_sample::SamplingParams::neutral() }),
+    ("penalties", || kiln_sample::SamplingParams {
+        repeat_penalty: 1.3,
+        presence_penalty: 0.5,
+        frequency_penalty: 0.5,
+        ..kiln_sample::SamplingParams::default()
+    }),
+];
+
+fn sample_case(key: &str) -> Result<Value> {
+    let (_, params) = SAMPLERS.iter().find(|(n, _)| *n == key).context("no such sampler")?;
+    let mut p = params();
+    p.seed = 7;
+    let mut sampler = kiln_sample::Sampler::new(p)?;
+    let mut rng = Rng(seed_of(key));
+    let logits: Vec<f32> = (0..32_000).map(|_| rng.normal() * 3.0).collect();
+    let mut history: Vec<u32> = Vec::new();
+    for _ in 0..64 {
+        let id = sampler.sample(&logits, &history);
+        history.push(id);
+    }
+    Ok(json!(history))
+}
+
 /// SmolLM2: byte-level BPE with the smollm pre-tokenizer; Gemma 3: SentencePiece; gpt-oss:
 /// byte-level BPE with o200k's pre-tokenizer and the harmony special tokens.
 const TOKENIZERS: [&str; 3] = ["smollm2-bpe", "gemma3-spm", "gptoss-o200k"];
@@ -426,12 +523,17 @@ fn tokenizer_case(key: &str) -> Result<Value> {
     let corpus_path = repo().join("crates/kiln-tokenizer/tests/fixtures/corpus.json");
     let corpus: Vec<Value> = serde_json::from_slice(&std::fs::read(&corpus_path)?)?;
     let mut out = serde_json::Map::new();
+    let mut decoded = Vec::new();
     for c in corpus {
         let (name, text) = (c["name"].as_str().unwrap_or_default(), c["text"].as_str().unwrap_or_default());
         // No BOS/EOS; special-token text parsed (it is the text a chat template writes).
         let ids = tok.encode(text, false, true)?;
+        decoded.extend(tok.decode(&ids, true)?.into_bytes());
+        decoded.push(0);
         out.insert(name.to_string(), json!(ids));
     }
+    // The texts the ids decode to (special tokens as text), all together.
+    out.insert("(decoded, sha256)".into(), json!(hex(&Sha256::digest(&decoded))));
     Ok(Value::Object(out))
 }
 
@@ -472,13 +574,14 @@ enum Prompt {
     Ids(&'static [u32]),
 }
 
-const LOGIT_CASES: [LogitCase; 5] = [
+const LOGIT_CASES: [LogitCase; 6] = [
     LogitCase { name: "smollm2/capital", model: "smollm2", prompt: Prompt::Text("The capital of France is") },
     LogitCase {
         name: "smollm2/code",
         model: "smollm2",
         prompt: Prompt::Text("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"),
     },
+    LogitCase { name: "gemma3/story", model: "gemma3", prompt: Prompt::Text("Once upon a time, in a small village") },
     LogitCase { name: "synth-gptoss", model: "synth-gptoss", prompt: Prompt::Ids(&[1, 7, 42, 9, 100, 3, 64, 17]) },
     LogitCase {
         name: "synth-gptoss-o200k",
