@@ -469,7 +469,10 @@ fn dot_case(name: &str, key: &str, base: Option<&Value>) -> Result<Outcome> {
 /// Sampler settings: each draws 64 tokens from fixed logits (a 32,000-token vocabulary, logits
 /// from a seeded normal, a growing history for the penalties), seed 7. The ids are exact: the
 /// sampler is deterministic across machines for a seed.
-const SAMPLERS: [(&str, fn() -> kiln_sample::SamplingParams); 6] = [
+/// A named sampler setting.
+type SamplerCase = (&'static str, fn() -> kiln_sample::SamplingParams);
+
+const SAMPLERS: [SamplerCase; 6] = [
     ("greedy", kiln_sample::SamplingParams::greedy),
     ("default", kiln_sample::SamplingParams::default),
     ("top-k-5-temp-1.5", || kiln_sample::SamplingParams {

@@ -128,8 +128,7 @@ pub async fn serve(
     on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new(engine.clone()));
-    let grpc =
-        TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind { addr: config.listen, err: e })?;
+    let grpc = TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind { addr: config.listen, err: e })?;
     let grpc_addr = grpc.local_addr().map_err(|e| ServeError::Bind { addr: config.listen, err: e })?;
     let metrics_listener = match config.metrics_listen {
         Some(a) => Some(TcpListener::bind(a).await.map_err(|e| ServeError::Bind { addr: a, err: e })?),
