@@ -506,11 +506,15 @@ fn sample_case(key: &str) -> Result<Value> {
 }
 
 /// SmolLM2: byte-level BPE with the smollm pre-tokenizer; Gemma 3: SentencePiece; gpt-oss:
-/// byte-level BPE with o200k's pre-tokenizer and the harmony special tokens.
-const TOKENIZERS: [&str; 3] = ["smollm2-bpe", "gemma3-spm", "gptoss-o200k"];
+/// byte-level BPE with o200k's pre-tokenizer and the harmony special tokens; and gpt-oss's
+/// vocabulary as a Hugging Face `tokenizer.json` (the `tokenizers` crate's path).
+const TOKENIZERS: [&str; 4] = ["smollm2-bpe", "gemma3-spm", "gptoss-o200k", "gptoss-tokenizer.json"];
 
 fn tokenizer_case(key: &str) -> Result<Value> {
     let tok = match key.split('-').next() {
+        Some("gptoss") if key.ends_with("tokenizer.json") => {
+            kiln_tokenizer::Tokenizer::from_tokenizer_json(kiln_synth::vocab::o200k_harmony_tokenizer_json()?)?
+        }
         Some("smollm2") => kiln_tokenizer::Tokenizer::from_gguf_path(fetch("smollm2-135m-instruct-q4_1")?)?,
         Some("gemma3") => kiln_tokenizer::Tokenizer::from_gguf_path(fetch("gemma3-270m-q4_k_m")?)?,
         Some("gptoss") => {

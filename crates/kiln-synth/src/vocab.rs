@@ -256,6 +256,39 @@ impl Vocab {
     }
 }
 
+/// The gpt-oss vocabulary as a Hugging Face `tokenizer.json` (the structure of the published
+/// gpt-oss one, which a test can write without fetching it: BPE with `ignore_merges`, the o200k split regex, ByteLevel without its regex).
+pub fn o200k_harmony_tokenizer_json() -> Result<String> {
+    let ranks = o200k_ranks()?;
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        ranks.iter().enumerate().map(|(r, t)| (byte_encode(t), serde_json::json!(r))).collect();
+    let added: Vec<serde_json::Value> = harmony_specials()
+        .into_iter()
+        .map(|(id, content)| {
+            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let pattern = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    Ok(serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+        ]},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": true,
+            "vocab": vocab, "merges": merges_from_ranks(&ranks)}
+    })
+    .to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,10 +149,6 @@ pub fn o200k_ranks() -> &'static Vec<Vec<u8>> {
     R.get_or_init(|| kiln_synth::vocab::o200k_ranks().unwrap())
 }
 
-pub fn o200k_merges() -> Vec<String> {
-    kiln_synth::vocab::merges_from_ranks(o200k_ranks())
-}
-
 /// The tokenizer metadata of the gpt-oss GGUF as `kiln_synth` writes it (the test
 /// `gptoss_vocabulary_equals_make_tiny_gptoss` checks that it is what `make_tiny_gptoss.py
 /// --vocab harmony` writes from the gpt-oss `tokenizer.json`). No tensors.
@@ -168,35 +164,7 @@ pub fn gptoss_gguf_bytes() -> &'static Vec<u8> {
     })
 }
 
-/// The gpt-oss vocabulary as a Hugging Face `tokenizer.json` (the structure of the published
-/// gpt-oss one: BPE with `ignore_merges`, the o200k split regex, ByteLevel without its regex).
+/// The gpt-oss vocabulary as a Hugging Face `tokenizer.json` (kiln-synth writes it).
 pub fn gptoss_tokenizer_json() -> String {
-    let ranks = o200k_ranks();
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        ranks.iter().enumerate().map(|(r, t)| (byte_encode(t), serde_json::json!(r))).collect();
-    let added: Vec<serde_json::Value> = harmony_specials()
-        .into_iter()
-        .map(|(id, content)| {
-            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    let pattern = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    serde_json::json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
-        ]},
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": true,
-            "vocab": vocab, "merges": o200k_merges()}
-    })
-    .to_string()
+    kiln_synth::vocab::o200k_harmony_tokenizer_json().unwrap()
 }
