@@ -560,6 +560,7 @@ fn model_file(model: &str) -> Result<Arc<GgufFile>> {
         synth => {
             let spec = match synth {
                 "synth-gptoss" => json!({"arch": "gpt-oss", "layers": 3}),
+                "synth-gptoss-window4" => json!({"arch": "gpt-oss", "layers": 3, "window": 4}),
                 "synth-gptoss-o200k" => json!({"arch": "gpt-oss", "layers": 2, "vocab": "o200k_harmony"}),
                 "synth-llama" => json!({"arch": "llama", "layers": 3}),
                 _ => bail!("no model {model}"),
@@ -578,15 +579,24 @@ struct LogitCase {
 
 enum Prompt {
     Text(&'static str),
+    /// A text repeated: long prompts (batched attention and products, the split decode attention).
+    Repeated(&'static str, usize),
     Ids(&'static [u32]),
 }
 
-const LOGIT_CASES: [LogitCase; 6] = [
+const LOGIT_CASES: [LogitCase; 8] = [
     LogitCase { name: "smollm2/capital", model: "smollm2", prompt: Prompt::Text("The capital of France is") },
     LogitCase {
         name: "smollm2/code",
         model: "smollm2",
         prompt: Prompt::Text("def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"),
+    },
+    // ~300 tokens: the prompt takes the tiled attention and the batched products, and decoding
+    // past 256 positions the split attention of a one-row batch.
+    LogitCase {
+        name: "smollm2/long",
+        model: "smollm2",
+        prompt: Prompt::Repeated("The miller counted the sacks of grain while the river turned the wheel. ", 20),
     },
     LogitCase { name: "gemma3/story", model: "gemma3", prompt: Prompt::Text("Once upon a time, in a small village") },
     LogitCase { name: "synth-gptoss", model: "synth-gptoss", prompt: Prompt::Ids(&[1, 7, 42, 9, 100, 3, 64, 17]) },
@@ -594,6 +604,12 @@ const LOGIT_CASES: [LogitCase; 6] = [
         name: "synth-gptoss-o200k",
         model: "synth-gptoss-o200k",
         prompt: Prompt::Text("<|start|>user<|message|>Name three rivers.<|end|><|start|>assistant"),
+    },
+    // A window of 4 positions: 24 positions overrun it many times over.
+    LogitCase {
+        name: "synth-gptoss-window4",
+        model: "synth-gptoss-window4",
+        prompt: Prompt::Ids(&[1, 7, 42, 9, 100, 3, 64, 17]),
     },
     LogitCase { name: "synth-llama", model: "synth-llama", prompt: Prompt::Ids(&[1, 7, 42, 9, 100, 3, 64, 17]) },
 ];
@@ -637,6 +653,7 @@ fn logits_case(name: &str, key: &str, base: Option<&Value>, ctx: &Ctx) -> Result
     let prompt: Vec<u32> = match case.prompt {
         Prompt::Ids(ids) => ids.to_vec(),
         Prompt::Text(t) => kiln_tokenizer::Tokenizer::from_gguf(&file)?.encode(t, true, true)?,
+        Prompt::Repeated(t, n) => kiln_tokenizer::Tokenizer::from_gguf(&file)?.encode(&t.repeat(n), true, true)?,
     };
     let path: Option<Vec<u32>> = if ctx.update {
         None
