@@ -1,4 +1,4 @@
-//! Prometheus metrics (`GET /metrics`, OpenMetrics text). Names are in docs/GRPC.md.
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text). Names are in docs/OPERATIONS.md.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
