@@ -298,19 +298,11 @@ fn first_difference(a: &Value, b: &Value) -> String {
     walk(a, b, &mut String::new()).unwrap_or_default()
 }
 
-/// splitmix64: seeded inputs without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn normal(&mut self) -> f32 {
-        ((0..12).map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64).sum::<f64>() - 6.0) as f32
-    }
+/// Seeded inputs: kiln-synth's splitmix64 stream.
+fn normals(rng: &mut kiln_synth::Rng, n: usize, std: f32) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    rng.fill_normal(&mut v, 0.0, std);
+    v
 }
 
 fn seed_of(name: &str) -> u64 {
@@ -351,8 +343,8 @@ fn dequant_case(key: &str) -> Result<Value> {
     }
     let ty = ty_of(key)?;
     let l = ty.layout();
-    let mut rng = Rng(seed_of(key));
-    let src: Vec<u8> = (0..64 * l.block_bytes).map(|_| rng.next() as u8).collect();
+    let mut src = vec![0u8; 64 * l.block_bytes];
+    kiln_synth::Rng::new(seed_of(key)).fill_bytes(&mut src);
     let mut dst = vec![0f32; 64 * l.block_elems];
     kiln_quant::dequantize(ty, &src, &mut dst)?;
     Ok(digest_f32(&dst))
@@ -394,8 +386,7 @@ fn mxfp4_edges(which: &str) -> Result<Value> {
 /// outlier, tiny values and an all-equal block, through the reference quantizer, or through the
 /// activation quantizer a weight type's dot product uses.
 fn quantize_case(key: &str) -> Result<Value> {
-    let mut rng = Rng(seed_of(key));
-    let mut x: Vec<f32> = (0..4096).map(|_| rng.normal()).collect();
+    let mut x = normals(&mut kiln_synth::Rng::new(seed_of(key)), 4096, 1.0);
     x[256..512].fill(0.0);
     x[700] = 1e4;
     for v in &mut x[1024..1280] {
@@ -422,13 +413,13 @@ fn dot_case(name: &str, key: &str, base: Option<&Value>) -> Result<Outcome> {
     let tr = kiln_quant::traits(ty).context("traits")?;
     let l = ty.layout();
     const N: usize = 4096;
-    let mut rng = Rng(seed_of(name));
-    let x: Vec<f32> = (0..N).map(|_| rng.normal()).collect();
+    let mut rng = kiln_synth::Rng::new(seed_of(name));
+    let x = normals(&mut rng, N, 1.0);
     let act = kiln_quant::quantize_activations(ty, &x)?;
     let mut sums = Vec::new();
     let mut scale = 0f64;
     for _ in 0..64 {
-        let w: Vec<f32> = (0..N).map(|_| rng.normal()).collect();
+        let w = normals(&mut rng, N, 1.0);
         let mut wq = vec![0u8; N / l.block_elems * l.block_bytes];
         (tr.quantize.context("a type with a quantizer")?)(&w, &mut wq);
         let mut deq = vec![0f32; N];
@@ -495,8 +486,7 @@ fn sample_case(key: &str) -> Result<Value> {
     let mut p = params();
     p.seed = 7;
     let mut sampler = kiln_sample::Sampler::new(p)?;
-    let mut rng = Rng(seed_of(key));
-    let logits: Vec<f32> = (0..32_000).map(|_| rng.normal() * 3.0).collect();
+    let logits = normals(&mut kiln_synth::Rng::new(seed_of(key)), 32_000, 3.0);
     let mut history: Vec<u32> = Vec::new();
     for _ in 0..64 {
         let id = sampler.sample(&logits, &history);
