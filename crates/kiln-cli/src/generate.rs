@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use kiln_model::{Backend, Batch, Model, SeqKv};
 use kiln_sample::{FinishReason, Sampler, SamplingParams, StopCriteria, StopStrings};
 use kiln_tokenizer::{
-    Detokenizer, HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt, Message, ReasoningEffort, Tokenizer,
+    Detokenizer, HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt, HarmonyTurn, Message, ReasoningEffort,
+    Tokenizer,
 };
 use serde::Serialize;
 
@@ -116,7 +117,7 @@ fn harmony_prompt(req: &Request) -> HarmonyPrompt {
         p.system.model_identity = Some(identity.clone());
     }
     p.system.reasoning_effort = req.reasoning_effort.unwrap_or_default();
-    p.messages.push(Message::new("user", &req.prompt));
+    p.messages.push(HarmonyTurn::User(req.prompt.clone()));
     p
 }
 

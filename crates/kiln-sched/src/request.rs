@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use kiln_sample::{SamplingParams, StopStrings};
-use kiln_tokenizer::{HarmonyMessage, HarmonyPrompt, Message, Tokenizer};
+use kiln_tokenizer::{HarmonyMessage, HarmonyPrompt, HarmonyTurn, Message, Tokenizer};
 
 use crate::{EngineInfo, SubmitError};
 
@@ -179,7 +179,13 @@ pub fn chat_ids(tok: &Tokenizer, messages: &[Message], harmony: bool) -> Result<
             match m.role.as_str() {
                 "system" => p.system.model_identity = Some(m.content.clone()),
                 "developer" => p.developer = Some(m.content.clone()),
-                _ => p.messages.push(m.clone()),
+                "user" => p.messages.push(HarmonyTurn::User(m.content.clone())),
+                "assistant" => p.messages.push(HarmonyTurn::Assistant { analysis: None, content: m.content.clone() }),
+                other => {
+                    return Err(invalid(format!(
+                        "messages: harmony: message role {other:?}: expected \"user\" or \"assistant\""
+                    )));
+                }
             }
         }
         p.render().map_err(|e| invalid(format!("messages: {e}")))?

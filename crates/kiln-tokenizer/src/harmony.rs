@@ -14,10 +14,34 @@
 //! Generation ends at `<|return|>` or `<|call|>`; `<|end|>` ends a message, not the generation.
 //!
 //! The renderer writes what `openai-harmony` 0.0.8's `render_conversation_for_completion(conversation,
-//! Role.ASSISTANT)` writes for a system message, an optional developer message, user messages and
-//! earlier assistant answers (the tests compare token ids with the library's). Text is written as it
-//! is: message text that contains a marker such as `<|end|>` becomes that marker when the prompt is
-//! tokenized with special tokens parsed (the library would encode it as plain text).
+//! Role.ASSISTANT)` writes (the tests compare token ids with the library's), for a [`HarmonyPrompt`]:
+//!
+//! * the system message ([`HarmonySystem`]); when there are tools it adds the line
+//!   `Calls to these tools must go to the commentary channel: 'functions'.`;
+//! * a developer message when there are instructions or tools: `# Instructions\n\n{text}`, then
+//!   `# Tools\n\n## functions\n\nnamespace functions {\n\n…} // namespace functions`, each
+//!   [`HarmonyTool`] declared as `// {description}\ntype {name} = (_: {…}) => any;` with its JSON
+//!   Schema written as a TypeScript-like type the way the library writes it (`() => any` without
+//!   parameters);
+//! * the [`HarmonyTurn`]s: `<|start|>user<|message|>…<|end|>`; an earlier answer
+//!   `<|start|>assistant<|channel|>final<|message|>…<|end|>`; an earlier tool call
+//!   `<|start|>assistant to=functions.{name}<|channel|>commentary <|constrain|>json<|message|>{arguments}<|call|>`
+//!   (the library writes the recipient before the channel, and ends the call with `<|call|>`, not
+//!   `<|end|>`); a tool's result
+//!   `<|start|>functions.{name} to=assistant<|channel|>commentary<|message|>…<|end|>`; the reasoning
+//!   of an answer or a call, when given, as `<|start|>assistant<|channel|>analysis<|message|>…<|end|>`
+//!   before it;
+//! * `<|start|>assistant`.
+//!
+//! Reasoning is dropped as the library drops it: when the last assistant message (answer or call)
+//! is a final answer, every analysis message before the *first* final answer of the conversation
+//! is left out, and analysis after it is kept; when the last one is a tool call (a turn still
+//! going), all of it is kept.
+//!
+//! Text is written as it is: message text (tool names, descriptions and schemas included) that
+//! contains a marker such as `<|end|>` becomes that marker when the prompt is tokenized with
+//! special tokens parsed (the library would encode it as plain text). Tool parameters that are
+//! not a JSON object (nor `null`) are an error: the library's Python API refuses them.
 //!
 //! The parser follows the library's `StreamableParser` (started with the assistant role, as after
 //! the rendered prompt) on well-formed output: a header runs to `<|message|>`, the content to
@@ -35,20 +59,53 @@
 //!   ignored, invalid UTF-8 becomes U+FFFD.
 //!
 //! ```
-//! use kiln_tokenizer::{HarmonyPrompt, Message, ReasoningEffort};
+//! use kiln_tokenizer::{HarmonyPrompt, HarmonyTool, HarmonyTurn, ReasoningEffort};
 //! let mut prompt = HarmonyPrompt::default();
 //! prompt.system.reasoning_effort = ReasoningEffort::High;
 //! prompt.developer = Some("Answer in French.".into());
-//! prompt.messages.push(Message::new("user", "Hi!"));
+//! prompt.messages.push(HarmonyTurn::User("Hi!".into()));
 //! let text = prompt.render()?;
 //! assert!(text.starts_with("<|start|>system<|message|>You are ChatGPT"));
 //! assert!(text.ends_with("<|start|>developer<|message|># Instructions\n\nAnswer in French.<|end|>\
 //!                         <|start|>user<|message|>Hi!<|end|><|start|>assistant"));
+//!
+//! // A tool, a call to it and its result: the model continues the turn.
+//! prompt.tools.push(HarmonyTool {
+//!     name: "get_weather".into(),
+//!     description: Some("Gets the weather.".into()),
+//!     parameters: Some(serde_json::json!({
+//!         "type": "object",
+//!         "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
+//!         "required": ["city"],
+//!     })),
+//! });
+//! prompt.messages.push(HarmonyTurn::ToolCall {
+//!     analysis: Some("Look it up.".into()),
+//!     name: "get_weather".into(),
+//!     arguments: r#"{"city":"Paris"}"#.into(),
+//! });
+//! prompt.messages.push(HarmonyTurn::ToolResult { name: "get_weather".into(), content: "18 C".into() });
+//! let text = prompt.render()?;
+//! assert!(text.contains("Channel must be included for every message.\n\
+//!                        Calls to these tools must go to the commentary channel: 'functions'.<|end|>"));
+//! assert!(text.contains("Answer in French.\n\n# Tools\n\n## functions\n\nnamespace functions {\n\n\
+//!                        // Gets the weather.\ntype get_weather = (_: {\n\
+//!                        city: string,\nunit?: \"C\" | \"F\",\n}) => any;\n\n\
+//!                        } // namespace functions<|end|>"));
+//! assert!(text.ends_with("<|start|>user<|message|>Hi!<|end|>\
+//!                         <|start|>assistant<|channel|>analysis<|message|>Look it up.<|end|>\
+//!                         <|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json\
+//!                         <|message|>{\"city\":\"Paris\"}<|call|>\
+//!                         <|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>18 C<|end|>\
+//!                         <|start|>assistant"));
 //! # Ok::<(), kiln_tokenizer::TokenizerError>(())
 //! ```
 
-use crate::{Detokenizer, Message, Tokenizer, TokenizerError};
+mod schema;
+
+use crate::{Detokenizer, Tokenizer, TokenizerError};
 use serde::Serialize;
+use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
 
@@ -157,36 +214,123 @@ impl HarmonySystem {
     }
 }
 
+/// A function the model may call: OpenAI's `tools[i].function`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HarmonyTool {
+    /// The name: the model calls `functions.{name}`.
+    pub name: String,
+    /// A `// …` comment line per line (`None`: none, as an empty one).
+    pub description: Option<String>,
+    /// The JSON Schema of the arguments, a JSON object (`None` or `null`: no parameters).
+    pub parameters: Option<Value>,
+}
+
+impl HarmonyTool {
+    /// The declaration: its description's lines as comments, then its type.
+    fn declaration(&self) -> Result<String, TokenizerError> {
+        let mut lines: Vec<String> =
+            self.description.as_deref().unwrap_or("").lines().map(|line| format!("// {line}")).collect();
+        lines.push(match &self.parameters {
+            None | Some(Value::Null) => format!("type {} = () => any;\n", self.name),
+            Some(p @ Value::Object(_)) => format!("type {} = (_: {}) => any;\n", self.name, schema::typescript(p, "")),
+            Some(other) => {
+                let kind = match other {
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    _ => "an array",
+                };
+                return Err(TokenizerError::Harmony(format!(
+                    "tool {:?}: parameters is {kind}; expected a JSON Schema object (or null for none)",
+                    self.name
+                )));
+            }
+        });
+        Ok(lines.join("\n"))
+    }
+}
+
+/// One turn of the conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HarmonyTurn {
+    /// A user message.
+    User(String),
+    /// An earlier answer: `analysis` is its reasoning (analysis channel) if the caller kept it,
+    /// `content` the final-channel text.
+    Assistant {
+        /// The reasoning before the answer.
+        analysis: Option<String>,
+        /// The answer.
+        content: String,
+    },
+    /// An earlier tool call by the assistant: commentary channel, recipient `functions.{name}`,
+    /// content type `<|constrain|>json`, content `arguments` (a JSON text), preceded by its
+    /// reasoning if given.
+    ToolCall {
+        /// The reasoning before the call.
+        analysis: Option<String>,
+        /// The tool's name, without `functions.`.
+        name: String,
+        /// The arguments, a JSON text.
+        arguments: String,
+    },
+    /// A tool's answer: author `functions.{name}`, to the assistant, commentary channel.
+    ToolResult {
+        /// The tool's name, without `functions.`.
+        name: String,
+        /// What it returned.
+        content: String,
+    },
+}
+
 /// A conversation to render for the assistant's next answer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HarmonyPrompt {
     /// The system message.
     pub system: HarmonySystem,
-    /// Developer instructions (rendered as `# Instructions\n\n{text}`); `None`: no developer
-    /// message.
+    /// Developer instructions (rendered as `# Instructions\n\n{text}`); `None`: none. The
+    /// developer message exists when there are instructions or tools.
     pub developer: Option<String>,
-    /// The turns: role `user`, or `assistant` for an earlier answer (on the final channel).
-    pub messages: Vec<Message>,
+    /// The functions the model may call (the developer message's `# Tools` section).
+    pub tools: Vec<HarmonyTool>,
+    /// The turns.
+    pub messages: Vec<HarmonyTurn>,
 }
 
 impl HarmonyPrompt {
     /// The prompt text, ending with `<|start|>assistant`. Tokenize it with special tokens parsed.
-    /// Errors for a message whose role is neither `user` nor `assistant`.
+    /// Errors for a tool whose parameters are not a JSON object.
     pub fn render(&self) -> Result<String, TokenizerError> {
         let mut out = String::new();
-        push_message(&mut out, "system", None, &self.system.text());
-        if let Some(instructions) = &self.developer {
-            push_message(&mut out, "developer", None, &format!("# Instructions\n\n{instructions}"));
+        let mut system = self.system.text();
+        if !self.tools.is_empty() {
+            system.push_str("\nCalls to these tools must go to the commentary channel: 'functions'.");
         }
-        for m in &self.messages {
-            match m.role.as_str() {
-                "user" => push_message(&mut out, "user", None, &m.content),
-                "assistant" => push_message(&mut out, "assistant", Some("final"), &m.content),
-                other => {
-                    return Err(TokenizerError::Harmony(format!(
-                        "message role {other:?}: expected \"user\" or \"assistant\""
-                    )));
-                }
+        push_message(&mut out, &Header::new("system"), &system);
+        if self.developer.is_some() || !self.tools.is_empty() {
+            let mut sections = Vec::new();
+            if let Some(instructions) = &self.developer {
+                sections.push(format!("# Instructions\n\n{instructions}"));
+            }
+            if !self.tools.is_empty() {
+                let declarations: Vec<String> =
+                    self.tools.iter().map(HarmonyTool::declaration).collect::<Result<_, _>>()?;
+                sections.push(format!(
+                    "# Tools\n\n## functions\n\nnamespace functions {{\n\n{}\n}} // namespace functions",
+                    declarations.join("\n")
+                ));
+            }
+            push_message(&mut out, &Header::new("developer"), &sections.join("\n\n"));
+        }
+        let messages: Vec<(Header, &str)> = self.messages.iter().flat_map(HarmonyTurn::messages).collect();
+        // The library's auto-drop: analysis before the first final answer goes, if the last
+        // assistant message is a final answer.
+        let last_is_final =
+            messages.iter().rev().find(|(h, _)| h.author == "assistant").is_some_and(|(h, _)| h.is_final());
+        let first_final = messages.iter().position(|(h, _)| h.is_final()).unwrap_or(0);
+        for (i, (header, text)) in messages.iter().enumerate() {
+            if !(last_is_final && i < first_final && header.channel == Some("analysis")) {
+                push_message(&mut out, header, text);
             }
         }
         out.push_str(START);
@@ -195,16 +339,83 @@ impl HarmonyPrompt {
     }
 }
 
-fn push_message(out: &mut String, role: &str, channel: Option<&str>, text: &str) {
+impl HarmonyTurn {
+    /// The turn's messages, each a header and its text.
+    fn messages(&self) -> Vec<(Header, &str)> {
+        fn analysis(a: &Option<String>) -> Option<(Header, &str)> {
+            a.as_deref().map(|a| (Header::assistant("analysis"), a))
+        }
+        match self {
+            HarmonyTurn::User(text) => vec![(Header::new("user"), text.as_str())],
+            HarmonyTurn::Assistant { analysis: a, content } => {
+                analysis(a).into_iter().chain([(Header::assistant("final"), content.as_str())]).collect()
+            }
+            HarmonyTurn::ToolCall { analysis: a, name, arguments } => {
+                let call = Header {
+                    recipient: Some(format!("functions.{name}")),
+                    constrain_json: true,
+                    ..Header::assistant("commentary")
+                };
+                analysis(a).into_iter().chain([(call, arguments.as_str())]).collect()
+            }
+            HarmonyTurn::ToolResult { name, content } => {
+                let header = Header {
+                    author: format!("functions.{name}"),
+                    recipient: Some("assistant".to_owned()),
+                    channel: Some("commentary"),
+                    constrain_json: false,
+                };
+                vec![(header, content.as_str())]
+            }
+        }
+    }
+}
+
+/// A message header, written as the library writes it: author, ` to={recipient}`,
+/// `<|channel|>{channel}`, ` <|constrain|>json`.
+struct Header {
+    /// The role, or a tool's name.
+    author: String,
+    recipient: Option<String>,
+    channel: Option<&'static str>,
+    /// Content type `<|constrain|>json`.
+    constrain_json: bool,
+}
+
+impl Header {
+    fn new(author: &str) -> Header {
+        Header { author: author.to_owned(), recipient: None, channel: None, constrain_json: false }
+    }
+
+    fn assistant(channel: &'static str) -> Header {
+        Header { channel: Some(channel), ..Header::new("assistant") }
+    }
+
+    fn is_final(&self) -> bool {
+        self.channel == Some("final")
+    }
+}
+
+/// Writes a message; one from the assistant to a recipient (a tool call) ends with `<|call|>`.
+fn push_message(out: &mut String, header: &Header, text: &str) {
     out.push_str(START);
-    out.push_str(role);
-    if let Some(c) = channel {
+    out.push_str(&header.author);
+    if let Some(r) = &header.recipient {
+        out.push_str(" to=");
+        out.push_str(r);
+    }
+    if let Some(c) = header.channel {
         out.push_str(CHANNEL);
         out.push_str(c);
     }
+    if header.constrain_json {
+        out.push(' ');
+        out.push_str(CONSTRAIN);
+        out.push_str("json");
+    }
     out.push_str(MESSAGE);
     out.push_str(text);
-    out.push_str(END);
+    out.push_str(if header.author == "assistant" && header.recipient.is_some() { CALL } else { END });
 }
 
 /// The ids of the markers the parser acts on.
@@ -468,9 +679,24 @@ mod tests {
     }
 
     #[test]
-    fn other_roles_are_errors() {
-        let p = HarmonyPrompt { messages: vec![Message::new("tool", "x")], ..Default::default() };
-        let e = p.render().unwrap_err().to_string();
-        assert!(e.contains("\"tool\""), "{e}");
+    fn parameters_must_be_an_object() {
+        let tool = |parameters| HarmonyTool { name: "f".into(), description: None, parameters };
+        for (p, kind) in [
+            (serde_json::json!("x"), "a string"),
+            (serde_json::json!([]), "an array"),
+            (serde_json::json!(1), "a number"),
+        ] {
+            let prompt = HarmonyPrompt { tools: vec![tool(Some(p))], ..Default::default() };
+            let e = prompt.render().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("harmony: tool \"f\": parameters is {kind}; expected a JSON Schema object (or null for none)")
+            );
+        }
+        // `null` is no parameters, as `None` is.
+        let render =
+            |parameters| HarmonyPrompt { tools: vec![tool(parameters)], ..Default::default() }.render().unwrap();
+        assert_eq!(render(Some(Value::Null)), render(None));
+        assert!(render(None).contains("\ntype f = () => any;\n"));
     }
 }

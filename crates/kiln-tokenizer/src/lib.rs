@@ -107,10 +107,11 @@
 //!
 //! # Harmony
 //!
-//! gpt-oss models are trained on OpenAI's harmony format: [`HarmonyPrompt`] renders a conversation as
-//! OpenAI's `openai-harmony` does, [`HarmonyParser`] splits generated ids into messages by channel
-//! (`analysis`, `commentary`, `final`) as they stream, and [`Tokenizer::is_harmony`] tells whether a
-//! vocabulary has the harmony markers.
+//! gpt-oss models are trained on OpenAI's harmony format: [`HarmonyPrompt`] renders a conversation
+//! (user turns, earlier answers, function tools with their calls and results: [`HarmonyTool`],
+//! [`HarmonyTurn`]) as OpenAI's `openai-harmony` does, [`HarmonyParser`] splits generated ids into
+//! messages by channel (`analysis`, `commentary`, `final`) as they stream, and
+//! [`Tokenizer::is_harmony`] tells whether a vocabulary has the harmony markers.
 //!
 //! # Tokenizers from `tokenizer.json`
 //!
@@ -143,7 +144,7 @@ pub use chat::{ChatOptions, ChatTemplate, Message, render_chat};
 pub use error::TokenizerError;
 pub use harmony::{
     DEFAULT_KNOWLEDGE_CUTOFF, DEFAULT_MODEL_IDENTITY, HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt,
-    HarmonySystem, ReasoningEffort,
+    HarmonySystem, HarmonyTool, HarmonyTurn, ReasoningEffort,
 };
 pub use pretok::SplitMode;
 pub use stream::Detokenizer;

@@ -1,7 +1,8 @@
 //! The harmony renderer and parser against OpenAI's `openai-harmony` 0.0.8 (fixtures/harmony/, made
 //! by gen_harmony_fixtures.py; see fixtures/README.md), on the real o200k_harmony vocabulary:
 //!
-//! * every rendered conversation is the library's text, and tokenizes to the library's ids in both
+//! * every rendered conversation (user turns, earlier answers with their reasoning, function tools,
+//!   tool calls and results) is the library's text, and tokenizes to the library's ids in both
 //!   split modes;
 //! * every completion parses into the library's messages, with the library's content deltas token
 //!   by token; where the library gives up, the documented lenient result.
@@ -11,8 +12,8 @@ mod common;
 use common::*;
 use kiln_gguf::{GgufFile, GgufWriter};
 use kiln_tokenizer::{
-    HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt, Message, SplitMode, Tokenizer, TokenizerError,
-    TokenizerOptions,
+    HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt, HarmonyTool, HarmonyTurn, SplitMode, Tokenizer,
+    TokenizerError, TokenizerOptions,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -24,9 +25,46 @@ struct RenderCase {
     /// Overrides of the default system message; `null` leaves the line out.
     system: HashMap<String, Option<String>>,
     developer: Option<String>,
-    messages: Vec<Message>,
+    #[serde(default)]
+    tools: Vec<Tool>,
+    messages: Vec<Turn>,
     ids: Vec<u32>,
     text: String,
+}
+
+/// A tool as the fixtures give it (OpenAI's `tools[i].function`).
+#[derive(Deserialize)]
+struct Tool {
+    name: String,
+    description: Option<String>,
+    parameters: Option<serde_json::Value>,
+}
+
+/// A turn as the fixtures give it (see gen_harmony_fixtures.py).
+#[derive(Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+enum Turn {
+    User { content: String },
+    Assistant { analysis: Option<String>, content: String },
+    ToolCall { analysis: Option<String>, name: String, arguments: String },
+    ToolResult { name: String, content: String },
+}
+
+impl Turn {
+    fn harmony(&self) -> HarmonyTurn {
+        match self {
+            Turn::User { content } => HarmonyTurn::User(content.clone()),
+            Turn::Assistant { analysis, content } => {
+                HarmonyTurn::Assistant { analysis: analysis.clone(), content: content.clone() }
+            }
+            Turn::ToolCall { analysis, name, arguments } => {
+                HarmonyTurn::ToolCall { analysis: analysis.clone(), name: name.clone(), arguments: arguments.clone() }
+            }
+            Turn::ToolResult { name, content } => {
+                HarmonyTurn::ToolResult { name: name.clone(), content: content.clone() }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,8 +100,20 @@ fn gptoss(split: SplitMode) -> &'static Tokenizer {
 }
 
 fn prompt(case: &RenderCase) -> HarmonyPrompt {
-    let mut p =
-        HarmonyPrompt { developer: case.developer.clone(), messages: case.messages.clone(), ..Default::default() };
+    let mut p = HarmonyPrompt {
+        developer: case.developer.clone(),
+        tools: case
+            .tools
+            .iter()
+            .map(|t| HarmonyTool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.parameters.clone(),
+            })
+            .collect(),
+        messages: case.messages.iter().map(Turn::harmony).collect(),
+        ..Default::default()
+    };
     for (key, value) in &case.system {
         match key.as_str() {
             "model_identity" => p.system.model_identity = value.clone(),
@@ -79,7 +129,8 @@ fn prompt(case: &RenderCase) -> HarmonyPrompt {
 #[test]
 fn renders_like_openai_harmony() {
     let cases: Vec<RenderCase> = load("render.json");
-    assert!(cases.len() >= 10);
+    assert!(cases.len() >= 24);
+    assert!(cases.iter().filter(|c| !c.tools.is_empty()).count() >= 10);
     for case in &cases {
         let text = prompt(case).render().unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert_eq!(text, case.text, "{}: text", case.name);
