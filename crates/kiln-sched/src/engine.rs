@@ -47,7 +47,8 @@ impl Seq<'_> {
             let tail = self.tail();
             if !tail.is_empty() {
                 self.text.push_str(&tail);
-                self.send(Event::Token { ids: Vec::new(), text: tail, logprobs: Vec::new(), channel: None });
+                let (channel, recipient) = self.harmony_message();
+                self.send(Event::Token { ids: Vec::new(), text: tail, logprobs: Vec::new(), channel, recipient });
             }
         }
         let now = Instant::now();
@@ -67,6 +68,14 @@ impl Seq<'_> {
             messages,
         }));
         self.kv
+    }
+
+    /// Harmony: the channel and recipient of the last message.
+    fn harmony_message(&self) -> (Option<String>, Option<String>) {
+        match self.harmony.as_ref().and_then(|h| h.messages().last()) {
+            Some(m) => (m.channel.clone(), m.recipient.clone()),
+            None => (None, None),
+        }
     }
 
     /// What the detokenizer (or harmony parser) and the stop matcher still hold.
@@ -323,7 +332,13 @@ impl<'a, 't, B: Backend> Loop<'a, 't, B> {
         let mut stop = StopCriteria::new(self.tok.eog_ids().iter().copied(), req.limit.max(1));
         stop.ignore_eos = req.ignore_eos;
         stop.stop = StopStrings::new(req.stop.iter().cloned()).unwrap_or_default();
-        let harmony = if req.harmony { HarmonyParser::new(self.tok).ok() } else { None };
+        let mut harmony = if req.harmony { HarmonyParser::new(self.tok).ok() } else { None };
+        if let Some(h) = harmony.as_mut() {
+            // The prefix the answer was made to begin with: a header, no content to send.
+            for &id in &req.harmony_prefix {
+                let _ = h.push(id);
+            }
+        }
         let _ = tx.send(Event::First {
             request_id: req.id.clone(),
             prompt_tokens: req.prompt.len(),
@@ -385,10 +400,12 @@ impl<'a, 't, B: Backend> Loop<'a, 't, B> {
         let blocks = s.req.blocks;
         let id = s.req.id.clone();
         let (prompt, generated) = (s.req.prompt.len(), s.generated.len());
+        // Counted before the final event goes out: a client that has its answer sees it in the
+        // metrics.
+        self.shared.lock().finish(&id, f, prompt, generated);
         let mut seq_kv = s.finish(f, stop, error);
         kv.release(&mut seq_kv);
         self.reserved -= blocks;
-        self.shared.lock().finish(&id, f, prompt, generated);
     }
 
     /// One forward call: every decoding sequence's pending token, then prompt chunks in the
@@ -500,7 +517,8 @@ impl<'a, 't, B: Backend> Loop<'a, 't, B> {
             Some(FinishReason::Stop) => {
                 let tail = s.tail();
                 s.text.push_str(&tail);
-                s.send(Event::Token { ids: vec![id], text: tail, logprobs, channel: None });
+                let (channel, recipient) = s.harmony_message();
+                s.send(Event::Token { ids: vec![id], text: tail, logprobs, channel, recipient });
                 // The tail is out; nothing more to release.
                 s.stop.stop = StopStrings::default();
                 return Some((Finish::Eos, None));
@@ -511,10 +529,12 @@ impl<'a, 't, B: Backend> Loop<'a, 't, B> {
             }
             None => {}
         }
-        let (mut text, mut channel) = (String::new(), None);
+        let (mut text, mut channel, mut recipient) = (String::new(), None, None);
         if let Some(h) = s.harmony.as_mut() {
             if let Ok(Some(d)) = h.push(id) {
-                channel = h.messages().get(d.index).and_then(|m| m.channel.clone());
+                if let Some(m) = h.messages().get(d.index) {
+                    (channel, recipient) = (m.channel.clone(), m.recipient.clone());
+                }
                 text = d.text;
             }
         } else {
@@ -531,16 +551,13 @@ impl<'a, 't, B: Backend> Loop<'a, 't, B> {
             // The last token: what is held back comes out with it.
             let tail = s.tail();
             text.push_str(&tail);
-            if let Some(c) = s.harmony.as_ref().and_then(|h| h.messages().last()).and_then(|m| m.channel.clone())
-                && channel.is_none()
-                && !tail.is_empty()
-            {
-                channel = Some(c);
+            if channel.is_none() && !tail.is_empty() {
+                (channel, recipient) = s.harmony_message();
             }
             s.stop.stop = StopStrings::default();
         }
         s.text.push_str(&text);
-        s.send(Event::Token { ids: vec![id], text, logprobs, channel });
+        s.send(Event::Token { ids: vec![id], text, logprobs, channel, recipient });
         if finish.is_none() {
             s.pending = Some(id);
         }

@@ -16,6 +16,11 @@ pub enum Input {
     Tokens(Vec<u32>),
     /// Chat messages: the model's chat template (harmony on gpt-oss), assistant turn opened.
     Messages(Vec<Message>),
+    /// A harmony conversation (gpt-oss only), rendered as [`HarmonyPrompt::render`] does, then
+    /// `prefix`: text the answer is made to begin with after `<|start|>assistant` (e.g.
+    /// `<|channel|>commentary to=functions.` to force a tool call). The output is parsed as if the
+    /// model had written the prefix; its text is not sent.
+    Harmony { prompt: Box<HarmonyPrompt>, prefix: String },
 }
 
 /// One generation request.
@@ -71,6 +76,9 @@ pub(crate) struct Prepared {
     pub limit_is_max_tokens: bool,
     /// Harmony output (chat messages on a gpt-oss model): channels are parsed.
     pub harmony: bool,
+    /// Harmony: the ids the answer was made to begin with (the last of the prompt), which the
+    /// output parser reads first.
+    pub harmony_prefix: Vec<u32>,
     /// Full-store KV blocks it may need.
     pub blocks: usize,
 }
@@ -94,6 +102,16 @@ pub(crate) fn prepare(
         return Err(invalid(format!("request_id is {} bytes long; at most 256", req.id.len())));
     }
     let mut harmony = false;
+    let mut harmony_prefix = Vec::new();
+    let no_stop_with_harmony = |stop: &[String]| {
+        if stop.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(
+                "stop is not supported with messages on a harmony (gpt-oss) model; generation ends at <|return|> or <|call|>".into(),
+            ))
+        }
+    };
     let prompt = match &req.input {
         Input::Text(text) => {
             if text.is_empty() {
@@ -116,15 +134,23 @@ pub(crate) fn prepare(
             }
             if is_harmony {
                 harmony = true;
-                if !req.stop.is_empty() {
-                    return Err(invalid(
-                        "stop is not supported with messages on a harmony (gpt-oss) model; generation ends at <|return|> or <|call|>".into(),
-                    ));
-                }
+                no_stop_with_harmony(&req.stop)?;
             } else if !has_template {
                 return Err(invalid("messages: the model has no chat template (send text or token_ids)".into()));
             }
             chat_ids(tok, messages, is_harmony)?
+        }
+        Input::Harmony { prompt, prefix } => {
+            if !is_harmony {
+                return Err(invalid("a harmony conversation needs a gpt-oss model (harmony tokens)".into()));
+            }
+            harmony = true;
+            no_stop_with_harmony(&req.stop)?;
+            let text = prompt.render().map_err(|e| invalid(format!("messages: {e}")))?;
+            let mut ids = tok.encode(&text, true, true).map_err(|e| invalid(format!("messages: {e}")))?;
+            harmony_prefix = tok.encode(prefix, false, true).map_err(|e| invalid(format!("prefix: {e}")))?;
+            ids.extend_from_slice(&harmony_prefix);
+            ids
         }
     };
     if prompt.is_empty() {
@@ -157,6 +183,7 @@ pub(crate) fn prepare(
         limit,
         limit_is_max_tokens,
         harmony,
+        harmony_prefix,
     })
 }
 
@@ -183,7 +210,8 @@ pub fn chat_ids(tok: &Tokenizer, messages: &[Message], harmony: bool) -> Result<
                 "assistant" => p.messages.push(HarmonyTurn::Assistant { analysis: None, content: m.content.clone() }),
                 other => {
                     return Err(invalid(format!(
-                        "messages: harmony: message role {other:?}: expected \"user\" or \"assistant\""
+                        "messages[{i}].role = {other:?}: tool results need the HTTP API's tool calls (docs/HTTP.md); here: system, user, assistant or developer",
+                        i = messages.iter().position(|x| std::ptr::eq(x, m)).unwrap_or(0)
                     )));
                 }
             }
@@ -300,7 +328,10 @@ pub enum Event {
         ids: Vec<u32>,
         text: String,
         logprobs: Vec<TokenLogprob>,
+        /// Harmony output: the channel of the message the text belongs to.
         channel: Option<String>,
+        /// Harmony output: that message's recipient (`functions.get_weather` in a tool call).
+        recipient: Option<String>,
     },
     Final(Final),
 }

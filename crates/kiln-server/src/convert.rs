@@ -8,8 +8,8 @@ use tonic::{Code, Status};
 use crate::pb;
 
 /// Most stop strings a request may carry, and their longest length in bytes.
-const MAX_STOPS: usize = 16;
-const MAX_STOP_BYTES: usize = 256;
+pub(crate) const MAX_STOPS: usize = 16;
+pub(crate) const MAX_STOP_BYTES: usize = 256;
 
 /// A `GenerateRequest` as an engine request; INVALID_ARGUMENT for a field the engine would not
 /// check itself.
@@ -101,7 +101,7 @@ pub fn event(e: Event) -> pb::GenerateEvent {
         Event::First { request_id, prompt_tokens, seed, queue_s } => {
             E::First(pb::FirstEvent { request_id, prompt_tokens: prompt_tokens as u32, seed, queue_seconds: queue_s })
         }
-        Event::Token { ids, text, logprobs, channel } => E::Token(pb::TokenEvent {
+        Event::Token { ids, text, logprobs, channel, .. } => E::Token(pb::TokenEvent {
             ids,
             text,
             logprobs: logprobs
