@@ -1,4 +1,4 @@
-//! `kiln serve`: the gRPC worker.
+//! `kiln serve`: the gRPC worker, and the OpenAI-compatible HTTP API with `--http-listen`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,9 +20,22 @@ pub struct ServeCmd {
     /// the address is printed on stdout.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Address of the Prometheus endpoint (GET /metrics). "off" to disable.
+    /// Address of the Prometheus endpoint (GET /metrics). "off" to disable. The same address as
+    /// --http-listen serves it there.
     #[arg(long, default_value = "127.0.0.1:9090", value_parser = parse_metrics_addr)]
     pub metrics_listen: MetricsAddr,
+    /// Address of the OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
+    /// /v1/models, /health; docs/HTTP.md), e.g. 127.0.0.1:8080. Bound before the model loads
+    /// (/health says 503 until it is ready). Default: no HTTP API.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
+    /// The model's id in the HTTP API (/v1/models, `model` of responses). Default: the file name
+    /// without `.gguf`.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Largest HTTP request body (e.g. 16MiB); a larger one gets 413.
+    #[arg(long, default_value = "16MiB", value_parser = crate::device::parse_bytes)]
+    pub http_max_body: u64,
     /// Most sequences in the running batch.
     #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
@@ -64,9 +77,37 @@ pub fn run(path: &Path, name: String, cmd: &ServeCmd) -> anyhow::Result<()> {
     if !(cmd.drain_timeout.is_finite() && cmd.drain_timeout >= 0.0) {
         bail!("--drain-timeout must be a number of seconds >= 0");
     }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("kiln-serve")
+        .build()
+        .context("starting the async runtime")?;
+    // The HTTP API answers (503) while the model loads.
+    let http = match cmd.http_listen {
+        Some(listen) => {
+            let model = cmd.served_model_name.clone().unwrap_or_else(|| {
+                let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                file.strip_suffix(".gguf").unwrap_or(&file).to_owned()
+            });
+            let config = kiln_server::http::HttpConfig {
+                listen,
+                model,
+                max_body: usize::try_from(cmd.http_max_body).unwrap_or(usize::MAX),
+                metrics: metrics_on_http(cmd),
+            };
+            let h = rt.block_on(kiln_server::http::bind(config))?;
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "kiln serve: http listening on {}", h.local_addr());
+            let _ = out.flush();
+            Some(h)
+        }
+        None => None,
+    };
     let engine = crate::device::Engine::load(path, cmd.threads, &cmd.device)?;
     let (device, kv_default) = (engine.label(), engine.kv_budget()?);
-    crate::with_engine!(engine, |l| serve(l, name, device, kv_default, cmd))
+    crate::with_engine!(engine, |l| serve(l, name, device, kv_default, cmd, &rt, http))
 }
 
 fn serve<B: kiln_model::Backend + 'static>(
@@ -75,6 +116,8 @@ fn serve<B: kiln_model::Backend + 'static>(
     device: String,
     kv_default: Option<u64>,
     cmd: &ServeCmd,
+    rt: &tokio::runtime::Runtime,
+    http: Option<kiln_server::http::HttpServer>,
 ) -> anyhow::Result<()> {
     let batch_invariant = cmd.device.batch_invariant;
     let crate::generate::Loaded { model, tokenizer, .. } = loaded;
@@ -90,22 +133,18 @@ fn serve<B: kiln_model::Backend + 'static>(
     };
     let engine = Arc::new(Engine::start(model, Arc::new(tokenizer), config).context("starting the engine")?);
     let info = engine.info().clone();
+    let http_addr = http.as_ref().map(|h| h.local_addr());
+    let metrics_on_http = metrics_on_http(cmd);
     let serve = ServeConfig {
         listen: cmd.listen,
-        metrics_listen: cmd.metrics_listen.0,
+        metrics_listen: if metrics_on_http { None } else { cmd.metrics_listen.0 },
         drain_timeout: Duration::from_secs_f64(cmd.drain_timeout),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("kiln-grpc")
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(kiln_server::serve(engine, summary, serve, shutdown_signal(), |grpc, metrics| {
+    rt.block_on(kiln_server::serve(engine, summary, serve, http, shutdown_signal(), |grpc, metrics| {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "kiln serve: grpc listening on {grpc}");
-        if let Some(m) = metrics {
+        if let Some(m) = metrics.or(if metrics_on_http { http_addr } else { None }) {
             let _ = writeln!(out, "kiln serve: metrics on http://{m}/metrics");
         }
         let _ = writeln!(
@@ -123,6 +162,11 @@ fn serve<B: kiln_model::Backend + 'static>(
     }))?;
     eprintln!("kiln serve: drained, exiting");
     Ok(())
+}
+
+/// Whether --metrics-listen names --http-listen's address (port 0 is a fresh port each time).
+fn metrics_on_http(cmd: &ServeCmd) -> bool {
+    cmd.http_listen.is_some_and(|h| h.port() != 0 && cmd.metrics_listen.0 == Some(h))
 }
 
 /// SIGTERM or Ctrl-C.

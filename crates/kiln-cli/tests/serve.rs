@@ -3,9 +3,8 @@
 //! /metrics endpoint. Expectations come from solo `kiln generate` runs, the tokenizer, and
 //! hand-worked numbers — never from the server itself.
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -25,96 +24,12 @@ const SMOLLM2: &str = "smollm2-135m-instruct-q4_1";
 /// steps); where the gap is smaller than that the choice may flip.
 const NEAR_TIE: f32 = 1.0;
 
-fn kiln() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-}
+mod common;
 
-/// A `kiln serve` child process; killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    metrics: String,
-}
+use common::{Server, kiln};
 
-impl Server {
-    fn start(model: &Path, extra: &[&str]) -> Server {
-        let mut child = kiln()
-            .args(["serve", "-m"])
-            .arg(model)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "-t", "2"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn kiln serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut addr, mut metrics) = (None, None);
-        let until = Instant::now() + Duration::from_secs(300);
-        while addr.is_none() || metrics.is_none() {
-            let left = until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(a) = line.strip_prefix("kiln serve: grpc listening on ") {
-                        addr = Some(format!("http://{a}"));
-                    }
-                    if let Some(m) = line.strip_prefix("kiln serve: metrics on http://") {
-                        metrics = Some(m.trim_end_matches("/metrics").to_string());
-                    }
-                }
-                Err(_) => {
-                    let status = child.try_wait();
-                    let _ = child.kill();
-                    panic!("kiln serve did not come up (exit: {status:?})");
-                }
-            }
-        }
-        Server { child, addr: addr.unwrap(), metrics: metrics.unwrap() }
-    }
-
-    async fn client(&self) -> WorkerClient<Channel> {
-        WorkerClient::connect(self.addr.clone()).await.expect("connect")
-    }
-
-    /// `GET /metrics`, as text.
-    fn metrics(&self) -> String {
-        let mut s = std::net::TcpStream::connect(&self.metrics).expect("connect to /metrics");
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        body
-    }
-
-    /// The value of a metric line `name value` (labels included in `name`).
-    fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn client(server: &Server) -> WorkerClient<Channel> {
+    WorkerClient::connect(server.addr.clone()).await.expect("connect")
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -259,7 +174,7 @@ fn concurrent_streams_match_solo(invariant: bool) {
     let server = Server::start(&m, &args);
     let prompts = prompts();
     let streams: Vec<Stream> = rt().block_on(async {
-        let c = server.client().await;
+        let c = client(&server).await;
         let tasks: Vec<_> = (0..3)
             .flat_map(|_| prompts.iter())
             .map(|p| {
@@ -368,7 +283,7 @@ fn long_req(id: &str) -> pb::GenerateRequest {
 fn cancel_disconnect_and_deadline_free_their_capacity() {
     let server = Server::start(&model(), &["--max-batch", "4", "--ctx", "512"]);
     rt().block_on(async {
-        let mut c = server.client().await;
+        let mut c = client(&server).await;
         let idle = wait_idle(&mut c).await;
         assert!(idle.kv_blocks_total > 0);
 
@@ -444,7 +359,7 @@ fn cancel_disconnect_and_deadline_free_their_capacity() {
 fn every_invalid_field_gets_its_status_while_others_continue() {
     let server = Server::start(&model(), &["--max-batch", "4", "--ctx", "256", "--kv-memory", "4Mi"]);
     rt().block_on(async {
-        let mut c = server.client().await;
+        let mut c = client(&server).await;
         let info = c.model_info(pb::ModelInfoRequest {}).await.unwrap().into_inner();
         let capacity = info.kv_blocks_total * info.kv_block_size;
         // 4 MiB at 23040 bytes per position (30 layers × 3 KV heads × (64 + 64) × 2 bytes): 182
@@ -558,7 +473,7 @@ fn over_budget_load_waits_or_is_refused_and_every_accepted_stream_ends() {
     let server =
         Server::start(&model(), &["--max-batch", "8", "--max-queue", "3", "--kv-memory", &bytes, "--ctx", "256"]);
     let results = rt().block_on(async {
-        let mut c = server.client().await;
+        let mut c = client(&server).await;
         let info = c.model_info(pb::ModelInfoRequest {}).await.unwrap().into_inner();
         assert_eq!(info.kv_blocks_total, 4);
         let never = c.generate(pb::GenerateRequest { ignore_eos: true, ..text_req("Hi", 200) }).await.unwrap_err();
@@ -637,7 +552,7 @@ fn utf8_every_event_is_whole_characters_and_adds_up() {
     // SmolLM2: real text in, continuation out (stop strings hold text back while they might match).
     let server = Server::start(&model(), &["--max-batch", "8", "--ctx", "512"]);
     rt().block_on(async {
-        let mut c = server.client().await;
+        let mut c = client(&server).await;
         let tasks: Vec<_> = texts
             .iter()
             .map(|t| {
@@ -677,7 +592,7 @@ fn utf8_every_event_is_whole_characters_and_adds_up() {
     // The byte model: invalid sequences become U+FFFD, in the middle and at the very end.
     let server = Server::start(&byte_model(), &["--max-batch", "16", "--ctx", "256"]);
     rt().block_on(async {
-        let mut c = server.client().await;
+        let mut c = client(&server).await;
         let mut tasks = Vec::new();
         for (i, t) in texts.iter().enumerate() {
             for n in [7u32, 8, 9, 31] {
@@ -706,7 +621,7 @@ fn sigterm_under_load_ends_every_stream_and_exits_zero() {
     let mut server =
         Server::start(&model(), &["--max-batch", "4", "--max-queue", "16", "--drain-timeout", "2", "--ctx", "512"]);
     let (streams, late) = rt().block_on(async {
-        let c = server.client().await;
+        let c = client(&server).await;
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let mut c = c.clone();
@@ -963,7 +878,7 @@ fn harmony_messages_stream_by_channel_as_generate_chat_does() {
     };
     let server = Server::start(Path::new(TINY_GPTOSS), &["--max-batch", "4", "--ctx", "512"]);
     rt().block_on(async {
-        let mut c = server.client().await;
+        let mut c = client(&server).await;
         let chat = |stop: Vec<String>| pb::GenerateRequest {
             input: Some(pb::generate_request::Input::Messages(pb::ChatMessages {
                 messages: vec![pb::ChatMessage { role: "user".into(), content: "Hi".into() }],

@@ -1,12 +1,13 @@
-//! The kiln gRPC worker: `kiln.v1.Worker` (proto/kiln/v1/worker.proto) over tonic, the standard
-//! health service, server reflection (v1 and v1alpha), Prometheus metrics over HTTP, and a
-//! graceful shutdown.
+//! The kiln worker's wire: `kiln.v1.Worker` (proto/kiln/v1/worker.proto) over tonic, the standard
+//! health service, server reflection (v1 and v1alpha), the OpenAI-compatible HTTP API
+//! ([`http`]), Prometheus metrics over HTTP, and a graceful shutdown.
 //!
-//! This crate owns the wire: it turns requests into [`kiln_sched::Request`]s, the engine's events
-//! into stream messages and its errors into status codes. It knows nothing of batching or kernels;
+//! This crate turns requests into [`kiln_sched::Request`]s, the engine's events into stream
+//! messages and its errors into status codes. It knows nothing of batching or kernels;
 //! [`kiln_sched::Engine`] does that.
 
 mod convert;
+pub mod http;
 mod metrics;
 mod service;
 
@@ -114,20 +115,28 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("metrics server: {0}")]
     Metrics(std::io::Error),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
 }
 
-/// Serves `engine` until `shutdown` resolves, then drains: health goes NOT_SERVING, new requests
-/// get UNAVAILABLE, running ones finish within `drain_timeout` or are cancelled (every stream
-/// gets its final event), then the listeners close. `on_listening` gets the bound addresses
-/// (gRPC, metrics) once both accept connections.
+/// Serves `engine` over gRPC, and over `http` (bound earlier with [`http::bind`]) if given, until
+/// `shutdown` resolves, then drains: health goes NOT_SERVING (HTTP `/health` 503), new requests
+/// get UNAVAILABLE (HTTP 503), running ones finish within `drain_timeout` or are cancelled (every
+/// stream gets its final event), then the listeners close. `on_listening` gets the bound
+/// addresses (gRPC, metrics) once they accept connections.
 pub async fn serve(
     engine: Arc<Engine>,
     summary: ModelSummary,
     config: ServeConfig,
+    http: Option<http::HttpServer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::new(engine.clone()));
+    if let Some(h) = &http {
+        h.ready(engine.clone(), metrics.clone());
+    }
+    let http_api = http.map(Arc::new);
     let grpc = TcpListener::bind(config.listen).await.map_err(|e| ServeError::Bind { addr: config.listen, err: e })?;
     let grpc_addr = grpc.local_addr().map_err(|e| ServeError::Bind { addr: config.listen, err: e })?;
     let metrics_listener = match config.metrics_listen {
@@ -177,9 +186,13 @@ pub async fn serve(
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_engine = engine.clone();
     let drain_timeout = config.drain_timeout;
+    let drain_http = http_api.clone();
     let drainer = tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: draining (bound {drain_timeout:?})");
+        if let Some(h) = &drain_http {
+            h.draining();
+        }
         health_reporter.set_service_status("", ServingStatus::NotServing).await;
         health_reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
         drain_engine.drain(drain_timeout);
@@ -214,6 +227,9 @@ pub async fn serve(
         .await?;
     let _ = drainer.await;
     watcher.abort();
+    if let Some(h) = http_api.and_then(Arc::into_inner) {
+        h.stop().await?;
+    }
     if let Some(h) = http {
         match h.await {
             Ok(Ok(())) | Err(_) => {}

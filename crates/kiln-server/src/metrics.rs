@@ -1,4 +1,5 @@
-//! Prometheus metrics (`GET /metrics`, OpenMetrics text). Names are in docs/OPERATIONS.md.
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text), shared by the gRPC and HTTP APIs. Names
+//! are in docs/OPERATIONS.md.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -6,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kiln_sched::{Engine, Finish};
+use std::time::Instant;
+
+use kiln_sched::{Engine, Event, Finish};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,8 +35,8 @@ pub struct Metrics {
     kv_used: Gauge,
     kv_total: Gauge,
     kv_utilization: Gauge<f64, AtomicU64>,
-    pub ttft: Histogram,
-    pub itl: Histogram,
+    ttft: Histogram,
+    itl: Histogram,
     /// The engine's counts at the last scrape (its counters are copied in as increments).
     last: Mutex<EngineCounts>,
 }
@@ -136,10 +139,43 @@ impl Metrics {
     }
 }
 
+/// Time to first token and between tokens of one stream, as its events arrive.
+pub struct TokenClock {
+    arrived: Instant,
+    last: Option<Instant>,
+}
+
+impl TokenClock {
+    /// A stream whose request arrived at `arrived`.
+    pub fn new(arrived: Instant) -> TokenClock {
+        TokenClock { arrived, last: None }
+    }
+
+    /// Observes `e` if it carries generated tokens.
+    pub fn observe(&mut self, m: &Metrics, e: &Event) {
+        if let Event::Token { ids, .. } = e
+            && !ids.is_empty()
+        {
+            let now = Instant::now();
+            match self.last {
+                None => m.ttft.observe((now - self.arrived).as_secs_f64()),
+                Some(t) => m.itl.observe((now - t).as_secs_f64()),
+            }
+            self.last = Some(now);
+        }
+    }
+}
+
 pub fn router(m: Arc<Metrics>) -> Router {
     Router::new().route("/metrics", get(scrape)).with_state(m)
 }
 
-async fn scrape(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn scrape(State(m): State<Arc<Metrics>>) -> Response {
+    scrape_response(&m)
+}
+
+/// `GET /metrics`' answer.
+pub fn scrape_response(m: &Metrics) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
+        .into_response()
 }

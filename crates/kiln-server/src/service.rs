@@ -4,12 +4,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kiln_sched::{CancelOutcome, Engine, Event};
+use kiln_sched::{CancelOutcome, Engine};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TokenClock};
 use crate::pb::worker_server::Worker;
 use crate::{ModelSummary, convert, pb};
 
@@ -56,18 +56,9 @@ impl Worker for WorkerService {
             }
         };
         let metrics = self.metrics.clone();
-        let mut last_token: Option<Instant> = None;
+        let mut clock = TokenClock::new(arrived);
         let stream = UnboundedReceiverStream::new(submitted.events).map(move |e| {
-            if let Event::Token { ids, .. } = &e
-                && !ids.is_empty()
-            {
-                let now = Instant::now();
-                match last_token {
-                    None => metrics.ttft.observe((now - arrived).as_secs_f64()),
-                    Some(t) => metrics.itl.observe((now - t).as_secs_f64()),
-                }
-                last_token = Some(now);
-            }
+            clock.observe(&metrics, &e);
             Ok(convert::event(e))
         });
         Ok(Response::new(Box::pin(stream)))
