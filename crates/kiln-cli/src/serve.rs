@@ -33,6 +33,10 @@ pub struct ServeCmd {
     /// without `.gguf`.
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Require `Authorization: Bearer KEY` on the HTTP API's /v1 routes (401 otherwise; /health
+    /// and /metrics stay open).
+    #[arg(long, env = "KILN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Largest HTTP request body (e.g. 16MiB); a larger one gets 413.
     #[arg(long, default_value = "16MiB", value_parser = crate::device::parse_bytes)]
     pub http_max_body: u64,
@@ -95,6 +99,7 @@ pub fn run(path: &Path, name: String, cmd: &ServeCmd) -> anyhow::Result<()> {
                 model,
                 max_body: usize::try_from(cmd.http_max_body).unwrap_or(usize::MAX),
                 metrics: metrics_on_http(cmd),
+                api_key: cmd.api_key.clone(),
             };
             let h = rt.block_on(kiln_server::http::bind(config))?;
             use std::io::Write;

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{HttpResponse, Server, http, kiln, post};
+use common::{HttpResponse, Server, http, http_with, kiln, post};
 use serde_json::{Value, json};
 
 const SMOLLM2: &str = "smollm2-135m-instruct-q4_1";
@@ -379,10 +379,12 @@ fn wait_for(server: &Server, name: &str, value: f64) {
 #[test]
 fn health_says_503_while_loading_and_metrics_share_the_address() {
     let m = smollm2();
-    // The metrics on the HTTP address: one port for everything HTTP.
-    let mut server = Server::spawn(&m, &["--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+    // Gemma 3 270M: its load and warm-up pass take ~0.2 s even in this warm page cache, long
+    // enough to ask during it.
+    let gemma = kiln_testkit::model("gemma3-270m-q4_k_m");
+    let mut server = Server::spawn(&gemma, &["--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
     let h = server.http.clone();
-    // Bound before the model loads (which takes a second or more): 503 and "loading".
+    // Bound before the model loads: 503 and "loading".
     let r = http(&h, "GET", "/health", None);
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["status"], "loading");
@@ -392,22 +394,33 @@ fn health_says_503_while_loading_and_metrics_share_the_address() {
     assert_eq!(http(&h, "GET", "/health", None).json(), json!({"status": "ok"}));
     let models = http(&h, "GET", "/v1/models", None).json();
     assert_eq!(models["object"], "list");
-    assert_eq!(models["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(models["data"][0]["id"], "gemma-3-270m-q4_k_m");
     assert_eq!(models["data"][0]["object"], "model");
-    let one = http(&h, "GET", "/v1/models/SmolLM2-135M-Instruct.Q4_1", None).json();
+    let one = http(&h, "GET", "/v1/models/gemma-3-270m-q4_k_m", None).json();
     assert_eq!(one, models["data"][0]);
     assert_eq!(http(&h, "GET", "/metrics", None).status, 404, "metrics are on their own address here");
     drop(server);
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-    let server = Server::start(&m, &["--http-listen", &port, "--metrics-listen", &port, "--served-model-name", "smol"]);
+    let server = Server::start(
+        &m,
+        &["--http-listen", &port, "--metrics-listen", &port, "--served-model-name", "smol", "--api-key", "sekrit"],
+    );
     assert_eq!(server.metrics, port);
-    let r = post(&port, "/v1/completions", &json!({"prompt": "Hi", "max_tokens": 3, "temperature": 0}));
+    // With --api-key the /v1 routes need it; /health and /metrics do not.
+    let body = json!({"prompt": "Hi", "max_tokens": 3, "temperature": 0}).to_string();
+    let e = expect_error(&post(&port, "/v1/completions", &serde_json::from_str(&body).unwrap()), 401, None);
+    assert_eq!(e["code"], "invalid_api_key");
+    let wrong = [("Authorization", "Bearer nope")];
+    expect_error(&http_with(&port, "GET", "/v1/models", &wrong, None), 401, None);
+    assert_eq!(http(&port, "GET", "/health", None).status, 200);
+    let key = [("Authorization", "Bearer sekrit")];
+    let r = http_with(&port, "POST", "/v1/completions", &key, Some(body.as_bytes()));
     assert_eq!(r.json()["model"], "smol");
     // An HTTP request counts in the same metrics as gRPC ones.
     assert_eq!(server.metric("kiln_requests_total{outcome=\"length\"}"), 1.0);
     assert_eq!(server.metric("kiln_generation_tokens_total"), 3.0);
-    assert_eq!(http(&port, "GET", "/v1/models", None).json()["data"][0]["id"], "smol");
+    assert_eq!(http_with(&port, "GET", "/v1/models", &key, None).json()["data"][0]["id"], "smol");
 }
 
 /// A virtual environment with the `openai` client.

@@ -167,9 +167,17 @@ impl HttpResponse {
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
 pub fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> HttpResponse {
+    http_with(addr, method, path, &[], body)
+}
+
+/// [`http`] with extra headers.
+pub fn http_with(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> HttpResponse {
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
     if let Some(b) = body {
         req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
     }

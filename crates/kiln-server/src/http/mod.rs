@@ -37,6 +37,8 @@ pub struct HttpConfig {
     pub max_body: usize,
     /// Serve `GET /metrics` here too (the Prometheus endpoint shares the address).
     pub metrics: bool,
+    /// When set, `/v1/*` needs `Authorization: Bearer KEY` (401 otherwise).
+    pub api_key: Option<String>,
 }
 
 /// A bound HTTP server: it answers from the moment it is bound (503 until [`crate::serve`] gives
@@ -86,6 +88,7 @@ pub async fn bind(config: HttpConfig) -> Result<HttpServer, ServeError> {
         draining: AtomicBool::new(false),
         max_body: config.max_body,
         model: config.model,
+        api_key: config.api_key,
     });
     let app = router(state.clone(), config.metrics);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -104,6 +107,7 @@ pub(crate) struct HttpState {
     draining: AtomicBool,
     max_body: usize,
     model: String,
+    api_key: Option<String>,
 }
 
 /// What the handlers need once the model is loaded.
@@ -131,12 +135,13 @@ impl HttpState {
 
 fn router(state: Arc<HttpState>, metrics: bool) -> Router {
     let max_body = state.max_body;
-    let mut r = Router::new()
+    let api = Router::new()
         .route("/v1/chat/completions", post(generate::chat))
         .route("/v1/completions", post(generate::completions))
         .route("/v1/models", get(models))
         .route("/v1/models/{*id}", get(model))
-        .route("/health", get(health));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), authorize));
+    let mut r = api.route("/health", get(health));
     if metrics {
         r = r.route("/metrics", get(scrape));
     }
@@ -260,6 +265,22 @@ impl Body {
         de.end().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))?;
         Ok(v)
     }
+}
+
+/// With `--api-key`: the API routes need `Authorization: Bearer KEY`.
+async fn authorize(State(st): State<Arc<HttpState>>, req: Request, next: axum::middleware::Next) -> Response {
+    if let Some(key) = &st.api_key {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) != Some(key.as_str()) {
+            let why = if given.is_some() {
+                "the API key is not valid"
+            } else {
+                "an API key is needed (Authorization: Bearer KEY)"
+            };
+            return ApiError::new(StatusCode::UNAUTHORIZED, why).code("invalid_api_key").into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn health(State(st): State<Arc<HttpState>>) -> Response {
