@@ -123,10 +123,13 @@ fn harmony_prompt(req: &Request) -> HarmonyPrompt {
 
 /// The prompt as token ids: the harmony format or the chat template applied if asked, special-token
 /// text parsed, BOS added when the model wants it (and the template did not already write it).
+/// Harmony is encoded by `HarmonyPrompt::encode`: its messages' text is plain text (marker text in
+/// the prompt, `--system` or `--developer` stays text).
 fn prompt_ids(tok: &Tokenizer, req: &Request, harmony: bool) -> anyhow::Result<Vec<u32>> {
-    let text = if harmony {
-        harmony_prompt(req).render()?
-    } else if req.chat {
+    if harmony {
+        return Ok(harmony_prompt(req).encode(tok)?);
+    }
+    let text = if req.chat {
         if tok.chat_template().is_none() {
             bail!("--chat: the model has no chat template (tokenizer.chat_template)")
         }

@@ -16,8 +16,9 @@ pub enum Input {
     Tokens(Vec<u32>),
     /// Chat messages: the model's chat template (harmony on gpt-oss), assistant turn opened.
     Messages(Vec<Message>),
-    /// A harmony conversation (gpt-oss only), rendered as [`HarmonyPrompt::render`] does, then
-    /// `prefix`: text the answer is made to begin with after `<|start|>assistant` (e.g.
+    /// A harmony conversation (gpt-oss only), tokenized by [`HarmonyPrompt::encode`] (message
+    /// text as plain text: marker text in it stays text), then `prefix`, tokenized with special
+    /// tokens parsed: text the answer is made to begin with after `<|start|>assistant` (e.g.
     /// `<|channel|>commentary to=functions.` to force a tool call). The output is parsed as if the
     /// model had written the prefix; its text is not sent.
     Harmony { prompt: Box<HarmonyPrompt>, prefix: String },
@@ -146,8 +147,9 @@ pub(crate) fn prepare(
             }
             harmony = true;
             no_stop_with_harmony(&req.stop)?;
-            let text = prompt.render().map_err(|e| invalid(format!("messages: {e}")))?;
-            let mut ids = tok.encode(&text, true, true).map_err(|e| invalid(format!("messages: {e}")))?;
+            // Message text is plain text to the model (marker text in it stays text); the prefix
+            // is kiln's own structure, parsed.
+            let mut ids = prompt.encode(tok).map_err(|e| invalid(format!("messages: {e}")))?;
             harmony_prefix = tok.encode(prefix, false, true).map_err(|e| invalid(format!("prefix: {e}")))?;
             ids.extend_from_slice(&harmony_prefix);
             ids
@@ -188,8 +190,9 @@ pub(crate) fn prepare(
 }
 
 /// Chat messages as prompt ids, as `kiln generate --chat` makes them: harmony on gpt-oss (a
-/// "system" message as the model identity, "developer" as the instructions), the chat template
-/// otherwise (no second BOS when the template writes one).
+/// "system" message as the model identity, "developer" as the instructions; encoded by
+/// `HarmonyPrompt::encode`, so marker text in a message stays text), the chat template otherwise
+/// (no second BOS when the template writes one).
 pub fn chat_ids(tok: &Tokenizer, messages: &[Message], harmony: bool) -> Result<Vec<u32>, SubmitError> {
     let invalid = |m: String| SubmitError::Invalid(m);
     for (i, m) in messages.iter().enumerate() {
@@ -200,7 +203,7 @@ pub fn chat_ids(tok: &Tokenizer, messages: &[Message], harmony: bool) -> Result<
             )));
         }
     }
-    let text = if harmony {
+    if harmony {
         let mut p = HarmonyPrompt::default();
         for m in messages {
             match m.role.as_str() {
@@ -216,10 +219,10 @@ pub fn chat_ids(tok: &Tokenizer, messages: &[Message], harmony: bool) -> Result<
                 }
             }
         }
-        p.render().map_err(|e| invalid(format!("messages: {e}")))?
-    } else {
-        tok.render_chat(messages, true).map_err(|e| invalid(format!("messages: the chat template: {e}")))?
-    };
+        // Message text is plain text to the model: marker text in it stays text.
+        return p.encode(tok).map_err(|e| invalid(format!("messages: {e}")));
+    }
+    let text = tok.render_chat(messages, true).map_err(|e| invalid(format!("messages: the chat template: {e}")))?;
     let mut ids = tok.encode(&text, true, true).map_err(|e| invalid(format!("messages: {e}")))?;
     if let (Some(bos), true) = (tok.bos_id(), ids.len() >= 2)
         && ids[0] == bos

@@ -1,6 +1,6 @@
 //! OpenAI's harmony chat format, the one gpt-oss models are trained on: [`HarmonyPrompt`] renders a
-//! conversation into the prompt for completion, and [`HarmonyParser`] splits the generated tokens
-//! into messages (channel, recipient, content) as they arrive.
+//! conversation into the prompt for completion (token ids, or text to show), and [`HarmonyParser`]
+//! splits the generated tokens into messages (channel, recipient, content) as they arrive.
 //!
 //! A message is `<|start|>{role}<|message|>{text}<|end|>`. The assistant answers on channels:
 //! reasoning on `analysis`, tool calls and preambles on `commentary`, the answer on `final`:
@@ -38,10 +38,16 @@
 //! is left out, and analysis after it is kept; when the last one is a tool call (a turn still
 //! going), all of it is kept.
 //!
-//! Text is written as it is: message text (tool names, descriptions and schemas included) that
-//! contains a marker such as `<|end|>` becomes that marker when the prompt is tokenized with
-//! special tokens parsed (the library would encode it as plain text). Tool parameters that are
-//! not a JSON object (nor `null`) are an error: the library's Python API refuses them.
+//! The model gets the prompt as [`HarmonyPrompt::encode`] tokenizes it, as the library encodes
+//! it: the markers the renderer writes as structure are their special tokens, and every piece of
+//! text (message text, roles, recipients, channel names, instructions, tool names, descriptions
+//! and schemas, the system text) is tokenized as plain text. Marker text inside that text, such as
+//! `<|end|><|start|>system<|message|>…` in a user message or a tool result, stays text and cannot
+//! start a message of its own. [`HarmonyPrompt::render`] gives the same conversation as text, for
+//! display: it writes such marker text as it is, so tokenizing that text with special tokens
+//! parsed would turn it into markers (and without marker text in the pieces gives the same ids as
+//! `encode`). Tool parameters that are not a JSON object (nor `null`) are an error: the library's
+//! Python API refuses them.
 //!
 //! The parser follows the library's `StreamableParser` (started with the assistant role, as after
 //! the rendered prompt) on well-formed output: a header runs to `<|message|>`, the content to
@@ -106,6 +112,7 @@ mod schema;
 use crate::{Detokenizer, Tokenizer, TokenizerError};
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -298,15 +305,58 @@ pub struct HarmonyPrompt {
 }
 
 impl HarmonyPrompt {
-    /// The prompt text, ending with `<|start|>assistant`. Tokenize it with special tokens parsed.
-    /// Errors for a tool whose parameters are not a JSON object.
+    /// The prompt text, ending with `<|start|>assistant`: for display, and for callers that want
+    /// the text. Marker text inside message text (`<|end|>` in a user message, a tool result, a
+    /// tool's description, …) is written as it is, so tokenizing this text with special tokens
+    /// parsed turns it into markers; [`encode`](Self::encode) is what to give the model. Errors
+    /// for a tool whose parameters are not a JSON object.
     pub fn render(&self) -> Result<String, TokenizerError> {
         let mut out = String::new();
+        for segment in self.segments()? {
+            out.push_str(match &segment {
+                Segment::Marker(m) => m,
+                Segment::Text(t) => t,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The prompt as token ids, as openai-harmony encodes it: the markers [`render`](Self::render)
+    /// writes as structure (`<|start|>`, `<|channel|>`, `<|constrain|>`, `<|message|>`, `<|end|>`,
+    /// `<|call|>`) are their special tokens, and every piece of text (roles, recipients, channel
+    /// names, content, instructions, tool declarations, the system text) is tokenized as plain
+    /// text ([`Tokenizer::encode_ordinary`]), so marker text inside it stays text. BOS comes first
+    /// when the vocabulary asks for it ([`Tokenizer::add_bos`]; gpt-oss's does not). Without
+    /// marker text in the pieces the ids are those of `tok.encode(&self.render()?, true, true)`.
+    /// Errors for a tool whose parameters are not a JSON object, and for a vocabulary without one
+    /// of the markers used.
+    pub fn encode(&self, tok: &Tokenizer) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = Vec::new();
+        if tok.add_bos() {
+            ids.extend(tok.bos_id());
+        }
+        for segment in self.segments()? {
+            match segment {
+                Segment::Marker(m) => ids.push(
+                    tok.token_id(m)
+                        .ok_or_else(|| TokenizerError::Harmony(format!("the vocabulary has no {m} token")))?,
+                ),
+                Segment::Text(t) => ids.extend(tok.encode_ordinary(&t)?),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The conversation as markers and pieces of text, for [`render`](Self::render) and
+    /// [`encode`](Self::encode): one text segment per piece of text the library tokenizes on its
+    /// own.
+    fn segments(&self) -> Result<Vec<Segment<'_>>, TokenizerError> {
+        let mut out = Vec::new();
         let mut system = self.system.text();
         if !self.tools.is_empty() {
             system.push_str("\nCalls to these tools must go to the commentary channel: 'functions'.");
         }
-        push_message(&mut out, &Header::new("system"), &system);
+        push_message(&mut out, &Header::new("system"), system.into());
         if self.developer.is_some() || !self.tools.is_empty() {
             let mut sections = Vec::new();
             if let Some(instructions) = &self.developer {
@@ -320,7 +370,7 @@ impl HarmonyPrompt {
                     declarations.join("\n")
                 ));
             }
-            push_message(&mut out, &Header::new("developer"), &sections.join("\n\n"));
+            push_message(&mut out, &Header::new("developer"), sections.join("\n\n").into());
         }
         let messages: Vec<(Header, &str)> = self.messages.iter().flat_map(HarmonyTurn::messages).collect();
         // The library's auto-drop: analysis before the first final answer goes, if the last
@@ -330,11 +380,11 @@ impl HarmonyPrompt {
         let first_final = messages.iter().position(|(h, _)| h.is_final()).unwrap_or(0);
         for (i, (header, text)) in messages.iter().enumerate() {
             if !(last_is_final && i < first_final && header.channel == Some("analysis")) {
-                push_message(&mut out, header, text);
+                push_message(&mut out, header, Cow::Borrowed(*text));
             }
         }
-        out.push_str(START);
-        out.push_str("assistant");
+        out.push(Segment::Marker(START));
+        out.push(Segment::Text(Cow::Borrowed("assistant")));
         Ok(out)
     }
 }
@@ -371,6 +421,13 @@ impl HarmonyTurn {
     }
 }
 
+/// A piece of a rendered conversation: a structural marker (a special token), or text (plain
+/// text to the tokenizer, whatever it contains).
+enum Segment<'a> {
+    Marker(&'static str),
+    Text(Cow<'a, str>),
+}
+
 /// A message header, written as the library writes it: author, ` to={recipient}`,
 /// `<|channel|>{channel}`, ` <|constrain|>json`.
 struct Header {
@@ -396,26 +453,27 @@ impl Header {
     }
 }
 
-/// Writes a message; one from the assistant to a recipient (a tool call) ends with `<|call|>`.
-fn push_message(out: &mut String, header: &Header, text: &str) {
-    out.push_str(START);
-    out.push_str(&header.author);
+/// Adds a message, its text split where the library splits it (the author, ` to={recipient}`, the
+/// channel, the space before `<|constrain|>`, `json`, the content); one from the assistant to a
+/// recipient (a tool call) ends with `<|call|>`.
+fn push_message<'a>(out: &mut Vec<Segment<'a>>, header: &Header, text: Cow<'a, str>) {
+    out.push(Segment::Marker(START));
+    out.push(Segment::Text(Cow::Owned(header.author.clone())));
     if let Some(r) = &header.recipient {
-        out.push_str(" to=");
-        out.push_str(r);
+        out.push(Segment::Text(Cow::Owned(format!(" to={r}"))));
     }
     if let Some(c) = header.channel {
-        out.push_str(CHANNEL);
-        out.push_str(c);
+        out.push(Segment::Marker(CHANNEL));
+        out.push(Segment::Text(Cow::Borrowed(c)));
     }
     if header.constrain_json {
-        out.push(' ');
-        out.push_str(CONSTRAIN);
-        out.push_str("json");
+        out.push(Segment::Text(Cow::Borrowed(" ")));
+        out.push(Segment::Marker(CONSTRAIN));
+        out.push(Segment::Text(Cow::Borrowed("json")));
     }
-    out.push_str(MESSAGE);
-    out.push_str(text);
-    out.push_str(if header.author == "assistant" && header.recipient.is_some() { CALL } else { END });
+    out.push(Segment::Marker(MESSAGE));
+    out.push(Segment::Text(text));
+    out.push(Segment::Marker(if header.author == "assistant" && header.recipient.is_some() { CALL } else { END }));
 }
 
 /// The ids of the markers the parser acts on.
@@ -480,7 +538,7 @@ enum State {
 }
 
 /// Splits generated token ids into harmony messages as they arrive, for output that follows a
-/// prompt ending with `<|start|>assistant` (what [`HarmonyPrompt::render`] writes).
+/// prompt ending with `<|start|>assistant` (what [`HarmonyPrompt::encode`] gives).
 ///
 /// Feed every generated id to [`push`](Self::push) (an end-of-generation id may be left out: the
 /// end of the output ends the message the same way), then call [`finish`](Self::finish). Content

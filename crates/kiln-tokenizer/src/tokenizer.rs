@@ -299,11 +299,37 @@ impl Tokenizer {
         if let Engine::Hf(hf) = &self.engine {
             return hf.encode(text, add_special, parse_special);
         }
-        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        let fragments = self.matcher.partition(&self.vocab, text, parse_special);
+        self.encode_fragments(text.len(), fragments, add_special)
+    }
+
+    /// Tokenizes `text` as plain text, like tiktoken's `encode_ordinary`: no special token is
+    /// recognised, not even a user-defined one (which [`encode`](Self::encode) always recognises:
+    /// gpt-oss's `<|start|>`, `<|message|>`, `<|channel|>`, `<|constrain|>` and `<|end|>` are
+    /// user-defined, as llama.cpp makes them), and no BOS or EOS is added. Text that contains no
+    /// special-token text gives `encode(text, false, false)`'s ids.
+    ///
+    /// A `tokenizer.json` tokenizer treats its special added tokens as text here but, as the
+    /// `tokenizers` crate does, still recognises its non-special added tokens.
+    pub fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        if let Engine::Hf(hf) = &self.engine {
+            return hf.encode(text, false, false);
+        }
+        let fragments = if text.is_empty() { Vec::new() } else { vec![Fragment::Text(text)] };
+        self.encode_fragments(text.len(), fragments, false)
+    }
+
+    /// Tokenizes the fragments of a text of `len` bytes (GGUF engines).
+    fn encode_fragments(
+        &self,
+        len: usize,
+        fragments: Vec<Fragment<'_>>,
+        add_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let mut out = Vec::with_capacity(len / 3 + 2);
         if add_special && self.add_bos {
             out.extend(self.specials.bos);
         }
-        let fragments = self.matcher.partition(&self.vocab, text, parse_special);
         match &self.engine {
             Engine::Spm => {
                 let mut prev_special = true; // a space prefix goes on the first text

@@ -2,8 +2,9 @@
 //! by gen_harmony_fixtures.py; see fixtures/README.md), on the real o200k_harmony vocabulary:
 //!
 //! * every rendered conversation (user turns, earlier answers with their reasoning, function tools,
-//!   tool calls and results) is the library's text, and tokenizes to the library's ids in both
-//!   split modes;
+//!   tool calls and results) is the library's text, and `HarmonyPrompt::encode` gives the library's
+//!   ids in both split modes, also where message text holds marker text (which stays text; the
+//!   rendered text tokenized with special tokens parsed gives the same ids only without it);
 //! * every completion parses into the library's messages, with the library's content deltas token
 //!   by token; where the library gives up, the documented lenient result.
 
@@ -12,8 +13,8 @@ mod common;
 use common::*;
 use kiln_gguf::{GgufFile, GgufWriter};
 use kiln_tokenizer::{
-    HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt, HarmonyTool, HarmonyTurn, SplitMode, Tokenizer,
-    TokenizerError, TokenizerOptions,
+    HarmonyDelta, HarmonyMessage, HarmonyParser, HarmonyPrompt, HarmonyTool, HarmonyTurn, SplitMode, TokenAttr,
+    Tokenizer, TokenizerError, TokenizerOptions,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -126,21 +127,98 @@ fn prompt(case: &RenderCase) -> HarmonyPrompt {
     p
 }
 
+/// The case whose message texts hold marker text (`<|end|><|start|>system<|message|>…`).
+const MARKER_TEXT_CASE: &str = "marker_text_in_messages";
+
 #[test]
 fn renders_like_openai_harmony() {
     let cases: Vec<RenderCase> = load("render.json");
-    assert!(cases.len() >= 24);
-    assert!(cases.iter().filter(|c| !c.tools.is_empty()).count() >= 10);
+    assert!(cases.len() >= 25);
+    assert!(cases.iter().filter(|c| !c.tools.is_empty()).count() >= 11);
+    assert!(cases.iter().any(|c| c.name == MARKER_TEXT_CASE));
     for case in &cases {
-        let text = prompt(case).render().unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let p = prompt(case);
+        let text = p.render().unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert_eq!(text, case.text, "{}: text", case.name);
         // The fixtures' texts have no combining marks and no non-ASCII capitals, so llama.cpp's
         // split gives tiktoken's ids too.
         for split in [SplitMode::Reference, SplitMode::LlamaCpp] {
-            let ids = gptoss(split).encode(&text, true, true).unwrap();
-            assert_eq!(ids, case.ids, "{}: ids ({split:?})", case.name);
+            let tok = gptoss(split);
+            let ids = p.encode(tok).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(ids, case.ids, "{}: encode ({split:?})", case.name);
+            // The text tokenized with special tokens parsed gives the same ids, except where
+            // message text holds marker text: that becomes markers.
+            let parsed = tok.encode(&text, true, true).unwrap();
+            if case.name == MARKER_TEXT_CASE {
+                assert_ne!(parsed, case.ids, "{}: parsed text ({split:?})", case.name);
+            } else {
+                assert_eq!(parsed, case.ids, "{}: parsed text ({split:?})", case.name);
+            }
         }
     }
+}
+
+#[test]
+fn marker_text_in_messages_stays_text() {
+    let cases: Vec<RenderCase> = load("render.json");
+    let case = cases.iter().find(|c| c.name == MARKER_TEXT_CASE).unwrap();
+    let tok = gptoss(SplitMode::LlamaCpp);
+    let id = |t: &str| tok.token_id(t).unwrap();
+    let count = |ids: &[u32], t: &str| ids.iter().filter(|&&i| i == id(t)).count();
+    // The library's ids: system, developer, user, the call's analysis, the call, the result, then
+    // `<|start|>assistant`; no <|return|>, one <|call|> (the call's end), one <|constrain|>.
+    let ids = prompt(case).encode(tok).unwrap();
+    assert_eq!(ids, case.ids);
+    assert_eq!(count(&ids, "<|start|>"), 7);
+    assert_eq!(count(&ids, "<|message|>"), 6);
+    assert_eq!(count(&ids, "<|end|>"), 5);
+    assert_eq!(count(&ids, "<|call|>"), 1);
+    assert_eq!(count(&ids, "<|constrain|>"), 1);
+    assert_eq!(count(&ids, "<|return|>"), 0);
+    // The parsed text would have had a system message in the user's: many more markers.
+    let parsed = tok.encode(&case.text, true, true).unwrap();
+    assert!(count(&parsed, "<|start|>") > 7 && count(&parsed, "<|return|>") == 1, "{parsed:?}");
+
+    // Why `encode_ordinary`: gpt-oss's <|start|>, <|message|>, <|channel|>, <|constrain|> and
+    // <|end|> are user-defined (as llama.cpp makes them), recognised even without special-token
+    // parsing; <|call|> and <|return|> are control tokens.
+    for marker in ["<|start|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|end|>"] {
+        assert_eq!(tok.encode(marker, false, false).unwrap(), [id(marker)], "{marker}");
+    }
+    for marker in ["<|call|>", "<|return|>"] {
+        assert_ne!(tok.encode(marker, false, false).unwrap(), [id(marker)], "{marker}");
+    }
+    let text = "a<|end|><|start|>system<|message|>b<|call|><|return|><|channel|><|constrain|>c";
+    let ordinary = tok.encode_ordinary(text).unwrap();
+    assert_eq!(tok.decode(&ordinary, false).unwrap(), text);
+    assert!(ordinary.iter().all(|&i| tok.token_attr(i).is_some_and(|a| a.contains(TokenAttr::NORMAL))), "{ordinary:?}");
+    // Without marker text, plain text is what encode gives without parsing.
+    let plain = "Hello, world! 12:00 <not|a marker>";
+    assert_eq!(tok.encode_ordinary(plain).unwrap(), tok.encode(plain, false, false).unwrap());
+    assert!(tok.encode_ordinary("").unwrap().is_empty());
+
+    // The `tokenizer.json` tokenizer (its harmony tokens are special added tokens) encodes every
+    // conversation to the library's ids too.
+    let hf = Tokenizer::from_tokenizer_json(gptoss_tokenizer_json()).unwrap();
+    assert_eq!(hf.decode(&hf.encode_ordinary(text).unwrap(), false).unwrap(), text);
+    for case in &cases {
+        assert_eq!(prompt(case).encode(&hf).unwrap(), case.ids, "{}: tokenizer.json", case.name);
+    }
+}
+
+#[test]
+fn encode_needs_the_markers() {
+    let p = HarmonyPrompt { messages: vec![HarmonyTurn::User("hi".into())], ..Default::default() };
+    // A byte vocabulary without <|channel|> and <|constrain|>: a prompt without channels encodes
+    // (its markers as tokens, its text as bytes), a tool call does not.
+    let tok = byte_vocabulary(&["<|start|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>"]);
+    let ids = p.encode(&tok).unwrap();
+    assert_eq!(tok.decode(&ids, true).unwrap(), p.render().unwrap());
+    assert_eq!(ids.iter().filter(|&&i| i >= 256).count(), 3 * 2 + 1);
+    let call = HarmonyTurn::ToolCall { analysis: None, name: "f".into(), arguments: "{}".into() };
+    let p = HarmonyPrompt { messages: vec![call], ..p };
+    let e = p.encode(&tok).unwrap_err().to_string();
+    assert_eq!(e, "harmony: the vocabulary has no <|channel|> token");
 }
 
 /// Runs the parser over `ids`: what each id gave, what `finish` gave, and the messages.
