@@ -1,5 +1,6 @@
 //! Building tokenizers from GGUF metadata, and encoding / decoding ~110 KB of mixed text
-//! (tests/fixtures/mixed.txt) with each vocabulary.
+//! (tests/fixtures/mixed.txt) with each vocabulary; and kiln's encoder beside Hugging Face
+//! `tokenizers` on the same vocabulary's `tokenizer.json` over 2.6 MB of it.
 //!
 //!     cargo bench -p kiln-tokenizer --bench tokenizer
 
@@ -56,5 +57,28 @@ fn encode_decode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, build, encode_decode);
+/// kiln (built from the GGUF) and Hugging Face `tokenizers` (from the `tokenizer.json` of the same
+/// vocabulary: gpt-oss's as published, SmolLM2's as its model card ships it), one thread each, on
+/// mixed.txt 24 times over (2.6 MB: both sides' word caches warm alike).
+fn versus_hf(c: &mut Criterion) {
+    let text = common::mixed().repeat(24);
+    let mut g = c.benchmark_group("2.6 MB mixed text, kiln vs HF tokenizers");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    for (name, json) in [("gptoss", common::gptoss_tokenizer_json()), ("smollm2", common::smollm2_tokenizer_json())] {
+        let kiln = common::tokenizer_for(name);
+        let hf = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
+        let (a, b) = (kiln.encode(&text, false, false).unwrap().len(), hf.encode(text.as_str(), false).unwrap().len());
+        eprintln!("{name}: kiln {a} tokens, HF tokenizers {b} tokens");
+        g.bench_function(format!("encode {name} kiln"), |bch| {
+            bch.iter(|| kiln.encode(black_box(&text), false, false).unwrap())
+        });
+        g.bench_function(format!("encode {name} HF tokenizers"), |bch| {
+            bch.iter(|| hf.encode(black_box(text.as_str()), false).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, build, encode_decode, versus_hf);
 criterion_main!(benches);

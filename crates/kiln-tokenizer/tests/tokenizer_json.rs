@@ -9,39 +9,6 @@ use kiln_gguf::GgufFile;
 use kiln_tokenizer::{Tokenizer, TokenizerKind};
 use serde_json::json;
 
-fn smollm2_tokenizer_json() -> String {
-    let file = GgufFile::open(smollm2_path()).unwrap();
-    let tokens = file.get_str_array("tokenizer.ggml.tokens").unwrap().to_vec_str().unwrap();
-    let types = file.get_array("tokenizer.ggml.token_type").unwrap().to_vec::<i32>().unwrap();
-    let merges = file.get_str_array("tokenizer.ggml.merges").unwrap().to_vec_str().unwrap();
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
-    let added: Vec<serde_json::Value> = tokens
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| types[*i] == 3)
-        .map(|(i, t)| {
-            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-            "normalized": false, "special": true})
-        })
-        .collect();
-    json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": added,
-        "normalizer": null,
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Digits", "individual_digits": true},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
-        ]},
-        "post_processor": null,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-            "vocab": vocab, "merges": merges}
-    })
-    .to_string()
-}
-
 #[test]
 fn smollm2_tokenizer_json_matches_llama_cpp() {
     let config = json!({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": "{{ 'x' }}"});

@@ -168,3 +168,39 @@ pub fn gptoss_gguf_bytes() -> &'static Vec<u8> {
 pub fn gptoss_tokenizer_json() -> String {
     kiln_synth::vocab::o200k_harmony_tokenizer_json().unwrap()
 }
+
+/// SmolLM2's vocabulary as the `tokenizer.json` SmolLM2 ships describes it (digits split one by
+/// one, then GPT-2 byte-level), built from the GGUF's tokens, types and merges.
+pub fn smollm2_tokenizer_json() -> String {
+    use serde_json::json;
+    let file = GgufFile::open(smollm2_path()).unwrap();
+    let tokens = file.get_str_array("tokenizer.ggml.tokens").unwrap().to_vec_str().unwrap();
+    let types = file.get_array("tokenizer.ggml.token_type").unwrap().to_vec::<i32>().unwrap();
+    let merges = file.get_str_array("tokenizer.ggml.merges").unwrap().to_vec_str().unwrap();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        tokens.iter().enumerate().map(|(i, t)| (t.to_string(), json!(i))).collect();
+    let added: Vec<serde_json::Value> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| types[*i] == 3)
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true})
+        })
+        .collect();
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
+        ]},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+            "vocab": vocab, "merges": merges}
+    })
+    .to_string()
+}
