@@ -150,12 +150,13 @@ impl HttpResponse {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
-    /// The `data:` payloads of a server-sent-events body, in order.
+    /// The `data:` payloads of a server-sent-events body, in order (comment-only events, the
+    /// keep-alives, are skipped).
     pub fn events(&self) -> Vec<String> {
         assert!(self.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")), "{self:?}");
         self.text()
             .split("\n\n")
-            .filter(|e| !e.trim().is_empty())
+            .filter(|e| e.lines().any(|l| !l.is_empty() && !l.starts_with(':')))
             .map(|e| {
                 let data: Vec<&str> = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
                 assert_eq!(data.len(), 1, "one data line per event: {e:?}");

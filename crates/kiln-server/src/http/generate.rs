@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use kiln_sched::{Event, Final, Finish, Input, Message, Request, SamplingParams, Submitted, TokenLogprob};
 use kiln_tokenizer::{HarmonyPrompt, HarmonyTool, HarmonyTurn};
@@ -58,11 +58,15 @@ pub(crate) async fn completions(State(st): State<Arc<HttpState>>, body: Body) ->
 
 /// Sampling, limits and stop strings from the fields both endpoints share, as a template
 /// request; `n`; and whether to stream with usage.
-fn common(c: &Common, max_tokens: Option<i64>, default_max: Option<usize>) -> Result<(Request, usize), ApiError> {
+fn common(
+    c: &Common,
+    (max_param, max_tokens): (&str, Option<i64>),
+    default_max: Option<usize>,
+) -> Result<(Request, usize), ApiError> {
     let d = SamplingParams::default();
     let mut r = Request::new(Input::Tokens(Vec::new()));
     r.max_tokens = match max_tokens {
-        Some(m) if m < 0 => return Err(ApiError::bad("max_tokens", format!("max_tokens = {m}: expected 0 or more"))),
+        Some(m) if m < 0 => return Err(ApiError::bad(max_param, format!("{max_param} = {m}: expected 0 or more"))),
         Some(m) => Some(m as usize),
         None => default_max,
     };
@@ -146,7 +150,11 @@ fn choices(template: &Request, inputs: Vec<Input>, n: usize) -> Vec<Request> {
 fn chat_plan(ready: &Ready, body: &Body) -> Result<Plan, ApiError> {
     let c: Common = body.parse()?;
     let req: ChatRequest = body.parse()?;
-    let (mut template, n) = common(&c, req.max_completion_tokens.or(c.max_tokens), None)?;
+    let max = match req.max_completion_tokens {
+        Some(m) => ("max_completion_tokens", Some(m)),
+        None => ("max_tokens", c.max_tokens),
+    };
+    let (mut template, n) = common(&c, max, None)?;
     if req.messages.is_empty() {
         return Err(ApiError::bad("messages", "messages is empty"));
     }
@@ -359,7 +367,7 @@ fn harmony_input(req: &ChatRequest) -> Result<Input, ApiError> {
 fn completion_plan(body: &Body) -> Result<Plan, ApiError> {
     let c: Common = body.parse()?;
     let req: CompletionRequest = body.parse()?;
-    let (mut template, n) = common(&c, c.max_tokens, Some(COMPLETIONS_MAX_TOKENS))?;
+    let (mut template, n) = common(&c, ("max_tokens", c.max_tokens), Some(COMPLETIONS_MAX_TOKENS))?;
     if req.echo {
         return Err(ApiError::bad("echo", "echo is not supported"));
     }
@@ -455,6 +463,10 @@ async fn run(ready: &Ready, plan: Plan, arrived: Instant) -> Result<Response, Ap
             c.clock.observe(&metrics, &e);
             c.event(e);
         }
+        // A failure inside the engine is the server's, not the request's.
+        if let Some(e) = accs.iter().find_map(|c| c.end.as_ref().and_then(|f| f.error.clone())) {
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e));
+        }
         return Ok(axum::Json(meta.response(&accs, plan.n)).into_response());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(64);
@@ -487,7 +499,8 @@ async fn run(ready: &Ready, plan: Plan, arrived: Instant) -> Result<Response, Ap
         }
         let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
     });
-    Ok(Sse::new(ReceiverStream::new(rx)).into_response())
+    // A comment line every 15 s keeps proxies from closing a stream that waits on a long prefill.
+    Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// What every response and chunk repeats.
