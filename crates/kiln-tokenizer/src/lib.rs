@@ -10,11 +10,15 @@
 //!
 //! * `tokenizer.ggml.model = "gpt2"`: byte-level BPE over `tokenizer.ggml.merges`, after the
 //!   pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`. Supported: `default`, `gpt-2` and
-//!   its aliases, `llama-bpe`/`llama3` (with `ignore_merges`), `dbrx`, `smaug-bpe`, `qwen2`,
-//!   `stablelm2`, `smollm`/`starcoder` and aliases, `gpt-4o`/`llama4` and aliases, `tekken`; any
-//!   other name is [`TokenizerError::UnsupportedPre`]. Tested against llama.cpp: `smollm`,
-//!   `gpt-4o` (the gpt-oss vocabulary), and with SmolLM2's vocabulary `default`, `gpt-2`,
-//!   `llama-bpe`, `qwen2`, `starcoder`, `tekken`.
+//!   its aliases, `llama-bpe`/`llama3` (with `ignore_merges`), `dbrx`, `smaug-bpe`, `qwen2` and
+//!   aliases, `qwen35`, `stablelm2`, `smollm`/`starcoder` and aliases, `gpt-4o`/`llama4` and
+//!   aliases, `tekken`, `falcon`, `deepseek-llm`, `deepseek-coder`; any other name is
+//!   [`TokenizerError::UnsupportedPre`]. Tested against llama.cpp: `smollm`, `gpt-4o` (the
+//!   gpt-oss vocabulary), and with SmolLM2's vocabulary `default`, `gpt-2`, `llama-bpe`, `qwen2`,
+//!   `starcoder`, `tekken` (commit 0c1e570); and with their own vocabularies by llama.cpp b11434's
+//!   tokenizer suite (`tests/llama_vocab_suite.rs`): `command-r`, `deepseek-coder`,
+//!   `deepseek-llm`, `falcon`, `gpt-2`, `llama-bpe`, `mpt`, `qwen2`, `qwen35`, `refact`,
+//!   `starcoder`.
 //! * `tokenizer.ggml.model = "llama"`: SentencePiece the way llama.cpp runs it (score-driven
 //!   bigram merges with a heap, `<0xXX>` byte fallback, `add_space_prefix`, spaces as `▁`), as
 //!   Gemma 3 uses it.

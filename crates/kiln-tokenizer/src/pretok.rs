@@ -42,8 +42,10 @@ enum Step {
     /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`.
     Gpt2,
     /// llama.cpp's hand-written Llama 3 splitter (`digits` = 3) or Qwen 2 splitter (`digits` = 1):
-    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,D}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
-    Llama3 { digits: usize },
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,D}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+    /// with `marks`, its Qwen 3.5 splitter, where `[\p{L}\p{M}]` stands for `\p{L}` (and
+    /// `[^\s\p{L}\p{M}\p{N}]` for `[^\s\p{L}\p{N}]`).
+    Llama3 { digits: usize, marks: bool },
     /// llama.cpp's adaptation of the o200k regex (`contractions`, digits in runs of 3) or of
     /// tekken's (no contractions, single digits), run on the collapsed text: hand-written code
     /// that splits exactly as [`GPT4O_RE_LLAMACPP`] / [`TEKKEN_RE_LLAMACPP`] do on the collapsed
@@ -72,6 +74,8 @@ const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{
 const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 #[cfg(test)]
 const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+#[cfg(test)]
+const QWEN35_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// llama.cpp's adaptation of the o200k regex (`std::regex` has no `(?i:` and no `\p{Lu}`).
 #[cfg_attr(not(test), allow(dead_code))]
 const GPT4O_RE_LLAMACPP: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -81,6 +85,14 @@ const GPT4O_RE_ORIGINAL: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{
 const TEKKEN_RE_LLAMACPP: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const TEKKEN_RE_ORIGINAL: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const DEFAULT_PUNCT_RE: &str = r"[\p{P}\$\+<=>\^~\|]+";
+const FALCON_PUNCT_RE: &str = r"[\p{P}\$\+<=>\^~\|`]+";
+/// DeepSeek LLM's letter runs: an optional white-space and a run of Latin, Greek, Cyrillic,
+/// Armenian, Georgian, Cherokee, Glagolitic, Coptic, Deseret, … letters (a fixed list of ranges).
+const DEEPSEEK_LLM_LETTERS_RE: &str = r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
+/// ASCII punctuation and symbols, their full-width forms, quotation marks and CJK punctuation.
+const DEEPSEEK_LLM_PUNCT_RE: &str = r"\s?[!-/:-~！-／：-～‘-‟　-。]+";
+/// CJK ideographs (U+4E00..U+9FA5), U+0800..U+4E00, Hangul syllables and Jamo (U+AC00..U+D7FF).
+const DEEPSEEK_CJK_RE: &str = "[一-龥ࠀ-一가-퟿]+";
 
 /// The regex lists (llama.cpp's, and where it adapted one, the original).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +111,15 @@ pub(crate) enum PreKind {
     Gpt4o,
     /// Mistral's tekken.
     Tekken,
+    /// Qwen 3.5: Qwen 2 with combining marks (`\p{M}`) counted as letters.
+    Qwen35,
+    /// Falcon: punctuation runs (with `` ` ``), then GPT-2, then digit triples.
+    Falcon,
+    /// DeepSeek LLM: newlines, Latin-and-friends letter runs, ASCII/full-width punctuation runs,
+    /// trailing spaces, CJK runs, number runs.
+    DeepseekLlm,
+    /// DeepSeek Coder: newlines, letter runs, punctuation runs, CJK runs, single digits.
+    DeepseekCoder,
 }
 
 /// Per-`tokenizer.ggml.pre` settings llama.cpp applies (`llama_vocab::impl::load`).
@@ -123,9 +144,15 @@ pub(crate) fn pre_info(name: &str) -> Option<PreInfo> {
         | "jina-v5-nano" => p(Llama3, true, true, true),
         "dbrx" | "smaug-bpe" => p(Llama3, false, true, false),
         "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
-        | "mpt" | "olmo" | "jais" | "exaone4" => p(Gpt2, false, true, false),
+        | "mpt" | "olmo" | "jais" | "exaone4" | "modern-bert" => p(Gpt2, false, true, false),
         "trillion" | "granite-docling" => p(Gpt2, false, false, false),
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" => p(Qwen2, false, false, false),
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open" | "grok-2" => {
+            p(Qwen2, false, false, false)
+        }
+        "qwen35" => p(Qwen35, false, false, false),
+        "falcon" => p(Falcon, false, true, false),
+        "deepseek-llm" => p(DeepseekLlm, false, false, false),
+        "deepseek-coder" => p(DeepseekCoder, false, false, false),
         "stablelm2" | "megrez" => p(Qwen2, false, true, false),
         "starcoder" | "refact" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => p(StarCoder, false, true, false),
         "smollm" | "command-r" => p(StarCoder, false, false, false),
@@ -162,6 +189,7 @@ pub(crate) const SUPPORTED_PRE: &[&str] = &[
     "olmo",
     "jais",
     "exaone4",
+    "modern-bert",
     "trillion",
     "granite-docling",
     "qwen2",
@@ -170,6 +198,11 @@ pub(crate) const SUPPORTED_PRE: &[&str] = &[
     "f2llmv2",
     "hunyuan",
     "solar-open",
+    "grok-2",
+    "qwen35",
+    "falcon",
+    "deepseek-llm",
+    "deepseek-coder",
     "stablelm2",
     "megrez",
     "starcoder",
@@ -205,8 +238,25 @@ impl PreTokenizer {
                 vec![regex(DEFAULT_PUNCT_RE)?, Step::Gpt2, regex(r"\p{N}+")?, regex(r"[0-9][0-9][0-9]")?]
             }
             PreKind::Gpt2 => vec![Step::Gpt2],
-            PreKind::Llama3 => vec![Step::Llama3 { digits: 3 }],
-            PreKind::Qwen2 => vec![Step::Llama3 { digits: 1 }],
+            PreKind::Llama3 => vec![Step::Llama3 { digits: 3, marks: false }],
+            PreKind::Qwen2 => vec![Step::Llama3 { digits: 1, marks: false }],
+            PreKind::Qwen35 => vec![Step::Llama3 { digits: 1, marks: true }],
+            PreKind::Falcon => vec![regex(FALCON_PUNCT_RE)?, Step::Gpt2, regex(r"[0-9][0-9][0-9]")?],
+            PreKind::DeepseekLlm => vec![
+                regex("[\r\n]")?,
+                regex(DEEPSEEK_LLM_LETTERS_RE)?,
+                regex(DEEPSEEK_LLM_PUNCT_RE)?,
+                regex(r"\s+$")?,
+                regex(DEEPSEEK_CJK_RE)?,
+                regex(r"\p{N}+")?,
+            ],
+            PreKind::DeepseekCoder => vec![
+                regex("[\r\n]")?,
+                regex(r"\s?\p{L}+")?,
+                regex(r"\s?\p{P}+")?,
+                regex(DEEPSEEK_CJK_RE)?,
+                regex(r"\p{N}")?,
+            ],
             PreKind::StarCoder => vec![regex(r"\p{N}")?, Step::Gpt2],
             PreKind::Gpt4o if reference => vec![regex(GPT4O_RE_ORIGINAL)?],
             PreKind::Gpt4o => vec![Step::O200k { contractions: true, digits: 3 }],
@@ -231,7 +281,7 @@ impl PreTokenizer {
                 let seg = start..start + len;
                 match step {
                     Step::Gpt2 => split_gpt2(&cps, seg, &mut out),
-                    Step::Llama3 { digits } => split_llama3(&cps, seg, *digits, &mut out),
+                    Step::Llama3 { digits, marks } => split_llama3(&cps, seg, *digits, *marks, &mut out),
                     Step::O200k { contractions, digits } => split_o200k(&cps, seg, *contractions, *digits, &mut out),
                     Step::Collapsed(re) => {
                         let rc = collapsed.get_or_insert_with(|| Recoded::new(&cps, collapse_char));
@@ -589,8 +639,9 @@ fn split_gpt2(cps: &[char], seg: std::ops::Range<usize>, out: &mut Vec<usize>) {
 }
 
 /// Llama 3's (`digits` = 3) or Qwen 2's (`digits` = 1) split, as llama.cpp's
-/// `unicode_regex_split_custom_llama3` / `_qwen2` compute it.
-fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, out: &mut Vec<usize>) {
+/// `unicode_regex_split_custom_llama3` / `_qwen2` compute it; with `marks`, Qwen 3.5's
+/// (`unicode_regex_split_custom_qwen35`: combining marks join letter runs and leave punctuation).
+fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, marks: bool, out: &mut Vec<usize>) {
     let end = seg.end;
     let mut pos = seg.start;
     let mut last = seg.start;
@@ -601,6 +652,14 @@ fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, out: &
         *from = to;
     };
     let lower = |c: char| c.to_ascii_lowercase();
+    let mark = |p: usize| marks && seg.contains(&p) && !cps[p].is_ascii() && class(cps[p]) == Class::Mark;
+    // `\p{L}` (with `marks`: `[\p{L}\p{M}]`).
+    let word = |p: usize| flags_at(cps, &seg, p).letter || mark(p);
+    // `[^\s\p{L}\p{N}]` (with `marks`: `[^\s\p{L}\p{M}\p{N}]`), not checking that `p` is inside.
+    let other = |p: usize| {
+        let f = flags_at(cps, &seg, p);
+        !(f.whitespace || f.letter || f.number || mark(p))
+    };
     while pos < end {
         let c = cps[pos];
         let f = Flags::of(c);
@@ -622,9 +681,9 @@ fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, out: &
             }
         }
         // [^\r\n\p{L}\p{N}]?\p{L}+
-        if !(c == '\r' || c == '\n' || f.number) && (f.letter || flags_at(cps, &seg, pos + 1).letter) {
+        if !(c == '\r' || c == '\n' || f.number) && (word(pos) || word(pos + 1)) {
             pos += 1;
-            while flags_at(cps, &seg, pos).letter {
+            while word(pos) {
                 pos += 1;
             }
             emit(&mut last, pos);
@@ -644,13 +703,10 @@ fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, out: &
             continue;
         }
         // <space>?[^\s\p{L}\p{N}]+[\r\n]*
-        let mut f2 = if c == ' ' { flags_at(cps, &seg, pos + 1) } else { f };
-        let other = |f: Flags| !(f.whitespace || f.letter || f.number);
-        if other(f2) && f.defined {
+        if other(if c == ' ' { pos + 1 } else { pos }) && f.defined {
             pos += usize::from(c == ' ');
-            while other(f2) && f2.defined {
+            while other(pos) && flags_at(cps, &seg, pos).defined {
                 pos += 1;
-                f2 = flags_at(cps, &seg, pos);
             }
             while matches!(cp_at(cps, &seg, pos), Some('\r' | '\n')) {
                 pos += 1;
@@ -722,8 +778,13 @@ mod tests {
         // On text without rare code points, the hand-written splitters must split exactly as the
         // regexes they stand for (run with real Unicode classes).
         let text = "Hello, World! It's 2024... I'VE   seen 1234567 things\t\n\n  ok?\r\n€5 ümlaut \
-                    中文字 ۱۲۳ 'll 're x'd  \n end  ";
-        for (kind, re) in [(PreKind::Gpt2, GPT2_RE), (PreKind::Llama3, LLAMA3_RE), (PreKind::Qwen2, QWEN2_RE)] {
+                    中文字 ۱۲۳ 'll 're x'd  \n end  cafe\u{301}s \u{301}\u{301}! नमस्ते .\u{300}, 👍\u{FE0F}";
+        for (kind, re) in [
+            (PreKind::Gpt2, GPT2_RE),
+            (PreKind::Llama3, LLAMA3_RE),
+            (PreKind::Qwen2, QWEN2_RE),
+            (PreKind::Qwen35, QWEN35_RE),
+        ] {
             let custom = words(kind, SplitMode::LlamaCpp, text);
             let rx = compile(re).unwrap();
             let mut by_regex = Vec::new();
@@ -790,6 +851,29 @@ mod tests {
                 assert_eq!(by_code, collapsed_words(&rx, t), "{kind:?} {t:?}");
             }
         }
+    }
+
+    #[test]
+    fn qwen35_keeps_marks_with_letters() {
+        let t = "cafe\u{301} .\u{300}x";
+        assert_eq!(words(PreKind::Qwen2, SplitMode::LlamaCpp, t), ["cafe", "\u{301}", " .\u{300}", "x"]);
+        assert_eq!(words(PreKind::Qwen35, SplitMode::LlamaCpp, t), ["cafe\u{301}", " .", "\u{300}x"]);
+    }
+
+    #[test]
+    fn falcon_and_deepseek_splits_hand_checked() {
+        let t = "Hi `x`, 12345!";
+        assert_eq!(words(PreKind::Falcon, SplitMode::LlamaCpp, t), ["Hi", " ", "`", "x", "`,", " ", "123", "45", "!"]);
+        let t = "Hello 世界！ 12 ab\n\n  ";
+        assert_eq!(
+            words(PreKind::DeepseekLlm, SplitMode::LlamaCpp, t),
+            ["Hello", " ", "世界", "！", " ", "12", " ab", "\n", "\n", "  "]
+        );
+        assert_eq!(
+            words(PreKind::DeepseekCoder, SplitMode::LlamaCpp, t),
+            // " 世界" is a letter run first, then the CJK pass splits it again.
+            ["Hello", " ", "世界", "！", " ", "1", "2", " ab", "\n", "\n", "  "]
+        );
     }
 
     #[test]
