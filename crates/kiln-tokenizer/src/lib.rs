@@ -22,7 +22,17 @@
 //! * `tokenizer.ggml.model = "llama"`: SentencePiece the way llama.cpp runs it (score-driven
 //!   bigram merges with a heap, `<0xXX>` byte fallback, `add_space_prefix`, spaces as `▁`), as
 //!   Gemma 3 uses it.
-//! * Other models (`bert`, `t5`, `rwkv`, `none`, …) are [`TokenizerError::Unsupported`].
+//! * `tokenizer.ggml.model = "bert"`: WordPiece as llama.cpp b11434 runs it: BERT's
+//!   normalization (lower-casing and accent stripping one code point at a time, as
+//!   `tokenizer.ggml.normalizer.*` ask; both default on), a split at white-space, punctuation,
+//!   ASCII symbols and CJK ideographs, then greedy longest-match pieces (`▁` starts a word, bare
+//!   pieces continue it; a word that cannot be cut is the unknown token). `add_special` adds BOS
+//!   (`[CLS]`) and SEP. Tested by llama.cpp's suite vocabulary `bert-bge`.
+//! * `tokenizer.ggml.model = "gemma4"` (and `gpt2` with pre `gemma4`): Gemma 4's BPE by merge
+//!   rank over characters, spaces as `▁`, split only between newline runs and other text, a
+//!   newline run that is a token kept whole, `<0xXX>` byte fallback, BOS always on. Tested by
+//!   llama.cpp's suite vocabulary `gemma-4`.
+//! * Other models (`t5`, `rwkv`, `none`, …) are [`TokenizerError::Unsupported`].
 //!
 //! Special tokens follow llama.cpp: `tokenizer.ggml.token_type` gives each token its
 //! [`TokenAttr`]; control-token text in a prompt becomes the token only with `parse_special`,
@@ -133,6 +143,7 @@
 mod bpe;
 mod chat;
 mod error;
+mod gemma4;
 mod harmony;
 mod hf;
 mod pretok;
@@ -143,6 +154,8 @@ mod tokenizer;
 mod unicode;
 mod unicode_data;
 mod vocab;
+mod wpm;
+mod wpm_data;
 
 pub use chat::{ChatOptions, ChatTemplate, Message, render_chat};
 pub use error::TokenizerError;

@@ -37,12 +37,22 @@ pub enum TokenizerKind {
     SentencePiece,
     /// A Hugging Face `tokenizer.json`, run by the `tokenizers` crate.
     HuggingFace,
+    /// `tokenizer.ggml.model = "bert"`: WordPiece (greedy longest match after BERT's
+    /// normalization and splitting).
+    WordPiece,
+    /// `tokenizer.ggml.model = "gemma4"`: BPE by merge rank over characters, with `▁` for spaces
+    /// and `<0xXX>` byte fallback.
+    Gemma4,
 }
 
 pub(crate) enum Engine {
     Bpe { bpe: Box<Bpe>, pre: PreTokenizer },
     Spm,
     Hf(Box<HfEngine>),
+    /// WordPiece (`bert`): see `wpm.rs`.
+    Wpm(Box<crate::wpm::Wpm>),
+    /// Gemma 4's character BPE: see `gemma4.rs`.
+    Gemma4(Box<crate::gemma4::Gemma4Bpe>),
 }
 
 /// A tokenizer: text → token ids → bytes.
@@ -100,16 +110,22 @@ impl Tokenizer {
     /// [`from_gguf`](Self::from_gguf) with options.
     pub fn from_gguf_with(file: &GgufFile, options: TokenizerOptions) -> Result<Tokenizer, TokenizerError> {
         let model = file.get_str(KEY_MODEL)?.to_owned();
+        let pre_name = file.get_opt_str(KEY_PRE)?.map(str::to_owned);
+        // Models with their own module (WordPiece, Gemma 4): see `own_kind`.
+        let own = own_kind(&model, pre_name.as_deref());
         let spm = match model.as_str() {
             "llama" => true,
             "gpt2" => false,
+            _ if own.is_some() => false,
             _ => return Err(TokenizerError::Unsupported(model)),
         };
-        let pre_name = file.get_opt_str(KEY_PRE)?.map(str::to_owned);
 
         // Per-type defaults (llama.cpp `load`).
         let (mut add_bos, mut add_space_prefix, clean_spaces, info) = if spm {
             (true, true, false, None)
+        } else if let Some(own) = own {
+            // WPM: BOS ([CLS]) on; BPE (gemma4): BOS forced on below; both clean up spaces.
+            (own == OwnKind::Wpm, false, true, None)
         } else {
             // A missing or empty pre-tokenizer means "default" (llama.cpp warns about it).
             let name = pre_name.as_deref().filter(|n| !n.is_empty()).unwrap_or("default");
@@ -172,10 +188,12 @@ impl Tokenizer {
         let in_range = |id: u32| (id as usize) < n;
         let mut sp = if spm {
             Specials { bos: Some(1), eos: Some(2), unk: Some(0), ..Default::default() }
+        } else if let Some(own) = own.filter(|_| model != "gpt2") {
+            own_default_specials(own)
         } else {
             Specials { bos: Some(11), eos: Some(11), ..Default::default() }
         };
-        for slot in [&mut sp.bos, &mut sp.eos, &mut sp.unk] {
+        for slot in [&mut sp.bos, &mut sp.eos, &mut sp.unk, &mut sp.sep, &mut sp.pad, &mut sp.mask] {
             *slot = slot.filter(|&id| in_range(id));
         }
         // The deprecated prefix/suffix/middle keys come after the fim_* keys, as in llama.cpp.
@@ -211,7 +229,11 @@ impl Tokenizer {
         if let Some(v) = file.get_opt_bool("tokenizer.ggml.add_eos_token")? {
             add_eos = v;
         }
-        if add_bos && sp.bos.is_none() {
+        if own == Some(OwnKind::Gemma4) {
+            add_bos = true; // llama.cpp overrides add_bos_token for Gemma 4 (PR 21500)
+        }
+        // WPM encoding adds BOS and SEP when they exist, whatever add_bos says.
+        if add_bos && sp.bos.is_none() && own != Some(OwnKind::Wpm) {
             return Err(TokenizerError::Metadata("add_bos_token is set but there is no BOS token".into()));
         }
         if add_eos && sp.eos.is_none() {
@@ -226,6 +248,7 @@ impl Tokenizer {
         let matcher = SpecialMatcher::new(&vocab, &cache);
 
         let engine = match info {
+            None if own.is_some() => own_engine(file, &vocab, own, &sp)?,
             None => Engine::Spm,
             Some(info) => {
                 let merges = file.get_opt_str_array(KEY_MERGES)?.ok_or_else(|| {
@@ -248,7 +271,7 @@ impl Tokenizer {
             clean_spaces,
             chat_template,
             model,
-            pre: if spm { None } else { pre_name },
+            pre: if spm || own == Some(OwnKind::Wpm) { None } else { pre_name },
             char_byte: char_to_byte_table(),
         })
     }
@@ -327,7 +350,8 @@ impl Tokenizer {
         add_special: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::with_capacity(len / 3 + 2);
-        if add_special && self.add_bos {
+        let wpm = matches!(self.engine, Engine::Wpm(_));
+        if add_special && (self.add_bos || wpm) {
             out.extend(self.specials.bos);
         }
         match &self.engine {
@@ -366,9 +390,27 @@ impl Tokenizer {
                     }
                 }
             }
+            Engine::Wpm(wpm) => {
+                for f in fragments {
+                    match f {
+                        Fragment::Text(t) => wpm.encode(&self.vocab, t, &mut out),
+                        Fragment::Token(id) => out.push(id),
+                    }
+                }
+            }
+            Engine::Gemma4(g) => {
+                for f in fragments {
+                    match f {
+                        Fragment::Text(t) => g.encode(&self.vocab, t, &mut out),
+                        Fragment::Token(id) => out.push(id),
+                    }
+                }
+            }
             Engine::Hf(_) => unreachable!("handled above"),
         }
-        if add_special && self.add_eos {
+        if add_special && wpm {
+            out.extend(self.specials.sep); // llama.cpp: WPM ends with SEP, never EOS
+        } else if add_special && self.add_eos {
             out.extend(self.specials.eos);
         }
         Ok(out)
@@ -404,7 +446,7 @@ impl Tokenizer {
             out.extend_from_slice(text);
         } else if attr.contains(TokenAttr::NORMAL) {
             match &self.engine {
-                Engine::Spm => replace_all(text, "\u{2581}".as_bytes(), b" ", out),
+                Engine::Spm | Engine::Wpm(_) | Engine::Gemma4(_) => replace_all(text, "\u{2581}".as_bytes(), b" ", out),
                 Engine::Bpe { .. } => self.decode_byte_level(text, out),
                 Engine::Hf(hf) => hf.normal_piece(self, id, out),
             }
@@ -586,6 +628,8 @@ impl Tokenizer {
             Engine::Bpe { .. } => TokenizerKind::BytePairGpt2,
             Engine::Spm => TokenizerKind::SentencePiece,
             Engine::Hf(_) => TokenizerKind::HuggingFace,
+            Engine::Wpm(_) => TokenizerKind::WordPiece,
+            Engine::Gemma4(_) => TokenizerKind::Gemma4,
         }
     }
 
@@ -598,6 +642,57 @@ impl Tokenizer {
     pub fn pre(&self) -> Option<&str> {
         self.pre.as_deref()
     }
+}
+
+/// Tokenizer models built by their own module rather than the SPM / byte-level BPE code above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OwnKind {
+    /// `bert`: WordPiece (`wpm.rs`).
+    Wpm,
+    /// `gemma4`, or `gpt2` with the `gemma4` / `granite-embed-multi-311m` pre-tokenizer, which
+    /// llama.cpp runs the same way (`gemma4.rs`).
+    Gemma4,
+}
+
+fn own_kind(model: &str, pre: Option<&str>) -> Option<OwnKind> {
+    match (model, pre) {
+        ("bert", _) => Some(OwnKind::Wpm),
+        ("gemma4", _) | ("gpt2", Some("gemma4" | "granite-embed-multi-311m")) => Some(OwnKind::Gemma4),
+        _ => None,
+    }
+}
+
+/// llama.cpp's default special ids for the model (before the metadata).
+fn own_default_specials(own: OwnKind) -> Specials {
+    match own {
+        OwnKind::Wpm => Specials {
+            bos: Some(101),
+            unk: Some(100),
+            sep: Some(102),
+            pad: Some(0),
+            mask: Some(103),
+            ..Default::default()
+        },
+        OwnKind::Gemma4 => Specials::default(),
+    }
+}
+
+fn own_engine(file: &GgufFile, vocab: &Vocab, own: Option<OwnKind>, sp: &Specials) -> Result<Engine, TokenizerError> {
+    Ok(match own {
+        Some(OwnKind::Wpm) => {
+            let lowercase = file.get_opt_bool("tokenizer.ggml.normalizer.lowercase")?.unwrap_or(true);
+            let strip_accents = file.get_opt_bool("tokenizer.ggml.normalizer.strip_accents")?.unwrap_or(lowercase);
+            let options = crate::wpm::WpmOptions { lowercase, strip_accents };
+            Engine::Wpm(Box::new(crate::wpm::Wpm::new(vocab, options, sp.unk)))
+        }
+        Some(OwnKind::Gemma4) => {
+            let merges = file.get_opt_str_array(KEY_MERGES)?.ok_or_else(|| {
+                TokenizerError::Metadata(format!("{KEY_MERGES} is missing (needed by gemma4 tokenizers)"))
+            })?;
+            Engine::Gemma4(Box::new(crate::gemma4::Gemma4Bpe::new(vocab, merges.iter())))
+        }
+        None => Engine::Spm,
+    })
 }
 
 /// Parses the two hex digits of `<0xXX>` like llama.cpp (`strtol` on the substring at 3..5:

@@ -100,13 +100,11 @@ macro_rules! suite {
 }
 
 suite! {
-    #[ignore = "tokenizer.ggml.model \"bert\" (WordPiece) is not implemented yet"]
     bert_bge => "bert-bge";
     command_r => "command-r";
     deepseek_coder => "deepseek-coder";
     deepseek_llm => "deepseek-llm";
     falcon => "falcon";
-    #[ignore = "tokenizer.ggml.model \"gemma4\" is not implemented yet"]
     gemma_4 => "gemma-4";
     gpt_2 => "gpt-2";
     llama_bpe => "llama-bpe";
