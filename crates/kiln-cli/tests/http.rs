@@ -635,6 +635,12 @@ fn gpt_oss_tools_render_as_openai_harmony_and_a_tool_call_comes_back_as_tool_cal
     req["tool_choice"] = json!("none");
     let r = post(h, "/v1/chat/completions", &req).json();
     assert_eq!(r["usage"]["prompt_tokens"], len(&plain["ids"]));
+    // auto or none without tools is no tools (clients send it by default); required is refused.
+    let mut req =
+        json!({"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 2, "tool_choice": "auto"});
+    assert_eq!(post(h, "/v1/chat/completions", &req).json()["usage"]["prompt_tokens"], len(&plain["ids"]));
+    req["tool_choice"] = json!("required");
+    expect_error(&post(h, "/v1/chat/completions", &req), 400, Some("tool_choice"));
     // Refused: a tool choice naming no tool, a tool result answering no call, a non-function tool.
     let mut bad = openai_request(case);
     bad["tool_choice"] = json!({"type": "function", "function": {"name": "nope"}});

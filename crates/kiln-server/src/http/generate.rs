@@ -334,12 +334,14 @@ fn harmony_input(req: &ChatRequest) -> Result<Input, ApiError> {
     // What the answer must begin with: nothing (auto), any function call, or that function's.
     let prefix = match &req.tool_choice {
         None => String::new(),
-        Some(_) if names.is_empty() => return Err(ApiError::bad("tool_choice", "tool_choice needs tools")),
         Some(ToolChoice::Mode(m)) => match m.as_str() {
             "auto" => String::new(),
             "none" => {
                 p.tools.clear();
                 String::new()
+            }
+            "required" if names.is_empty() => {
+                return Err(ApiError::bad("tool_choice", "tool_choice \"required\" needs tools"));
             }
             "required" => "<|channel|>commentary to=functions.".to_owned(),
             other => {
