@@ -32,7 +32,20 @@
 //!   rank over characters, spaces as `▁`, split only between newline runs and other text, a
 //!   newline run that is a token kept whole, `<0xXX>` byte fallback, BOS always on. Tested by
 //!   llama.cpp's suite vocabulary `gemma-4`.
-//! * Other models (`t5`, `rwkv`, `none`, …) are [`TokenizerError::Unsupported`].
+//! * `tokenizer.ggml.model = "t5"`: SentencePiece's unigram model as llama.cpp b11434's UGM
+//!   tokenizer runs it: normalization by `tokenizer.ggml.precompiled_charsmap` (the XOR-compressed
+//!   double array of replacements), user-defined text passed through unnormalized, spaces as `▁`
+//!   (`add_space_prefix`, `remove_extra_whitespaces`), then the best-scoring segmentation over
+//!   the normal, user-defined (score 0) and unused tokens, with the unknown token (lowest score
+//!   − 10) for a character no token covers, runs of it merged. BOS off and EOS on by default.
+//!   Tested by llama.cpp's suite vocabulary `nomic-bert-moe` and two variants of it
+//!   (`tests/unigram_rwkv.rs`).
+//! * `tokenizer.ggml.model = "rwkv"`: RWKV's tokenizer: token texts in Python bytes notation
+//!   (`\n`, `\xNN`, …) unescaped into a byte trie, text cut greedily into the longest token; a
+//!   byte no token starts with is the unknown token; never BOS or EOS. Tested with a synthetic
+//!   vocabulary against llama.cpp b11434.
+//! * Other models (`plamo2`, `none`, `no_vocab`, …) are [`TokenizerError::Unsupported`], which
+//!   names the model.
 //!
 //! Special tokens follow llama.cpp: `tokenizer.ggml.token_type` gives each token its
 //! [`TokenAttr`]; control-token text in a prompt becomes the token only with `parse_special`,
@@ -147,10 +160,12 @@ mod gemma4;
 mod harmony;
 mod hf;
 mod pretok;
+mod rwkv;
 mod special;
 mod spm;
 mod stream;
 mod tokenizer;
+mod ugm;
 mod unicode;
 mod unicode_data;
 mod vocab;

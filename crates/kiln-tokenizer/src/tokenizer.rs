@@ -37,6 +37,11 @@ pub enum TokenizerKind {
     SentencePiece,
     /// A Hugging Face `tokenizer.json`, run by the `tokenizers` crate.
     HuggingFace,
+    /// `tokenizer.ggml.model = "t5"`: SentencePiece's unigram model (precompiled-charsmap
+    /// normalization, best segmentation by score), as llama.cpp's UGM tokenizer.
+    Unigram,
+    /// `tokenizer.ggml.model = "rwkv"`: RWKV's greedy longest match over byte tokens.
+    Rwkv,
     /// `tokenizer.ggml.model = "bert"`: WordPiece (greedy longest match after BERT's
     /// normalization and splitting).
     WordPiece,
@@ -46,9 +51,16 @@ pub enum TokenizerKind {
 }
 
 pub(crate) enum Engine {
-    Bpe { bpe: Box<Bpe>, pre: PreTokenizer },
+    Bpe {
+        bpe: Box<Bpe>,
+        pre: PreTokenizer,
+    },
     Spm,
     Hf(Box<HfEngine>),
+    /// UGM (`t5`): see `ugm.rs`.
+    Ugm(Box<crate::ugm::Ugm>),
+    /// RWKV: see `rwkv.rs`.
+    Rwkv(Box<crate::rwkv::Rwkv>),
     /// WordPiece (`bert`): see `wpm.rs`.
     Wpm(Box<crate::wpm::Wpm>),
     /// Gemma 4's character BPE: see `gemma4.rs`.
@@ -115,6 +127,7 @@ impl Tokenizer {
         let own = own_kind(&model, pre_name.as_deref());
         let spm = match model.as_str() {
             "llama" => true,
+            "t5" | "rwkv" => false, // ugm.rs / rwkv.rs
             "gpt2" => false,
             _ if own.is_some() => false,
             _ => return Err(TokenizerError::Unsupported(model)),
@@ -123,6 +136,9 @@ impl Tokenizer {
         // Per-type defaults (llama.cpp `load`).
         let (mut add_bos, mut add_space_prefix, clean_spaces, info) = if spm {
             (true, true, false, None)
+        } else if crate::ugm::is_own_model(&model) {
+            // UGM and RWKV: no BOS, no space prefix, no space clean-up (EOS below).
+            (false, false, false, None)
         } else if let Some(own) = own {
             // WPM: BOS ([CLS]) on; BPE (gemma4): BOS forced on below; both clean up spaces.
             (own == OwnKind::Wpm, false, true, None)
@@ -133,6 +149,7 @@ impl Tokenizer {
             (info.add_bos, false, info.clean_spaces, Some(info))
         };
         let mut add_eos = false;
+        crate::ugm::default_add_eos(&model, &mut add_eos);
         if let Some(v) = file.get_opt_bool("tokenizer.ggml.add_space_prefix")? {
             add_space_prefix = v;
         }
@@ -188,6 +205,8 @@ impl Tokenizer {
         let in_range = |id: u32| (id as usize) < n;
         let mut sp = if spm {
             Specials { bos: Some(1), eos: Some(2), unk: Some(0), ..Default::default() }
+        } else if crate::ugm::is_own_model(&model) {
+            crate::ugm::default_specials(&model)
         } else if let Some(own) = own.filter(|_| model != "gpt2") {
             own_default_specials(own)
         } else {
@@ -242,12 +261,17 @@ impl Tokenizer {
 
         let eog = derive_specials(&mut vocab, &mut sp);
         let cache = special_cache(&vocab);
-        if let Some(name) = file.get_opt_str("general.name")? {
-            apply_name_rules(&mut vocab, &cache, name);
-        }
+        apply_name_rules(
+            &mut vocab,
+            &cache,
+            file.get_opt_str("general.name")?.unwrap_or(""),
+            pre_name.as_deref().unwrap_or(""),
+            file.get_opt_str("general.architecture")?.unwrap_or(""),
+        );
         let matcher = SpecialMatcher::new(&vocab, &cache);
 
         let engine = match info {
+            None if crate::ugm::is_own_model(&model) => crate::ugm::engine(file, &vocab, &model, add_space_prefix)?,
             None if own.is_some() => own_engine(file, &vocab, own, &sp)?,
             None => Engine::Spm,
             Some(info) => {
@@ -349,6 +373,9 @@ impl Tokenizer {
         fragments: Vec<Fragment<'_>>,
         add_special: bool,
     ) -> Result<Vec<u32>, TokenizerError> {
+        if let Some(out) = crate::ugm::encode_fragments(self, &fragments, add_special)? {
+            return Ok(out); // UGM, RWKV
+        }
         let mut out = Vec::with_capacity(len / 3 + 2);
         let wpm = matches!(self.engine, Engine::Wpm(_));
         if add_special && (self.add_bos || wpm) {
@@ -406,6 +433,7 @@ impl Tokenizer {
                     }
                 }
             }
+            Engine::Ugm(_) | Engine::Rwkv(_) => unreachable!("handled above"),
             Engine::Hf(_) => unreachable!("handled above"),
         }
         if add_special && wpm {
@@ -435,6 +463,10 @@ impl Tokenizer {
         out: &mut Vec<u8>,
     ) -> Result<(), TokenizerError> {
         self.check_id(id)?;
+        if let Engine::Rwkv(r) = &self.engine {
+            crate::rwkv::append_piece(self, r, id, special, lstrip, out); // ignores the token type
+            return Ok(());
+        }
         let start = out.len();
         let attr = self.vocab.attr(id);
         let text = self.vocab.text(id);
@@ -447,6 +479,7 @@ impl Tokenizer {
         } else if attr.contains(TokenAttr::NORMAL) {
             match &self.engine {
                 Engine::Spm | Engine::Wpm(_) | Engine::Gemma4(_) => replace_all(text, "\u{2581}".as_bytes(), b" ", out),
+                Engine::Ugm(_) | Engine::Rwkv(_) => replace_all(text, "\u{2581}".as_bytes(), b" ", out),
                 Engine::Bpe { .. } => self.decode_byte_level(text, out),
                 Engine::Hf(hf) => hf.normal_piece(self, id, out),
             }
@@ -628,6 +661,8 @@ impl Tokenizer {
             Engine::Bpe { .. } => TokenizerKind::BytePairGpt2,
             Engine::Spm => TokenizerKind::SentencePiece,
             Engine::Hf(_) => TokenizerKind::HuggingFace,
+            Engine::Ugm(_) => TokenizerKind::Unigram,
+            Engine::Rwkv(_) => TokenizerKind::Rwkv,
             Engine::Wpm(_) => TokenizerKind::WordPiece,
             Engine::Gemma4(_) => TokenizerKind::Gemma4,
         }

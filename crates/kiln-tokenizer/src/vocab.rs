@@ -364,25 +364,36 @@ pub(crate) fn derive_specials(vocab: &mut Vocab, sp: &mut Specials) -> Vec<u32> 
     eog.into_iter().collect()
 }
 
-/// Per-model attribute fixes llama.cpp applies by `general.name` (Phi-3: special tokens strip
-/// the white-space after them).
-pub(crate) fn apply_name_rules(vocab: &mut Vocab, special_cache: &[u32], model_name: &str) {
+/// Per-model attribute fixes llama.cpp applies by name (b11434, the end of `load`), the first
+/// that applies: `<mask>` strips the white-space before it for the `jina-v2-de`, `jina-v2-es`,
+/// `jina-v2-code` and `mmbert` pre-tokenizers and the `nomic-bert-moe` and `jina-bert-v3`
+/// architectures; special tokens strip the white-space after them for Phi-3 (`general.name`);
+/// `[MASK]` strips the white-space before it for `modern-bert` (`general.name`). The names are
+/// matched as substrings; `general.name` in lower case.
+pub(crate) fn apply_name_rules(vocab: &mut Vocab, special_cache: &[u32], model_name: &str, pre: &str, arch: &str) {
     let name = model_name.to_ascii_lowercase();
-    if name.contains("phi-3") || name.contains("phi3") {
+    let any = |s: &str, subs: &[&str]| subs.iter().any(|x| s.contains(x));
+    let set = |vocab: &mut Vocab, text: &str, attr: TokenAttr, on: bool| {
+        if let Some(id) = vocab.lookup(text.as_bytes()) {
+            let a = vocab.attr(id);
+            vocab.set_attr(id, if on { a | attr } else { a.without(attr) });
+        }
+    };
+    if any(pre, &["jina-v2-de", "jina-v2-es", "jina-v2-code", "mmbert"])
+        || any(arch, &["nomic-bert-moe", "jina-bert-v3"])
+    {
+        set(vocab, "<mask>", TokenAttr::LSTRIP, true);
+    } else if any(&name, &["phi-3", "phi3"]) {
         for &id in special_cache {
             let a = vocab.attr(id);
             vocab.set_attr(id, a | TokenAttr::RSTRIP);
         }
-        if let Some(id) = vocab.lookup(b"</s>") {
-            let a = vocab.attr(id);
-            vocab.set_attr(id, a | TokenAttr::RSTRIP);
-        }
+        set(vocab, "</s>", TokenAttr::RSTRIP, true);
         for t in ["<unk>", "<s>", "<|endoftext|>"] {
-            if let Some(id) = vocab.lookup(t.as_bytes()) {
-                let a = vocab.attr(id);
-                vocab.set_attr(id, a.without(TokenAttr::RSTRIP));
-            }
+            set(vocab, t, TokenAttr::RSTRIP, false);
         }
+    } else if name.contains("modern-bert") {
+        set(vocab, "[MASK]", TokenAttr::LSTRIP, true);
     }
 }
 
