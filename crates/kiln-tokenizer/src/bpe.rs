@@ -1,14 +1,8 @@
-//! Byte-level BPE by merge rank, as llama.cpp's `llm_tokenizer_bpe_session` applies it.
-//!
-//! Symbols are interned strings: a string that is a token is represented by its (last) token id,
-//! any other string that a merge rule mentions gets an id past the vocabulary. A merge rule is then
-//! a lookup from a pair of symbol ids to (rank, merged symbol id).
+//! Byte-level BPE by merge rank, as llama.cpp's `llm_tokenizer_bpe_session` applies it, over
+//! [`MergeTable`]: each byte starts as its GPT-2 character's symbol.
 
+use crate::merges::MergeTable;
 use crate::vocab::Vocab;
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::hash::BuildHasher;
 
 /// The GPT-2 byte ↔ character mapping: printable Latin-1 bytes map to themselves, the others to
 /// U+0100 and up, in byte order.
@@ -38,13 +32,7 @@ pub(crate) fn char_to_byte_table() -> Vec<Option<u8>> {
 }
 
 pub(crate) struct Bpe {
-    n_tokens: u32,
-    /// Texts of the symbols that are not tokens (symbol id `n_tokens + i`).
-    extra: Vec<Box<[u8]>>,
-    extra_index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
-    /// (left symbol, right symbol) → (rank, merged symbol); the first rule for a pair wins.
-    merges: HashMap<u64, (u32, u32)>,
+    merges: MergeTable,
     /// The symbol of each byte's GPT-2 character.
     byte_sym: [u32; 256],
     byte_char: [char; 256],
@@ -56,56 +44,17 @@ impl Bpe {
     /// first space after the first byte, as llama.cpp does).
     pub(crate) fn new<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>, ignore_merges: bool) -> Bpe {
         let mut bpe = Bpe {
-            n_tokens: vocab.len() as u32,
-            extra: Vec::new(),
-            extra_index: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
-            merges: HashMap::new(),
+            merges: MergeTable::new(vocab, merges),
             byte_sym: [0; 256],
             byte_char: byte_to_char_table(),
             ignore_merges,
         };
-        let (lower, _) = merges.size_hint();
-        bpe.merges.reserve(lower);
-        let mut buf = Vec::new();
-        for (rank, rule) in merges.enumerate() {
-            let Some(space) = rule.iter().skip(1).position(|&b| b == b' ').map(|p| p + 1) else {
-                continue; // llama.cpp records ("", ""), which never matches
-            };
-            let (left, right) = (&rule[..space], &rule[space + 1..]);
-            if right.is_empty() {
-                continue; // an empty symbol never occurs
-            }
-            let l = bpe.intern(vocab, left);
-            let r = bpe.intern(vocab, right);
-            buf.clear();
-            buf.extend_from_slice(left);
-            buf.extend_from_slice(right);
-            let m = bpe.intern(vocab, &buf);
-            bpe.merges.entry(pair(l, r)).or_insert((rank as u32, m));
-        }
         let mut tmp = [0u8; 4];
         for b in 0..256 {
             let s = bpe.byte_char[b].encode_utf8(&mut tmp).as_bytes().to_vec();
-            bpe.byte_sym[b] = bpe.intern(vocab, &s);
+            bpe.byte_sym[b] = bpe.merges.intern(vocab, &s);
         }
         bpe
-    }
-
-    fn intern(&mut self, vocab: &Vocab, text: &[u8]) -> u32 {
-        if let Some(id) = vocab.lookup(text) {
-            return id;
-        }
-        let hash = self.hasher.hash_one(text);
-        let extra = &self.extra;
-        if let Some(&i) = self.extra_index.find(hash, |&i| &*extra[i as usize] == text) {
-            return self.n_tokens + i;
-        }
-        let i = self.extra.len() as u32;
-        self.extra.push(text.into());
-        let (extra, hasher) = (&self.extra, &self.hasher);
-        self.extra_index.insert_unique(hash, i, |&j| hasher.hash_one(&*extra[j as usize]));
-        self.n_tokens + i
     }
 
     /// Appends the ids of one pre-tokenized word (raw bytes; GPT-2 byte encoding is applied here).
@@ -125,80 +74,21 @@ impl Bpe {
             self.emit(vocab, self.byte_sym[word[0] as usize], out);
             return;
         }
-        struct Sym {
-            sym: u32,
-            prev: u32,
-            next: u32,
-            alive: bool,
-        }
-        const NONE: u32 = u32::MAX;
-        let n = word.len() as u32;
-        let mut syms: Vec<Sym> = word
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| Sym {
-                sym: self.byte_sym[b as usize],
-                prev: if i == 0 { NONE } else { i as u32 - 1 },
-                next: if i as u32 + 1 == n { NONE } else { i as u32 + 1 },
-                alive: true,
-            })
-            .collect();
-        let mut heap: BinaryHeap<Candidate> = BinaryHeap::new();
-        let push = |heap: &mut BinaryHeap<_>, syms: &[Sym], l: u32, r: u32| {
-            if l == NONE || r == NONE {
-                return;
-            }
-            let (ls, rs) = (syms[l as usize].sym, syms[r as usize].sym);
-            if let Some(&(rank, merged)) = self.merges.get(&pair(ls, rs)) {
-                heap.push(Reverse((rank, l, r, ls, rs, merged)));
-            }
-        };
-        for i in 1..n {
-            push(&mut heap, &syms, i - 1, i);
-        }
-        while let Some(Reverse((_, l, r, ls, rs, merged))) = heap.pop() {
-            let (li, ri) = (l as usize, r as usize);
-            if !syms[li].alive || !syms[ri].alive || syms[li].sym != ls || syms[ri].sym != rs {
-                continue; // outdated
-            }
-            syms[li].sym = merged;
-            syms[ri].alive = false;
-            let after = syms[ri].next;
-            syms[li].next = after;
-            if after != NONE {
-                syms[after as usize].prev = l;
-            }
-            let before = syms[li].prev;
-            push(&mut heap, &syms, before, l);
-            push(&mut heap, &syms, l, after);
-        }
-        let mut i = 0u32;
-        while i != NONE {
-            self.emit(vocab, syms[i as usize].sym, out);
-            i = syms[i as usize].next;
-        }
+        self.merges.merge(word.iter().map(|&b| self.byte_sym[b as usize]), |_, _, sym| self.emit(vocab, sym, out));
     }
 
     /// A final symbol: its token, or (not a token) each of its bytes that is a one-byte token.
     fn emit(&self, vocab: &Vocab, sym: u32, out: &mut Vec<u32>) {
-        if sym < self.n_tokens {
+        let Some(text) = self.merges.extra_text(sym) else {
             out.push(sym);
             return;
-        }
-        for &b in self.extra[(sym - self.n_tokens) as usize].iter() {
+        };
+        for &b in text {
             if let Some(id) = vocab.lookup(&[b]) {
                 out.push(id);
             }
         }
     }
-}
-
-/// A merge candidate: (rank, left index) smallest first; then the right index, the symbols the
-/// rule was made for, and the merged symbol.
-type Candidate = Reverse<(u32, u32, u32, u32, u32, u32)>;
-
-fn pair(l: u32, r: u32) -> u64 {
-    (u64::from(l) << 32) | u64::from(r)
 }
 
 #[cfg(test)]

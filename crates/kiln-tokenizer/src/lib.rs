@@ -159,6 +159,7 @@ mod error;
 mod gemma4;
 mod harmony;
 mod hf;
+mod merges;
 mod pretok;
 mod rwkv;
 mod special;

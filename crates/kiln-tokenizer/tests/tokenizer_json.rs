@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use kiln_gguf::GgufFile;
 use kiln_tokenizer::{Tokenizer, TokenizerKind};
 use serde_json::json;
 
