@@ -417,9 +417,9 @@ fn completion_plan(body: &Body) -> Result<Plan, ApiError> {
 }
 
 /// Submits every choice (all or none) and answers.
-async fn run(ready: &Ready, plan: Plan, arrived: Instant) -> Result<Response, ApiError> {
+async fn run(ready: &Ready, mut plan: Plan, arrived: Instant) -> Result<Response, ApiError> {
     let engine = ready.engine.clone();
-    let requests = plan.requests.clone();
+    let requests = std::mem::take(&mut plan.requests);
     // Tokenizing long prompts takes a while: off the async threads.
     let submitted = tokio::task::spawn_blocking(move || {
         let mut out: Vec<Submitted> = Vec::with_capacity(requests.len());
