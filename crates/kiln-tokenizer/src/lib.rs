@@ -12,13 +12,16 @@
 //!   pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`. Supported: `default`, `gpt-2` and
 //!   its aliases, `llama-bpe`/`llama3` (with `ignore_merges`), `dbrx`, `smaug-bpe`, `qwen2` and
 //!   aliases, `qwen35`, `stablelm2`, `smollm`/`starcoder` and aliases, `gpt-4o`/`llama4` and
-//!   aliases, `tekken`, `falcon`, `deepseek-llm`, `deepseek-coder`; any other name is
+//!   aliases, `tekken`, `falcon`, `deepseek-llm`, `deepseek-coder`, and the names llama.cpp
+//!   b11434 added (`deepseek-v3`, `kimi-k2`, `glm4`, `chatglm-bpe`, `bloom`, `seed-coder`,
+//!   `minicpm5`, … as `docs/TOKENIZER.md` lists them); any other name is
 //!   [`TokenizerError::UnsupportedPre`]. Tested against llama.cpp: `smollm`, `gpt-4o` (the
 //!   gpt-oss vocabulary), and with SmolLM2's vocabulary `default`, `gpt-2`, `llama-bpe`, `qwen2`,
 //!   `starcoder`, `tekken` (commit 0c1e570); and with their own vocabularies by llama.cpp b11434's
 //!   tokenizer suite (`tests/llama_vocab_suite.rs`): `command-r`, `deepseek-coder`,
 //!   `deepseek-llm`, `falcon`, `gpt-2`, `llama-bpe`, `mpt`, `qwen2`, `qwen35`, `refact`,
-//!   `starcoder`.
+//!   `starcoder`; the names b11434 added with SmolLM2's vocabulary against b11434
+//!   (`tests/pre_b11434.rs`).
 //! * `tokenizer.ggml.model = "llama"`: SentencePiece the way llama.cpp runs it (score-driven
 //!   bigram merges with a heap, `<0xXX>` byte fallback, `add_space_prefix`, spaces as `▁`), as
 //!   Gemma 3 uses it.

@@ -1,8 +1,9 @@
 //! Pre-tokenization: splitting text into words before BPE, per `tokenizer.ggml.pre`.
 //!
 //! llama.cpp runs a list of regexes over the text, each one splitting the pieces the previous one
-//! left (matches and the text between matches both become pieces). Three regexes it recognises by
-//! their exact text and runs as hand-written code ("gpt2", "llama3", "qwen2" below); the others go
+//! left (matches and the text between matches both become pieces). A few regexes it recognises by
+//! their exact text and runs as hand-written code ("gpt2", "llama3", "qwen2", "qwen35" below, and
+//! in b11434 Kimi K2's and the AFMoE / Tiny Aya digit groups, kept here as code too); the others go
 //! through `std::regex` on a *collapsed* copy of the text in which every non-ASCII code point is
 //! replaced by one byte standing for its class (letter, number, punctuation, mark, symbol, other)
 //! and every non-ASCII white-space by `\v`; `\p{L}` and friends in the regex become classes of that
@@ -31,8 +32,10 @@ pub enum SplitMode {
     #[default]
     LlamaCpp,
     /// Each pre-tokenizer's original regex with full Unicode classes (Hugging Face `tokenizers`,
-    /// tiktoken). Differs from [`SplitMode::LlamaCpp`] only for `gpt-4o`-style and `tekken`
-    /// pre-tokenizers, and only on the inputs described in the module docs.
+    /// tiktoken). Differs from [`SplitMode::LlamaCpp`] for `gpt-4o`-style and `tekken`
+    /// pre-tokenizers, on the inputs described in the module docs. (For the names llama.cpp b11434
+    /// added, this mode runs llama.cpp's regex list with real Unicode classes, which differs from
+    /// llama.cpp where a regex names `\p{Lu}`, `\p{Ll}`, …: `youtu`, `tiny_aya`.)
     Reference,
 }
 
@@ -51,6 +54,11 @@ enum Step {
     /// that splits exactly as [`GPT4O_RE_LLAMACPP`] / [`TEKKEN_RE_LLAMACPP`] do on the collapsed
     /// text (the tests check it against those regexes), without the regex engine.
     O200k { contractions: bool, digits: usize },
+    /// llama.cpp's hand-written Kimi K2 splitter (`unicode_regex_split_custom_kimi_k2`).
+    KimiK2,
+    /// llama.cpp's hand-written digit grouping of AFMoE and Tiny Aya
+    /// (`unicode_regex_split_custom_afmoe`).
+    DigitGroups,
     /// A regex run over the collapsed text (llama.cpp's `std::regex` path for regexes with `\p{..}`).
     Collapsed(Regex),
     /// A regex run over the text with non-ASCII white-space replaced by `\v` (llama.cpp's
@@ -93,6 +101,36 @@ const DEEPSEEK_LLM_LETTERS_RE: &str = r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-
 const DEEPSEEK_LLM_PUNCT_RE: &str = r"\s?[!-/:-~！-／：-～‘-‟　-。]+";
 /// CJK ideographs (U+4E00..U+9FA5), U+0800..U+4E00, Hangul syllables and Jamo (U+AC00..U+D7FF).
 const DEEPSEEK_CJK_RE: &str = "[一-龥ࠀ-一가-퟿]+";
+/// DeepSeek V3 (and AFMoE, Spark 2.5 with changes): an ASCII punctuation mark glued to ASCII
+/// letters, letter-and-mark runs with an optional leading non-letter, punctuation/symbol runs.
+const DEEPSEEK_V3_WORDS_RE: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##;
+const SPARK25_WORDS_RE: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+|[\r\n]|\s+(?!\S)|\s+"##;
+/// CJK ideographs (U+4E00..U+9FA5), Hiragana and Katakana.
+const CJK_KANA_RE: &str = "[一-龥぀-ゟ゠-ヿ]+";
+const YOUTU_CJK_RE: &str = "[가-힣ㄱ-ㆎ]+|[！…“”‘’—：；，、-〿︰-﹏]+|[ㄅ-ㄯ]+|[一-龥぀-ゟ゠-ヿ]+";
+const YOUTU_RE: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const TINY_AYA_RE: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Llama 3's regex with white-space runs cut into blocks of 512, 256, …, 4, 1-2, 1.
+const JAIS2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s{512}(?!\S)|\s{256}(?!\S)|\s{128}(?!\S)|\s{64}(?!\S)|\s{32}(?!\S)|\s{16}(?!\S)|\s{8}(?!\S)|\s{4}(?!\S)|\s{1,2}(?!\S)|\s{1}";
+const MINICPM5_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's regex without the contractions.
+const UFAKZEKA_RE: &str = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const NEWLINE_RUNS_RE: &str = r"[^\n]+|[\n]+";
+const AFMOE_CJK_RE: &str = "[一-鿿㐀-䶿豈-﫿぀-ゟ゠-ヿ･-ﾟ⼀-⿟เ-๿຀-໿ក-៿က-႟ꩠ-ꩿꧠ-꧿가-힯ᄀ-ᇿ]+";
+const EXAONE_MOE_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+";
+/// SuperBPE's digit triples from the right (`\d` is ASCII in `std::wregex`).
+const SUPERBPE_DIGITS_RE: &str = r"(?=([0-9]{3})+(?![0-9]))";
+const BAILINGMOE_RE: &str = r"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
+const SEED_CODER_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// llama.cpp's o200k adaptation with combining marks counted in the letter lookaheads.
+const GRANITE_EMB_MULTI_RE: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))*((?=[\p{L}\p{M}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))+((?=[\p{L}\p{M}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// BLOOM, GPT-3 Finnish, Poro, Viking: an optional space and a run of anything but white-space,
+/// `(|)` and a few sentence marks.
+const BLOOM_RE: &str = r" ?[^(\s|.,!?…。，、।۔،)]+";
+const CHAMELEON_SENTINEL_RE: &str = r"<sentinel:[0-9]+>";
+const CHAMELEON_IMAGE_RE: &str = r"(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z";
+const CHAMELEON_SPACES_RE: &str = r"([\t\n]|    |  )";
+const CHAMELEON_PUNCT_RE: &str = r"[\p{P}!-/:-@\[-`{-~]";
 
 /// The regex lists (llama.cpp's, and where it adapted one, the original).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +158,44 @@ pub(crate) enum PreKind {
     DeepseekLlm,
     /// DeepSeek Coder: newlines, letter runs, punctuation runs, CJK runs, single digits.
     DeepseekCoder,
+    /// DeepSeek V3 (`deepseek-v3`, `hunyuan-dense`, `joyai-llm`, `hy_v4`): digit triples, CJK and
+    /// kana runs, then [`DEEPSEEK_V3_WORDS_RE`].
+    DeepseekV3,
+    /// Spark 2.5: DeepSeek V3 with newlines alone, then single digits.
+    Spark25,
+    /// Youtu: Hangul, CJK punctuation, Bopomofo, CJK and kana runs, then tekken-like words with
+    /// contractions and single digits.
+    Youtu,
+    /// Jais 2: Llama 3 with white-space runs cut into power-of-two blocks.
+    Jais2,
+    /// MiniCPM 5: digit triples, then Llama 3 with `\p{N}+`.
+    Minicpm5,
+    /// Ufakzeka: Qwen 2 without contractions.
+    Ufakzeka,
+    /// Laguna: newline runs apart, then Qwen 2.
+    Laguna,
+    /// AFMoE: digit groups, CJK and South-East Asian script runs, then DeepSeek V3's words.
+    Afmoe,
+    /// Tiny Aya (`tiny_aya`, `cohere2moe`): digit groups, then o200k-like words.
+    TinyAya,
+    /// EXAONE MoE: letter runs may hold single spaces.
+    ExaoneMoe,
+    /// Kimi K2: llama.cpp's hand-written splitter.
+    KimiK2,
+    /// SuperBPE: number runs, then digit triples from the right.
+    Superbpe,
+    /// Ling (`bailingmoe`, `bailingmoe2`, `llada-moe`).
+    BailingMoe,
+    /// Seed-Coder.
+    SeedCoder,
+    /// Granite Embedding multilingual 97M: o200k with marks in the letter lookaheads.
+    GraniteEmbMulti,
+    /// BLOOM, GPT-3 Finnish, Poro.
+    Bloom,
+    /// Viking: BLOOM, then single digits.
+    Viking,
+    /// Chameleon: sentinel and image tokens, tabs/newlines/space pairs, digits, punctuation, GPT-2.
+    Chameleon,
 }
 
 /// Per-`tokenizer.ggml.pre` settings llama.cpp applies (`llama_vocab::impl::load`).
@@ -132,12 +208,18 @@ pub(crate) struct PreInfo {
     pub clean_spaces: bool,
     /// Default of `add_bos_token` when the file does not say.
     pub add_bos: bool,
+    /// No BOS token unless the file names one (llama.cpp clears its default, 11, for ChatGLM).
+    pub no_bos: bool,
 }
 
 /// The `tokenizer.ggml.pre` names this crate supports, with llama.cpp's settings for each.
 pub(crate) fn pre_info(name: &str) -> Option<PreInfo> {
     use PreKind::*;
-    let p = |kind, ignore_merges, clean_spaces, add_bos| Some(PreInfo { kind, ignore_merges, clean_spaces, add_bos });
+    let p = |kind, ignore_merges, clean_spaces, add_bos| {
+        Some(PreInfo { kind, ignore_merges, clean_spaces, add_bos, no_bos: false })
+    };
+    let glm =
+        |ignore_merges| Some(PreInfo { kind: Llama3, ignore_merges, clean_spaces: true, add_bos: false, no_bos: true });
     match name {
         "default" => p(Default, false, true, false),
         "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
@@ -158,6 +240,30 @@ pub(crate) fn pre_info(name: &str) -> Option<PreInfo> {
         "smollm" | "command-r" => p(StarCoder, false, false, false),
         "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => p(Gpt4o, false, false, false),
         "tekken" => p(Tekken, true, false, true),
+        // llama.cpp b11434
+        "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => p(DeepseekV3, false, false, false),
+        "spark2_5" => p(Spark25, false, false, false),
+        "youtu" => p(Youtu, true, false, false),
+        "jais-2" => p(Jais2, false, true, false),
+        "minicpm5" => p(Minicpm5, true, true, false),
+        "ufakzeka" => p(Ufakzeka, false, false, false),
+        "laguna" => p(Laguna, false, false, false),
+        "afmoe" => p(Afmoe, false, false, false),
+        "tiny_aya" | "cohere2moe" => p(TinyAya, false, false, false),
+        "exaone-moe" => p(ExaoneMoe, false, true, false),
+        "kimi-k2" => p(KimiK2, false, false, false),
+        "superbpe" => p(Superbpe, false, false, false),
+        "bailingmoe" | "bailingmoe2" | "llada-moe" => p(BailingMoe, false, false, false),
+        "seed-coder" => p(SeedCoder, false, false, false),
+        "granite-embed-multi-97m" => p(GraniteEmbMulti, true, false, false),
+        "bloom" | "gpt3-finnish" => p(Bloom, false, true, false),
+        "poro-chat" => p(Bloom, false, false, false),
+        "viking" => p(Viking, false, false, false),
+        "chameleon" => p(Chameleon, false, false, true),
+        "chatglm-bpe" => glm(false),
+        "glm4" | "glm5" => glm(true),
+        // `add_sep` in llama.cpp, which its tokenizer does not use (only embedding front-ends read it)
+        "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => p(Gpt2, false, true, false),
         _ => None,
     }
 }
@@ -219,6 +325,38 @@ pub(crate) const SUPPORTED_PRE: &[&str] = &[
     "talkie",
     "minimax-m2",
     "tekken",
+    "deepseek-v3",
+    "hunyuan-dense",
+    "joyai-llm",
+    "hy_v4",
+    "spark2_5",
+    "youtu",
+    "jais-2",
+    "minicpm5",
+    "ufakzeka",
+    "laguna",
+    "afmoe",
+    "tiny_aya",
+    "cohere2moe",
+    "exaone-moe",
+    "kimi-k2",
+    "superbpe",
+    "bailingmoe",
+    "bailingmoe2",
+    "llada-moe",
+    "seed-coder",
+    "granite-embed-multi-97m",
+    "bloom",
+    "gpt3-finnish",
+    "poro-chat",
+    "viking",
+    "chameleon",
+    "chatglm-bpe",
+    "glm4",
+    "glm5",
+    "jina-v1-en",
+    "jina-v2-code",
+    "roberta-bpe",
 ];
 
 impl PreTokenizer {
@@ -262,6 +400,33 @@ impl PreTokenizer {
             PreKind::Gpt4o => vec![Step::O200k { contractions: true, digits: 3 }],
             PreKind::Tekken if reference => vec![regex(TEKKEN_RE_ORIGINAL)?],
             PreKind::Tekken => vec![Step::O200k { contractions: false, digits: 1 }],
+            PreKind::DeepseekV3 => vec![regex(r"\p{N}{1,3}")?, regex(CJK_KANA_RE)?, regex(DEEPSEEK_V3_WORDS_RE)?],
+            PreKind::Spark25 => {
+                vec![regex(r"\p{N}{1,3}")?, regex(CJK_KANA_RE)?, regex(SPARK25_WORDS_RE)?, regex(r"\p{N}")?]
+            }
+            PreKind::Youtu => vec![regex(YOUTU_CJK_RE)?, regex(YOUTU_RE)?],
+            PreKind::Jais2 => vec![regex(JAIS2_RE)?],
+            PreKind::Minicpm5 => vec![regex(r"\p{N}{1,3}")?, regex(MINICPM5_RE)?],
+            PreKind::Ufakzeka => vec![regex(UFAKZEKA_RE)?],
+            PreKind::Laguna => vec![regex(NEWLINE_RUNS_RE)?, Step::Llama3 { digits: 1, marks: false }],
+            PreKind::Afmoe => vec![Step::DigitGroups, regex(AFMOE_CJK_RE)?, regex(DEEPSEEK_V3_WORDS_RE)?],
+            PreKind::TinyAya => vec![Step::DigitGroups, regex(TINY_AYA_RE)?],
+            PreKind::ExaoneMoe => vec![regex(EXAONE_MOE_RE)?],
+            PreKind::KimiK2 => vec![Step::KimiK2],
+            PreKind::Superbpe => vec![regex(r"\p{N}+")?, regex(SUPERBPE_DIGITS_RE)?],
+            PreKind::BailingMoe => vec![regex(BAILINGMOE_RE)?],
+            PreKind::SeedCoder => vec![regex(SEED_CODER_RE)?],
+            PreKind::GraniteEmbMulti => vec![regex(GRANITE_EMB_MULTI_RE)?],
+            PreKind::Bloom => vec![regex(BLOOM_RE)?],
+            PreKind::Viking => vec![regex(BLOOM_RE)?, regex(r"\p{N}")?],
+            PreKind::Chameleon => vec![
+                regex(CHAMELEON_SENTINEL_RE)?,
+                regex(CHAMELEON_IMAGE_RE)?,
+                regex(CHAMELEON_SPACES_RE)?,
+                regex(r"\p{N}")?,
+                regex(CHAMELEON_PUNCT_RE)?,
+                Step::Gpt2,
+            ],
         };
         Ok(PreTokenizer { steps })
     }
@@ -283,6 +448,8 @@ impl PreTokenizer {
                     Step::Gpt2 => split_gpt2(&cps, seg, &mut out),
                     Step::Llama3 { digits, marks } => split_llama3(&cps, seg, *digits, *marks, &mut out),
                     Step::O200k { contractions, digits } => split_o200k(&cps, seg, *contractions, *digits, &mut out),
+                    Step::KimiK2 => split_kimi_k2(&cps, seg, &mut out),
+                    Step::DigitGroups => split_digit_groups(&cps, seg, &mut out),
                     Step::Collapsed(re) => {
                         let rc = collapsed.get_or_insert_with(|| Recoded::new(&cps, collapse_char));
                         split_regex(re, rc, seg, &mut out)?
@@ -745,6 +912,161 @@ fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, marks:
     }
 }
 
+/// The Han ranges of llama.cpp's `unicode_cpt_is_han`.
+fn is_han(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x4E00..=0x9FFF
+            | 0x3400..=0x4DBF
+            | 0x20000..=0x2A6DF
+            | 0x2A700..=0x2B73F
+            | 0x2B740..=0x2B81F
+            | 0x2B820..=0x2CEAF
+            | 0x2CEB0..=0x2EBEF
+            | 0xF900..=0xFAFF
+            | 0x2F800..=0x2FA1F
+    )
+}
+
+/// Kimi K2's split, as llama.cpp's `unicode_regex_split_custom_kimi_k2` computes it: Han runs;
+/// an optional leading non-letter, non-digit (not CR/LF) with a run of non-Han letters and an
+/// ASCII-case-insensitive contraction; digit triples; ` ?[^\s\p{L}\p{N}]+[\r\n]*`;
+/// `\s*[\r\n]+`; `\s+(?!\S)`; `\s+`. (Unlike Kimi's regex, combining marks are not letters here.)
+fn split_kimi_k2(cps: &[char], seg: std::ops::Range<usize>, out: &mut Vec<usize>) {
+    let end = seg.end;
+    let mut pos = seg.start;
+    let mut last = seg.start;
+    let mut emit = |from: &mut usize, to: usize| {
+        if to > *from {
+            out.push(to - *from);
+        }
+        *from = to;
+    };
+    let han = |p: usize| cp_at(cps, &seg, p).is_some_and(is_han);
+    let word = |p: usize| flags_at(cps, &seg, p).letter && !han(p);
+    let other = |f: Flags| !(f.whitespace || f.letter || f.number) && f.defined;
+    while pos < end {
+        let c = cps[pos];
+        let f = Flags::of(c);
+        if is_han(c) {
+            while han(pos) {
+                pos += 1;
+            }
+            emit(&mut last, pos);
+            continue;
+        }
+        let lead = !(c == '\r' || c == '\n' || f.letter || f.number);
+        if word(pos) || (lead && word(pos + 1)) {
+            pos += usize::from(lead);
+            while word(pos) {
+                pos += 1;
+            }
+            if cp_at(cps, &seg, pos) == Some('\'') && pos + 1 < end {
+                let n = cps[pos + 1].to_ascii_lowercase();
+                if matches!(n, 's' | 't' | 'm' | 'd') {
+                    pos += 2;
+                } else if pos + 2 < end
+                    && matches!((n, cps[pos + 2].to_ascii_lowercase()), ('r', 'e') | ('v', 'e') | ('l', 'l'))
+                {
+                    pos += 3;
+                }
+            }
+            emit(&mut last, pos);
+            continue;
+        }
+        // \p{N}{1,3}
+        if f.number {
+            let mut ini = pos;
+            while flags_at(cps, &seg, pos).number {
+                pos += 1;
+                if pos - ini >= 3 {
+                    emit(&mut last, pos);
+                    ini = pos;
+                }
+            }
+            emit(&mut last, pos);
+            continue;
+        }
+        // <space>?[^\s\p{L}\p{N}]+[\r\n]*
+        let mut f2 = if c == ' ' { flags_at(cps, &seg, pos + 1) } else { f };
+        if other(f2) {
+            pos += usize::from(c == ' ');
+            while other(f2) {
+                pos += 1;
+                f2 = flags_at(cps, &seg, pos);
+            }
+            while matches!(cp_at(cps, &seg, pos), Some('\r' | '\n')) {
+                pos += 1;
+            }
+            emit(&mut last, pos);
+            continue;
+        }
+        let mut n_ws = 0;
+        let mut last_newline_end = None;
+        while flags_at(cps, &seg, pos + n_ws).whitespace {
+            if matches!(cps[pos + n_ws], '\r' | '\n') {
+                last_newline_end = Some(pos + n_ws + 1);
+            }
+            n_ws += 1;
+        }
+        // \s*[\r\n]+
+        if let Some(e) = last_newline_end {
+            pos = e;
+            emit(&mut last, pos);
+            continue;
+        }
+        // \s+(?!\S)
+        if n_ws > 1 && cp_at(cps, &seg, pos + n_ws).is_some() {
+            pos += n_ws - 1;
+            emit(&mut last, pos);
+            continue;
+        }
+        // \s+
+        if n_ws > 0 {
+            pos += n_ws;
+            emit(&mut last, pos);
+            continue;
+        }
+        pos += 1;
+        emit(&mut last, pos);
+    }
+}
+
+/// AFMoE's and Tiny Aya's digit grouping, as llama.cpp's `unicode_regex_split_custom_afmoe`
+/// computes it: each run of `\p{N}` is cut into a leading group of (length mod 3) digits and then
+/// triples. Text before a run is not cut off: it joins the run's first group (so "ab1234" gives
+/// "ab1", "234"), and text after the last run is one piece.
+fn split_digit_groups(cps: &[char], seg: std::ops::Range<usize>, out: &mut Vec<usize>) {
+    let end = seg.end;
+    let mut pos = seg.start;
+    let mut last = seg.start;
+    let mut emit = |from: &mut usize, to: usize| {
+        if to > *from {
+            out.push(to - *from);
+        }
+        *from = to;
+    };
+    while pos < end {
+        if !Flags::of(cps[pos]).number {
+            pos += 1;
+            continue;
+        }
+        let start = pos;
+        while pos < end && Flags::of(cps[pos]).number {
+            pos += 1;
+        }
+        let mut cur = start + (pos - start) % 3;
+        if cur > start {
+            emit(&mut last, cur);
+        }
+        while cur < pos {
+            cur += 3;
+            emit(&mut last, cur);
+        }
+    }
+    emit(&mut last, end);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,6 +1074,31 @@ mod tests {
     fn words(kind: PreKind, mode: SplitMode, text: &str) -> Vec<String> {
         let p = PreTokenizer::new(kind, mode).unwrap();
         p.split(text).unwrap().into_iter().map(|r| text[r].to_string()).collect()
+    }
+
+    #[test]
+    fn kimi_k2_and_digit_groups_hand_checked() {
+        let w = |kind, text| words(kind, SplitMode::LlamaCpp, text);
+        assert_eq!(
+            w(PreKind::KimiK2, "Hello世界 it's 12345\n\n"),
+            ["Hello", "世界", " it's", " ", "123", "45", "\n\n"]
+        );
+        // Text before a digit run joins its first group (llama.cpp's AFMoE digit code).
+        assert_eq!(split_groups("ab1234cd5"), ["ab1", "234", "cd5"]);
+        assert_eq!(split_groups("x123456 y"), ["x123", "456", " y"]);
+    }
+
+    fn split_groups(text: &str) -> Vec<String> {
+        let cps: Vec<char> = text.chars().collect();
+        let mut out = Vec::new();
+        split_digit_groups(&cps, 0..cps.len(), &mut out);
+        let mut at = 0;
+        out.iter()
+            .map(|&n| {
+                at += n;
+                cps[at - n..at].iter().collect()
+            })
+            .collect()
     }
 
     #[test]

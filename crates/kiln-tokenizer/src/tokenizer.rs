@@ -3,7 +3,7 @@
 use crate::TokenizerError;
 use crate::bpe::{Bpe, char_to_byte_table};
 use crate::hf::HfEngine;
-use crate::pretok::{PreTokenizer, SplitMode, pre_info};
+use crate::pretok::{PreKind, PreTokenizer, SplitMode, pre_info};
 use crate::special::{Fragment, SpecialMatcher};
 use crate::vocab::{Specials, TokenAttr, Vocab, apply_name_rules, derive_specials, special_cache};
 use kiln_gguf::{GgufFile, ValueType};
@@ -212,6 +212,9 @@ impl Tokenizer {
         } else {
             Specials { bos: Some(11), eos: Some(11), ..Default::default() }
         };
+        if info.is_some_and(|i| i.no_bos) {
+            sp.bos = None;
+        }
         for slot in [&mut sp.bos, &mut sp.eos, &mut sp.unk, &mut sp.sep, &mut sp.pad, &mut sp.mask] {
             *slot = slot.filter(|&id| in_range(id));
         }
@@ -275,10 +278,16 @@ impl Tokenizer {
             None if own.is_some() => own_engine(file, &vocab, own, &sp)?,
             None => Engine::Spm,
             Some(info) => {
-                let merges = file.get_opt_str_array(KEY_MERGES)?.ok_or_else(|| {
-                    TokenizerError::Metadata(format!("{KEY_MERGES} is missing (needed by gpt2 tokenizers)"))
-                })?;
-                let bpe = Bpe::new(&vocab, merges.iter(), info.ignore_merges);
+                let bpe = match file.get_opt_str_array(KEY_MERGES)? {
+                    Some(merges) => Bpe::new(&vocab, merges.iter(), info.ignore_merges),
+                    // llama.cpp lets a Kimi K2 vocabulary go without merges.
+                    None if info.kind == PreKind::KimiK2 => Bpe::new(&vocab, std::iter::empty(), info.ignore_merges),
+                    None => {
+                        return Err(TokenizerError::Metadata(format!(
+                            "{KEY_MERGES} is missing (needed by gpt2 tokenizers)"
+                        )));
+                    }
+                };
                 Engine::Bpe { bpe: Box::new(bpe), pre: PreTokenizer::new(info.kind, options.split)? }
             }
         };
