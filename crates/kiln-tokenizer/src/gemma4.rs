@@ -19,13 +19,29 @@ use crate::vocab::Vocab;
 
 pub(crate) struct Gemma4Bpe {
     merges: MergeTable,
+    /// A run of newlines that is a token is that token (Gemma 4's fix; not for `sarvam-moe`).
+    newline_tokens: bool,
+    /// mmBERT's Metaspace words: each run of non-newlines gets a leading `▁` if it has none and
+    /// is cut before every further `▁`.
+    metaspace: bool,
 }
 
 impl Gemma4Bpe {
     /// `merges`: `tokenizer.ggml.merges` (`"left right"`, split at the first space after the first
     /// byte; a rule without such a space never matches).
     pub(crate) fn new<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>) -> Gemma4Bpe {
-        Gemma4Bpe { merges: MergeTable::new(vocab, merges) }
+        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: true, metaspace: false }
+    }
+
+    /// The same without the newline-run fix, as llama.cpp runs `sarvam-moe` (its fix is for the
+    /// Gemma 4 and mmBERT pre-tokenizer types only).
+    pub(crate) fn without_newline_tokens<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>) -> Gemma4Bpe {
+        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: false, metaspace: false }
+    }
+
+    /// The same with mmBERT's Metaspace words (llama.cpp's `mmbert` pre-tokenizer type).
+    pub(crate) fn metaspace<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>) -> Gemma4Bpe {
+        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: true, metaspace: true }
     }
 
     /// Appends the ids of one text fragment (raw text: spaces are escaped here).
@@ -36,13 +52,28 @@ impl Gemma4Bpe {
         while start < bytes.len() {
             let newline = bytes[start] == b'\n';
             let len = bytes[start..].iter().position(|&b| (b == b'\n') != newline).unwrap_or(bytes.len() - start);
-            self.encode_word(vocab, &escaped[start..start + len], newline, out);
+            let run = &escaped[start..start + len];
+            if self.metaspace && !newline {
+                let word = if run.starts_with('\u{2581}') { run.to_owned() } else { format!("\u{2581}{run}") };
+                let mut from = 0;
+                while from < word.len() {
+                    let skip = from + '\u{2581}'.len_utf8();
+                    let to = word.get(skip..).and_then(|rest| rest.find('\u{2581}')).map_or(word.len(), |i| skip + i);
+                    self.encode_word(vocab, &word[from..to], false, out);
+                    from = to;
+                }
+            } else {
+                self.encode_word(vocab, run, newline, out);
+            }
             start += len;
         }
     }
 
     fn encode_word(&self, vocab: &Vocab, word: &str, all_newlines: bool, out: &mut Vec<u32>) {
-        if all_newlines && let Some(id) = vocab.lookup(word.as_bytes()) {
+        if all_newlines
+            && self.newline_tokens
+            && let Some(id) = vocab.lookup(word.as_bytes())
+        {
             out.push(id);
             return;
         }

@@ -268,7 +268,8 @@ pub(crate) fn pre_info(name: &str) -> Option<PreInfo> {
     }
 }
 
-/// All names [`pre_info`] accepts (for error messages and docs).
+/// All names [`pre_info`] accepts, then the SentencePiece-style ones `tokenizer.rs` runs with
+/// `gemma4.rs` (for error messages and docs).
 pub(crate) const SUPPORTED_PRE: &[&str] = &[
     "default",
     "llama3",
@@ -357,6 +358,10 @@ pub(crate) const SUPPORTED_PRE: &[&str] = &[
     "jina-v1-en",
     "jina-v2-code",
     "roberta-bpe",
+    "gemma4",
+    "granite-embed-multi-311m",
+    "sarvam-moe",
+    "mmbert",
 ];
 
 impl PreTokenizer {

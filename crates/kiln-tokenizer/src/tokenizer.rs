@@ -46,7 +46,7 @@ pub enum TokenizerKind {
     /// normalization and splitting).
     WordPiece,
     /// `tokenizer.ggml.model = "gemma4"`: BPE by merge rank over characters, with `▁` for spaces
-    /// and `<0xXX>` byte fallback.
+    /// and `<0xXX>` byte fallback (also `gpt2` with the `sarvam-moe` pre-tokenizer).
     Gemma4,
 }
 
@@ -140,8 +140,9 @@ impl Tokenizer {
             // UGM and RWKV: no BOS, no space prefix, no space clean-up (EOS below).
             (false, false, false, None)
         } else if let Some(own) = own {
-            // WPM: BOS ([CLS]) on; BPE (gemma4): BOS forced on below; both clean up spaces.
-            (own == OwnKind::Wpm, false, true, None)
+            // WPM: BOS ([CLS]) on; BPE (gemma4): BOS forced on below; both clean up spaces
+            // (sarvam-moe does not).
+            (own == OwnKind::Wpm, false, own != OwnKind::Sarvam, None)
         } else {
             // A missing or empty pre-tokenizer means "default" (llama.cpp warns about it).
             let name = pre_name.as_deref().filter(|n| !n.is_empty()).unwrap_or("default");
@@ -696,12 +697,20 @@ enum OwnKind {
     /// `gemma4`, or `gpt2` with the `gemma4` / `granite-embed-multi-311m` pre-tokenizer, which
     /// llama.cpp runs the same way (`gemma4.rs`).
     Gemma4,
+    /// `gpt2` with the `sarvam-moe` pre-tokenizer: Gemma 4's code without its newline-token fix,
+    /// without forcing `add_bos` and without the clean-up of tokenization spaces.
+    Sarvam,
+    /// `gpt2` with the `mmbert` pre-tokenizer: Gemma 4's code with Metaspace words, without
+    /// forcing `add_bos`.
+    Mmbert,
 }
 
 fn own_kind(model: &str, pre: Option<&str>) -> Option<OwnKind> {
     match (model, pre) {
         ("bert", _) => Some(OwnKind::Wpm),
         ("gemma4", _) | ("gpt2", Some("gemma4" | "granite-embed-multi-311m")) => Some(OwnKind::Gemma4),
+        ("gpt2", Some("sarvam-moe")) => Some(OwnKind::Sarvam),
+        ("gpt2", Some("mmbert")) => Some(OwnKind::Mmbert),
         _ => None,
     }
 }
@@ -717,7 +726,7 @@ fn own_default_specials(own: OwnKind) -> Specials {
             mask: Some(103),
             ..Default::default()
         },
-        OwnKind::Gemma4 => Specials::default(),
+        OwnKind::Gemma4 | OwnKind::Sarvam | OwnKind::Mmbert => Specials::default(),
     }
 }
 
@@ -734,6 +743,17 @@ fn own_engine(file: &GgufFile, vocab: &Vocab, own: Option<OwnKind>, sp: &Special
                 TokenizerError::Metadata(format!("{KEY_MERGES} is missing (needed by gemma4 tokenizers)"))
             })?;
             Engine::Gemma4(Box::new(crate::gemma4::Gemma4Bpe::new(vocab, merges.iter())))
+        }
+        Some(own @ (OwnKind::Sarvam | OwnKind::Mmbert)) => {
+            let merges = file.get_opt_str_array(KEY_MERGES)?.ok_or_else(|| {
+                TokenizerError::Metadata(format!("{KEY_MERGES} is missing (needed by gpt2 tokenizers)"))
+            })?;
+            let bpe = if own == OwnKind::Sarvam {
+                crate::gemma4::Gemma4Bpe::without_newline_tokens(vocab, merges.iter())
+            } else {
+                crate::gemma4::Gemma4Bpe::metaspace(vocab, merges.iter())
+            };
+            Engine::Gemma4(Box::new(bpe))
         }
         None => Engine::Spm,
     })

@@ -54,6 +54,9 @@ const PRE_VARIANTS: &[(&str, &str, &[&str])] = &[
     ("jina-v1-en", "jina-v1-en", &[ADD_BOS]),
     ("jina-v2-code", "jina-v2-code", &[ADD_BOS]),
     ("roberta-bpe", "roberta-bpe", &[ADD_BOS]),
+    ("sarvam-moe", "sarvam-moe", &[ADD_BOS]),
+    ("mmbert", "mmbert", &[ADD_BOS]),
+    ("granite-embed-multi-311m", "granite-embed-multi-311m", &[ADD_BOS]),
 ];
 
 #[derive(Deserialize)]
@@ -88,6 +91,10 @@ struct MixedIds {
     ids_fnv: String,
 }
 
+/// The SentencePiece-style names (spaces escaped as `▁`, no byte encoding): their test
+/// vocabulary has SmolLM2's `Ġ` replaced by `▁` in tokens and merges.
+const METASPACE: &[&str] = &["sarvam-moe", "mmbert", "granite-embed-multi-311m"];
+
 /// A metadata-only GGUF with `src`'s `tokenizer.*` keys, `general.name` and
 /// `general.architecture` (libllama b11434 wants one), `tokenizer.ggml.pre` set to `pre` and the
 /// keys in `drop` left out.
@@ -100,6 +107,11 @@ fn variant_bytes(src: &GgufFile, pre: &str, drop: &[&str]) -> Vec<u8> {
         }
         if key == "tokenizer.ggml.pre" {
             w.add(key, pre).unwrap();
+        } else if METASPACE.contains(&pre) && (key == "tokenizer.ggml.tokens" || key == MERGES) {
+            // SentencePiece-style: spaces are `▁` in the vocabulary, not GPT-2's `Ġ`.
+            let texts: Vec<String> =
+                src.get_str_array(key).unwrap().iter().map(|t| String::from_utf8_lossy(t).replace('Ġ', "▁")).collect();
+            w.add(key, texts).unwrap();
         } else {
             w.add(key, value.to_value()).unwrap();
         }
