@@ -244,8 +244,8 @@ fn unusable_models_are_errors() {
 
     let arch = write("arch.gguf", tiny_model("mamba9", "llama", None));
     expect_error(&["generate", "-m", &arch, "a"], "unsupported architecture \"mamba9\"");
-    let tok = write("tok.gguf", tiny_model("llama", "bert", None));
-    expect_error(&["generate", "-m", &tok, "a"], "bert");
+    let tok = write("tok.gguf", tiny_model("llama", "plamo2", None));
+    expect_error(&["generate", "-m", &tok, "a"], "tokenizer model \"plamo2\"");
     let missing = write("missing.gguf", tiny_model("llama", "llama", Some("blk.0.ffn_up.weight")));
     expect_error(&["generate", "-m", &missing, "a"], "missing tensor blk.0.ffn_up.weight");
     std::fs::remove_dir_all(&dir).unwrap();
