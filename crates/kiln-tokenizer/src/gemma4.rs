@@ -24,28 +24,58 @@ pub(crate) struct Gemma4Bpe {
     /// mmBERT's Metaspace words: each run of non-newlines gets a leading `▁` if it has none and
     /// is cut before every further `▁`.
     metaspace: bool,
+    /// llama.cpp's `whitespace` pre-tokenizer on a `gpt2` vocabulary: no `▁` escaping, words are
+    /// the runs of white-space and of everything else (its `\S+` regex), and normal tokens decode
+    /// as GPT-2 byte-level text.
+    whitespace: bool,
 }
 
 impl Gemma4Bpe {
     /// `merges`: `tokenizer.ggml.merges` (`"left right"`, split at the first space after the first
     /// byte; a rule without such a space never matches).
     pub(crate) fn new<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>) -> Gemma4Bpe {
-        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: true, metaspace: false }
+        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: true, metaspace: false, whitespace: false }
     }
 
     /// The same without the newline-run fix, as llama.cpp runs `sarvam-moe` (its fix is for the
     /// Gemma 4 and mmBERT pre-tokenizer types only).
     pub(crate) fn without_newline_tokens<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>) -> Gemma4Bpe {
-        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: false, metaspace: false }
+        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: false, metaspace: false, whitespace: false }
     }
 
     /// The same with mmBERT's Metaspace words (llama.cpp's `mmbert` pre-tokenizer type).
     pub(crate) fn metaspace<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>) -> Gemma4Bpe {
-        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: true, metaspace: true }
+        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: true, metaspace: true, whitespace: false }
+    }
+
+    /// llama.cpp's `whitespace` pre-tokenizer type (see the field).
+    pub(crate) fn whitespace<'a>(vocab: &Vocab, merges: impl Iterator<Item = &'a [u8]>) -> Gemma4Bpe {
+        Gemma4Bpe { merges: MergeTable::new(vocab, merges), newline_tokens: false, metaspace: false, whitespace: true }
+    }
+
+    /// Whether normal tokens decode as GPT-2 byte-level text (else `▁` becomes a space).
+    pub(crate) fn byte_level_pieces(&self) -> bool {
+        self.whitespace
     }
 
     /// Appends the ids of one text fragment (raw text: spaces are escaped here).
     pub(crate) fn encode(&self, vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
+        if self.whitespace {
+            let mut start = 0;
+            let mut chars = text.char_indices().peekable();
+            while let Some((at, c)) = chars.next() {
+                let ws = crate::unicode::is_whitespace(c);
+                let end = match chars.peek() {
+                    Some(&(next, d)) if crate::unicode::is_whitespace(d) != ws => next,
+                    None => text.len(),
+                    _ => continue,
+                };
+                debug_assert!(at < end);
+                self.encode_word(vocab, &text[start..end], false, out);
+                start = end;
+            }
+            return;
+        }
         let escaped = text.replace(' ', "\u{2581}");
         let bytes = escaped.as_bytes();
         let mut start = 0;

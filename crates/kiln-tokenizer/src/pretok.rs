@@ -362,6 +362,7 @@ pub(crate) const SUPPORTED_PRE: &[&str] = &[
     "granite-embed-multi-311m",
     "sarvam-moe",
     "mmbert",
+    "whitespace",
 ];
 
 impl PreTokenizer {

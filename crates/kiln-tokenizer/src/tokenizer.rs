@@ -46,7 +46,8 @@ pub enum TokenizerKind {
     /// normalization and splitting).
     WordPiece,
     /// `tokenizer.ggml.model = "gemma4"`: BPE by merge rank over characters, with `▁` for spaces
-    /// and `<0xXX>` byte fallback (also `gpt2` with the `sarvam-moe` pre-tokenizer).
+    /// and `<0xXX>` byte fallback (also `gpt2` with the `sarvam-moe`, `mmbert` and `whitespace`
+    /// pre-tokenizers).
     Gemma4,
 }
 
@@ -488,6 +489,7 @@ impl Tokenizer {
             out.extend_from_slice(text);
         } else if attr.contains(TokenAttr::NORMAL) {
             match &self.engine {
+                Engine::Gemma4(g) if g.byte_level_pieces() => self.decode_byte_level(text, out),
                 Engine::Spm | Engine::Wpm(_) | Engine::Gemma4(_) => replace_all(text, "\u{2581}".as_bytes(), b" ", out),
                 Engine::Ugm(_) | Engine::Rwkv(_) => replace_all(text, "\u{2581}".as_bytes(), b" ", out),
                 Engine::Bpe { .. } => self.decode_byte_level(text, out),
@@ -703,6 +705,9 @@ enum OwnKind {
     /// `gpt2` with the `mmbert` pre-tokenizer: Gemma 4's code with Metaspace words, without
     /// forcing `add_bos`.
     Mmbert,
+    /// `gpt2` with the `whitespace` pre-tokenizer: raw-UTF-8 BPE over white-space and
+    /// non-white-space runs (`gemma4.rs`), byte-level decoding.
+    Whitespace,
 }
 
 fn own_kind(model: &str, pre: Option<&str>) -> Option<OwnKind> {
@@ -711,6 +716,7 @@ fn own_kind(model: &str, pre: Option<&str>) -> Option<OwnKind> {
         ("gemma4", _) | ("gpt2", Some("gemma4" | "granite-embed-multi-311m")) => Some(OwnKind::Gemma4),
         ("gpt2", Some("sarvam-moe")) => Some(OwnKind::Sarvam),
         ("gpt2", Some("mmbert")) => Some(OwnKind::Mmbert),
+        ("gpt2", Some("whitespace")) => Some(OwnKind::Whitespace),
         _ => None,
     }
 }
@@ -726,7 +732,7 @@ fn own_default_specials(own: OwnKind) -> Specials {
             mask: Some(103),
             ..Default::default()
         },
-        OwnKind::Gemma4 | OwnKind::Sarvam | OwnKind::Mmbert => Specials::default(),
+        OwnKind::Gemma4 | OwnKind::Sarvam | OwnKind::Mmbert | OwnKind::Whitespace => Specials::default(),
     }
 }
 
@@ -744,14 +750,14 @@ fn own_engine(file: &GgufFile, vocab: &Vocab, own: Option<OwnKind>, sp: &Special
             })?;
             Engine::Gemma4(Box::new(crate::gemma4::Gemma4Bpe::new(vocab, merges.iter())))
         }
-        Some(own @ (OwnKind::Sarvam | OwnKind::Mmbert)) => {
+        Some(own @ (OwnKind::Sarvam | OwnKind::Mmbert | OwnKind::Whitespace)) => {
             let merges = file.get_opt_str_array(KEY_MERGES)?.ok_or_else(|| {
                 TokenizerError::Metadata(format!("{KEY_MERGES} is missing (needed by gpt2 tokenizers)"))
             })?;
-            let bpe = if own == OwnKind::Sarvam {
-                crate::gemma4::Gemma4Bpe::without_newline_tokens(vocab, merges.iter())
-            } else {
-                crate::gemma4::Gemma4Bpe::metaspace(vocab, merges.iter())
+            let bpe = match own {
+                OwnKind::Sarvam => crate::gemma4::Gemma4Bpe::without_newline_tokens(vocab, merges.iter()),
+                OwnKind::Mmbert => crate::gemma4::Gemma4Bpe::metaspace(vocab, merges.iter()),
+                _ => crate::gemma4::Gemma4Bpe::whitespace(vocab, merges.iter()),
             };
             Engine::Gemma4(Box::new(bpe))
         }

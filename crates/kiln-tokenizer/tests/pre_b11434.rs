@@ -56,6 +56,7 @@ const PRE_VARIANTS: &[(&str, &str, &[&str])] = &[
     ("roberta-bpe", "roberta-bpe", &[ADD_BOS]),
     ("sarvam-moe", "sarvam-moe", &[ADD_BOS]),
     ("mmbert", "mmbert", &[ADD_BOS]),
+    ("whitespace", "whitespace", &[ADD_BOS]),
     ("granite-embed-multi-311m", "granite-embed-multi-311m", &[ADD_BOS]),
 ];
 
@@ -77,7 +78,8 @@ struct Group {
     pad: i64,
     piece_digest_plain: String,
     piece_digest_special: String,
-    plain: Vec<Vec<u32>>,
+    /// Null where llama.cpp aborts (an assertion), which kiln does not copy.
+    plain: Vec<Option<Vec<u32>>>,
     special: Vec<Option<Vec<u32>>>,
     detok_fnv: String,
     detok_plain_fnv: String,
@@ -158,19 +160,18 @@ fn check(label: &str, tok: &Tokenizer, g: &Group, texts: &[String], mixed: &str)
     }
     let mut detok = [Vec::new(), Vec::new(), Vec::new()];
     for (i, text) in texts.iter().enumerate() {
+        let Some(want_plain) = &g.plain[i] else { continue };
         let plain = tok.encode(text, false, false).unwrap();
         let special = tok.encode(text, true, true).unwrap();
-        let want_special = g.special[i].as_ref().unwrap_or(&g.plain[i]);
-        same(&format!("ids of {text:?}"), format!("{plain:?}"), format!("{:?}", g.plain[i]));
+        let want_special = g.special[i].as_ref().unwrap_or(want_plain);
+        same(&format!("ids of {text:?}"), format!("{plain:?}"), format!("{want_plain:?}"));
         same(
             &format!("add_special+parse_special ids of {text:?}"),
             format!("{special:?}"),
             format!("{want_special:?}"),
         );
         for (k, (ids, remove, unparse)) in
-            [(&g.plain[i], false, true), (&g.plain[i], false, false), (want_special, true, false)]
-                .into_iter()
-                .enumerate()
+            [(want_plain, false, true), (want_plain, false, false), (want_special, true, false)].into_iter().enumerate()
         {
             let out = tok.detokenize(ids, remove, unparse).unwrap();
             detok[k].extend_from_slice(&(out.len() as u32).to_le_bytes());
