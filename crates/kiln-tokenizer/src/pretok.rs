@@ -887,34 +887,29 @@ fn split_llama3(cps: &[char], seg: std::ops::Range<usize>, digits: usize, marks:
             emit(&mut last, pos);
             continue;
         }
-        let mut n_ws = 0;
-        let mut last_newline_end = None;
-        while flags_at(cps, &seg, pos + n_ws).whitespace {
-            if matches!(cps[pos + n_ws], '\r' | '\n') {
-                last_newline_end = Some(pos + n_ws + 1);
-            }
-            n_ws += 1;
-        }
-        // \s*[\r\n]+
-        if let Some(e) = last_newline_end {
-            pos = e;
-            emit(&mut last, pos);
-            continue;
-        }
-        // \s+(?!\S)
-        if n_ws > 1 && cp_at(cps, &seg, pos + n_ws).is_some() {
-            pos += n_ws - 1;
-            emit(&mut last, pos);
-            continue;
-        }
-        // \s+
-        if n_ws > 0 {
-            pos += n_ws;
-            emit(&mut last, pos);
-            continue;
-        }
-        pos += 1;
+        pos = whitespace_end(cps, &seg, pos);
         emit(&mut last, pos);
+    }
+}
+
+/// Where the white-space alternatives that end the Llama 3 family's split (and Kimi K2's) stop
+/// when they start at `pos`: `\s*[\r\n]+` (up to the last newline of the run), `\s+(?!\S)` (all
+/// but the run's last code point when more text follows), `\s+`; and `pos + 1` when `pos` is not
+/// white-space (no alternative matched: one code point alone).
+fn whitespace_end(cps: &[char], seg: &std::ops::Range<usize>, pos: usize) -> usize {
+    let mut n_ws = 0;
+    let mut last_newline_end = None;
+    while flags_at(cps, seg, pos + n_ws).whitespace {
+        if matches!(cps[pos + n_ws], '\r' | '\n') {
+            last_newline_end = Some(pos + n_ws + 1);
+        }
+        n_ws += 1;
+    }
+    match last_newline_end {
+        Some(e) => e,
+        None if n_ws > 1 && cp_at(cps, seg, pos + n_ws).is_some() => pos + n_ws - 1,
+        None if n_ws > 0 => pos + n_ws,
+        None => pos + 1,
     }
 }
 
@@ -1007,33 +1002,7 @@ fn split_kimi_k2(cps: &[char], seg: std::ops::Range<usize>, out: &mut Vec<usize>
             emit(&mut last, pos);
             continue;
         }
-        let mut n_ws = 0;
-        let mut last_newline_end = None;
-        while flags_at(cps, &seg, pos + n_ws).whitespace {
-            if matches!(cps[pos + n_ws], '\r' | '\n') {
-                last_newline_end = Some(pos + n_ws + 1);
-            }
-            n_ws += 1;
-        }
-        // \s*[\r\n]+
-        if let Some(e) = last_newline_end {
-            pos = e;
-            emit(&mut last, pos);
-            continue;
-        }
-        // \s+(?!\S)
-        if n_ws > 1 && cp_at(cps, &seg, pos + n_ws).is_some() {
-            pos += n_ws - 1;
-            emit(&mut last, pos);
-            continue;
-        }
-        // \s+
-        if n_ws > 0 {
-            pos += n_ws;
-            emit(&mut last, pos);
-            continue;
-        }
-        pos += 1;
+        pos = whitespace_end(cps, &seg, pos);
         emit(&mut last, pos);
     }
 }
