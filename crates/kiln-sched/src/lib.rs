@@ -401,8 +401,8 @@ impl Drop for Engine {
     }
 }
 
-/// A seed for a request that did not give one.
-pub(crate) fn random_seed() -> u64 {
+/// A random 64-bit value (a seed for a request that did not give one; also used for ids).
+pub fn random_seed() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
 }

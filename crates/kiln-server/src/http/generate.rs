@@ -630,7 +630,7 @@ impl Choice {
             }
             None => {
                 let name = name.to_owned();
-                let id = format!("call_{:016x}", random_u64());
+                let id = format!("call_{:016x}", kiln_sched::random_seed());
                 self.tool = Some((id.clone(), name.clone(), text.clone()));
                 Some(Piece::ToolStart { id, name, arguments: text })
             }
@@ -664,11 +664,6 @@ impl Choice {
     fn completion_tokens(&self) -> usize {
         self.end.as_ref().map_or(0, |f| f.completion_tokens)
     }
-}
-
-fn random_u64() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
 }
 
 fn token_text(bytes: &[u8]) -> String {
