@@ -11,7 +11,7 @@ pub enum TokenizerError {
 
     /// `tokenizer.ggml.model` names a tokenizer this crate does not implement.
     #[error(
-        "tokenizer model {0:?} (tokenizer.ggml.model) is not supported; supported: \"gpt2\" (byte-level BPE), \"llama\" (SentencePiece), \"t5\" (unigram), \"bert\" (WordPiece), \"gemma4\" and \"rwkv\""
+        "tokenizer model {0:?} (tokenizer.ggml.model) is not supported; supported: \"gpt2\" (byte-level BPE), \"whitespace\" (BPE word by word), \"llama\" (SentencePiece), \"t5\" (unigram), \"bert\" (WordPiece), \"gemma4\" and \"rwkv\""
     )]
     Unsupported(String),
 

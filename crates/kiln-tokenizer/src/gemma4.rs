@@ -58,21 +58,16 @@ impl Gemma4Bpe {
         self.whitespace
     }
 
+    /// Whether [`encode`](Self::encode) escapes spaces as `▁` (all but the `whitespace` mode).
+    pub(crate) fn escapes_spaces(&self) -> bool {
+        !self.whitespace
+    }
+
     /// Appends the ids of one text fragment (raw text: spaces are escaped here).
     pub(crate) fn encode(&self, vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         if self.whitespace {
-            let mut start = 0;
-            let mut chars = text.char_indices().peekable();
-            while let Some((at, c)) = chars.next() {
-                let ws = crate::unicode::is_whitespace(c);
-                let end = match chars.peek() {
-                    Some(&(next, d)) if crate::unicode::is_whitespace(d) != ws => next,
-                    None => text.len(),
-                    _ => continue,
-                };
-                debug_assert!(at < end);
-                self.encode_word(vocab, &text[start..end], false, out);
-                start = end;
+            for (word, _) in crate::whitespace::runs(text, crate::unicode::is_whitespace) {
+                self.encode_word(vocab, word, false, out);
             }
             return;
         }

@@ -148,6 +148,7 @@ pub(crate) fn build(json: &[u8], config: Option<&[u8]>) -> Result<Tokenizer, Tok
         model: "tokenizer.json".into(),
         pre: None,
         char_byte: char_to_byte_table(),
+        whitespace: None,
     })
 }
 

@@ -22,6 +22,11 @@
 //!   `deepseek-llm`, `falcon`, `gpt-2`, `llama-bpe`, `mpt`, `qwen2`, `qwen35`, `refact`,
 //!   `starcoder`; the names b11434 added with SmolLM2's vocabulary against b11434
 //!   (`tests/pre_b11434.rs`).
+//! * `tokenizer.ggml.model = "whitespace"`: a `gpt2` vocabulary in every respect (merges,
+//!   defaults, `tokenizer.ggml.pre`, decoding) whose text, as llama.cpp b11434 runs it, is cut at
+//!   white-space first (dropped), each word lower-cased if `tokenizer.ggml.normalizer.lowercase`
+//!   says so (on by default, off under pre `whitespace`) and tokenized by itself. Tested with
+//!   SmolLM2's vocabulary under ten settings against b11434 (`tests/pre_b11434.rs`).
 //! * `tokenizer.ggml.model = "llama"`: SentencePiece the way llama.cpp runs it (score-driven
 //!   bigram merges with a heap, `<0xXX>` byte fallback, `add_space_prefix`, spaces as `▁`), as
 //!   Gemma 3 uses it.
@@ -173,6 +178,7 @@ mod ugm;
 mod unicode;
 mod unicode_data;
 mod vocab;
+mod whitespace;
 mod wpm;
 mod wpm_data;
 

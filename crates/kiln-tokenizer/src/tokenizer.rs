@@ -6,6 +6,7 @@ use crate::hf::HfEngine;
 use crate::pretok::{PreKind, PreTokenizer, SplitMode, pre_info};
 use crate::special::{Fragment, SpecialMatcher};
 use crate::vocab::{Specials, TokenAttr, Vocab, apply_name_rules, derive_specials, special_cache};
+use crate::whitespace::WhitespaceSession;
 use kiln_gguf::{GgufFile, ValueType};
 use std::path::Path;
 
@@ -30,7 +31,8 @@ impl TokenizerOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TokenizerKind {
-    /// `tokenizer.ggml.model = "gpt2"`: byte-level BPE with a regex pre-tokenizer.
+    /// `tokenizer.ggml.model = "gpt2"`: byte-level BPE with a regex pre-tokenizer (also
+    /// `"whitespace"`, which cuts the text at white-space first).
     BytePairGpt2,
     /// `tokenizer.ggml.model = "llama"`: llama.cpp's SentencePiece (score-driven merges, byte
     /// fallback).
@@ -46,8 +48,8 @@ pub enum TokenizerKind {
     /// normalization and splitting).
     WordPiece,
     /// `tokenizer.ggml.model = "gemma4"`: BPE by merge rank over characters, with `▁` for spaces
-    /// and `<0xXX>` byte fallback (also `gpt2` with the `sarvam-moe`, `mmbert` and `whitespace`
-    /// pre-tokenizers).
+    /// and `<0xXX>` byte fallback (also `gpt2` and `whitespace` with the `gemma4`, `sarvam-moe`,
+    /// `mmbert` and `whitespace` pre-tokenizers).
     Gemma4,
 }
 
@@ -89,6 +91,8 @@ pub struct Tokenizer {
     pub(crate) pre: Option<String>,
     /// Code point → GPT-2 byte (byte-level vocabularies).
     pub(crate) char_byte: Vec<Option<u8>>,
+    /// `tokenizer.ggml.model = "whitespace"`: how text fragments are cut before BPE.
+    pub(crate) whitespace: Option<WhitespaceSession>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -115,7 +119,8 @@ const KEY_MERGES: &str = "tokenizer.ggml.merges";
 impl Tokenizer {
     /// Builds the tokenizer described by a GGUF file's `tokenizer.*` metadata, with llama.cpp's
     /// semantics. Supports `tokenizer.ggml.model` `"gpt2"` (with the `tokenizer.ggml.pre` types
-    /// listed in the crate docs) and `"llama"`; anything else is [`TokenizerError::Unsupported`].
+    /// listed in the crate docs), `"whitespace"`, `"llama"`, `"bert"`, `"gemma4"`, `"t5"` and
+    /// `"rwkv"`; anything else is [`TokenizerError::Unsupported`].
     pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer, TokenizerError> {
         Tokenizer::from_gguf_with(file, TokenizerOptions::default())
     }
@@ -124,9 +129,12 @@ impl Tokenizer {
     pub fn from_gguf_with(file: &GgufFile, options: TokenizerOptions) -> Result<Tokenizer, TokenizerError> {
         let model = file.get_str(KEY_MODEL)?.to_owned();
         let pre_name = file.get_opt_str(KEY_PRE)?.map(str::to_owned);
+        // llama.cpp loads a `whitespace` vocabulary as a `gpt2` one; only its tokenizing differs
+        // (`whitespace.rs`, applied in `encode_fragments`).
+        let base = if model == "whitespace" { "gpt2" } else { model.as_str() };
         // Models with their own module (WordPiece, Gemma 4): see `own_kind`.
-        let own = own_kind(&model, pre_name.as_deref());
-        let spm = match model.as_str() {
+        let own = own_kind(base, pre_name.as_deref());
+        let spm = match base {
             "llama" => true,
             "t5" | "rwkv" => false, // ugm.rs / rwkv.rs
             "gpt2" => false,
@@ -209,7 +217,7 @@ impl Tokenizer {
             Specials { bos: Some(1), eos: Some(2), unk: Some(0), ..Default::default() }
         } else if crate::ugm::is_own_model(&model) {
             crate::ugm::default_specials(&model)
-        } else if let Some(own) = own.filter(|_| model != "gpt2") {
+        } else if let Some(own) = own.filter(|_| base != "gpt2") {
             own_default_specials(own)
         } else {
             Specials { bos: Some(11), eos: Some(11), ..Default::default() }
@@ -293,6 +301,17 @@ impl Tokenizer {
                 Engine::Bpe { bpe: Box::new(bpe), pre: PreTokenizer::new(info.kind, options.split)? }
             }
         };
+        let whitespace = if model == "whitespace" {
+            // llama.cpp's normalizer `lowercase`: on by default, off under pre `whitespace`; the key
+            // overrides both.
+            let lowercase = file
+                .get_opt_bool("tokenizer.ggml.normalizer.lowercase")?
+                .unwrap_or(pre_name.as_deref() != Some("whitespace"));
+            let keep_spaces = matches!(&engine, Engine::Gemma4(g) if g.escapes_spaces());
+            Some(WhitespaceSession::new(lowercase, keep_spaces))
+        } else {
+            None
+        };
         let chat_template = file.get_opt_str("tokenizer.chat_template")?.map(str::to_owned);
         Ok(Tokenizer {
             vocab,
@@ -308,6 +327,7 @@ impl Tokenizer {
             model,
             pre: if spm || own == Some(OwnKind::Wpm) { None } else { pre_name },
             char_byte: char_to_byte_table(),
+            whitespace,
         })
     }
 
@@ -416,14 +436,17 @@ impl Tokenizer {
                     }
                 }
             }
-            Engine::Bpe { bpe, pre } => {
+            Engine::Bpe { .. } | Engine::Gemma4(_) => {
                 for f in fragments {
                     match f {
-                        Fragment::Text(t) => {
-                            for word in pre.split(t)? {
-                                bpe.encode_word(&self.vocab, &t.as_bytes()[word], &mut out);
+                        Fragment::Text(t) => match self.whitespace {
+                            Some(session) => {
+                                for segment in session.segments(t) {
+                                    self.encode_bpe_text(&segment, &mut out)?;
+                                }
                             }
-                        }
+                            None => self.encode_bpe_text(t, &mut out)?,
+                        },
                         Fragment::Token(id) => out.push(id),
                     }
                 }
@@ -432,14 +455,6 @@ impl Tokenizer {
                 for f in fragments {
                     match f {
                         Fragment::Text(t) => wpm.encode(&self.vocab, t, &mut out),
-                        Fragment::Token(id) => out.push(id),
-                    }
-                }
-            }
-            Engine::Gemma4(g) => {
-                for f in fragments {
-                    match f {
-                        Fragment::Text(t) => g.encode(&self.vocab, t, &mut out),
                         Fragment::Token(id) => out.push(id),
                     }
                 }
@@ -453,6 +468,20 @@ impl Tokenizer {
             out.extend(self.specials.eos);
         }
         Ok(out)
+    }
+
+    /// One piece of raw text through a BPE engine (llama.cpp's BPE session `tokenize`).
+    fn encode_bpe_text(&self, text: &str, out: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        match &self.engine {
+            Engine::Bpe { bpe, pre } => {
+                for word in pre.split(text)? {
+                    bpe.encode_word(&self.vocab, &text.as_bytes()[word], out);
+                }
+            }
+            Engine::Gemma4(g) => g.encode(&self.vocab, text, out),
+            _ => unreachable!("only the BPE engines"),
+        }
+        Ok(())
     }
 
     /// The bytes token `id` stands for, like `llama_token_to_piece(vocab, id, buf, len, 0,
@@ -680,7 +709,7 @@ impl Tokenizer {
         }
     }
 
-    /// `tokenizer.ggml.model` (`"gpt2"`, `"llama"`; `"tokenizer.json"` for Hugging Face).
+    /// `tokenizer.ggml.model` (`"gpt2"`, `"llama"`, …; `"tokenizer.json"` for Hugging Face).
     pub fn model(&self) -> &str {
         &self.model
     }

@@ -4,6 +4,9 @@
 //! `tokenize_cases.cpp`; see fixtures/README.md): special ids, add_bos/add_eos, every token's
 //! piece, for 102 texts the ids for (add_special, parse_special) = (false, false) and (true, true)
 //! and the three detokenizations, and the ids of the ~110 KB mixed text.
+//!
+//! The same, against `smollm2-whitespace-model-b11434.json`, for the `whitespace` tokenizer model
+//! (`tokenizer.ggml.model = "whitespace"`) under several pre-tokenizers (`WHITESPACE_MODEL_VARIANTS`).
 
 mod common;
 
@@ -15,6 +18,8 @@ use serde::Deserialize;
 const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 const BOS: &str = "tokenizer.ggml.bos_token_id";
 const MERGES: &str = "tokenizer.ggml.merges";
+const PRE: &str = "tokenizer.ggml.pre";
+const LOWERCASE: &str = "tokenizer.ggml.normalizer.lowercase";
 
 /// (label, `tokenizer.ggml.pre`, keys left out). `add_bos_token` is left out everywhere, so each
 /// name's default applies; `-no-bos` drops the BOS id (ChatGLM clears the default one) and
@@ -60,6 +65,26 @@ const PRE_VARIANTS: &[(&str, &str, &[&str])] = &[
     ("granite-embed-multi-311m", "granite-embed-multi-311m", &[ADD_BOS]),
 ];
 
+/// The `whitespace` tokenizer model: (label, `tokenizer.ggml.pre`, keys left out,
+/// `tokenizer.ggml.normalizer.lowercase` if set). `ws-whitespace` is what llama.cpp's converter
+/// writes (pre `whitespace`, which turns lower-casing off); the others run the white-space split
+/// in front of another pre-tokenizer: lower-casing by default, off or forced on by the key, a
+/// missing pre (`default`), Llama 3's BOS default and whole-word lookup, Kimi K2 without merges,
+/// and the SentencePiece-style `mmbert` and `gemma4` (spaces escaped as `▁` before the split, so
+/// only other white-space cuts; `gemma4` forces BOS on).
+const WHITESPACE_MODEL_VARIANTS: &[(&str, &str, &[&str], Option<bool>)] = &[
+    ("ws-whitespace", "whitespace", &[ADD_BOS], None),
+    ("ws-whitespace-lowercase", "whitespace", &[ADD_BOS], Some(true)),
+    ("ws-no-pre", "", &[ADD_BOS, PRE], None),
+    ("ws-gpt-2", "gpt-2", &[ADD_BOS], None),
+    ("ws-gpt-2-cased", "gpt-2", &[ADD_BOS], Some(false)),
+    ("ws-smollm", "smollm", &[], None),
+    ("ws-llama-bpe", "llama-bpe", &[ADD_BOS], None),
+    ("ws-kimi-k2-no-merges", "kimi-k2", &[ADD_BOS, MERGES], None),
+    ("ws-mmbert", "mmbert", &[ADD_BOS], None),
+    ("ws-gemma4", "gemma4", &[ADD_BOS], None),
+];
+
 #[derive(Deserialize)]
 struct PreFixture {
     texts: Vec<String>,
@@ -95,19 +120,22 @@ struct MixedIds {
 
 /// The SentencePiece-style names (spaces escaped as `▁`, no byte encoding): their test
 /// vocabulary has SmolLM2's `Ġ` replaced by `▁` in tokens and merges.
-const METASPACE: &[&str] = &["sarvam-moe", "mmbert", "granite-embed-multi-311m"];
+const METASPACE: &[&str] = &["sarvam-moe", "mmbert", "granite-embed-multi-311m", "gemma4"];
 
 /// A metadata-only GGUF with `src`'s `tokenizer.*` keys, `general.name` and
-/// `general.architecture` (libllama b11434 wants one), `tokenizer.ggml.pre` set to `pre` and the
-/// keys in `drop` left out.
-fn variant_bytes(src: &GgufFile, pre: &str, drop: &[&str]) -> Vec<u8> {
+/// `general.architecture` (libllama b11434 wants one), `tokenizer.ggml.model` set to `model`,
+/// `tokenizer.ggml.pre` to `pre`, `tokenizer.ggml.normalizer.lowercase` to `lowercase` if given,
+/// and the keys in `drop` left out.
+fn variant_bytes(src: &GgufFile, model: &str, pre: &str, drop: &[&str], lowercase: Option<bool>) -> Vec<u8> {
     let mut w = GgufWriter::new();
     for (key, value) in src.metadata() {
         let wanted = key.starts_with("tokenizer.") || key == "general.name" || key == "general.architecture";
         if !wanted || drop.contains(&key) {
             continue;
         }
-        if key == "tokenizer.ggml.pre" {
+        if key == "tokenizer.ggml.model" {
+            w.add(key, model).unwrap();
+        } else if key == PRE {
             w.add(key, pre).unwrap();
         } else if METASPACE.contains(&pre) && (key == "tokenizer.ggml.tokens" || key == MERGES) {
             // SentencePiece-style: spaces are `▁` in the vocabulary, not GPT-2's `Ġ`.
@@ -117,6 +145,9 @@ fn variant_bytes(src: &GgufFile, pre: &str, drop: &[&str]) -> Vec<u8> {
         } else {
             w.add(key, value.to_value()).unwrap();
         }
+    }
+    if let Some(v) = lowercase {
+        w.add(LOWERCASE, v).unwrap();
     }
     w.to_bytes().unwrap()
 }
@@ -188,9 +219,10 @@ fn check(label: &str, tok: &Tokenizer, g: &Group, texts: &[String], mixed: &str)
     bad
 }
 
-#[test]
-fn b11434_pre_tokenizers_match_llama_cpp() {
-    let path = fixtures_dir().join("smollm2-pre-b11434.json");
+/// Compares every variant of the fixture `name` (built by `bytes` from SmolLM2's metadata) with
+/// llama.cpp; every label of `labels` must be in it.
+fn compare_fixture(name: &str, labels: &[&str], bytes: impl Fn(&GgufFile, &str) -> Vec<u8>) {
+    let path = fixtures_dir().join(name);
     let fx: PreFixture = serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON");
     let src = GgufFile::open(smollm2_path()).unwrap();
     let mixed = mixed();
@@ -199,17 +231,65 @@ fn b11434_pre_tokenizers_match_llama_cpp() {
     for g in &fx.groups {
         assert_eq!((g.plain.len(), g.special.len()), (fx.texts.len(), fx.texts.len()));
         for label in &g.variants {
-            let (pre, drop) = variant(label);
-            let tok = Tokenizer::from_gguf(&GgufFile::from_bytes(variant_bytes(&src, pre, drop)).unwrap())
+            let tok = Tokenizer::from_gguf(&GgufFile::from_bytes(bytes(&src, label)).unwrap())
                 .unwrap_or_else(|e| panic!("{label}: {e}"));
             failures.extend(check(label, &tok, g, &fx.texts, &mixed));
             seen.push(label.as_str());
         }
     }
-    for (label, _, _) in PRE_VARIANTS {
+    for label in labels {
         assert!(seen.contains(label), "{label}: not in the fixture");
     }
     assert!(failures.is_empty(), "{} mismatches with llama.cpp b11434:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn b11434_pre_tokenizers_match_llama_cpp() {
+    let labels: Vec<&str> = PRE_VARIANTS.iter().map(|v| v.0).collect();
+    compare_fixture("smollm2-pre-b11434.json", &labels, |src, label| {
+        let (pre, drop) = variant(label);
+        variant_bytes(src, "gpt2", pre, drop, None)
+    });
+}
+
+fn whitespace_model_variant(label: &str) -> (&'static str, &'static [&'static str], Option<bool>) {
+    let (_, pre, drop, lowercase) =
+        WHITESPACE_MODEL_VARIANTS.iter().find(|v| v.0 == label).unwrap_or_else(|| panic!("{label}: not listed"));
+    (pre, drop, *lowercase)
+}
+
+#[test]
+fn whitespace_model_matches_llama_cpp() {
+    let labels: Vec<&str> = WHITESPACE_MODEL_VARIANTS.iter().map(|v| v.0).collect();
+    compare_fixture("smollm2-whitespace-model-b11434.json", &labels, |src, label| {
+        let (pre, drop, lowercase) = whitespace_model_variant(label);
+        variant_bytes(src, "whitespace", pre, drop, lowercase)
+    });
+}
+
+/// What the comparison cannot show: the model name is kept, the kinds are the pre-tokenizer's,
+/// and merges are required as for `gpt2` (llama.cpp: "cannot find tokenizer merges").
+#[test]
+fn whitespace_model_is_gpt2_with_a_white_space_split() {
+    let src = GgufFile::open(smollm2_path()).unwrap();
+    let build = |pre, drop, lowercase| {
+        Tokenizer::from_gguf(&GgufFile::from_bytes(variant_bytes(&src, "whitespace", pre, drop, lowercase)).unwrap())
+    };
+    let tok = build("whitespace", &[], None).unwrap();
+    assert_eq!((tok.model(), tok.pre()), ("whitespace", Some("whitespace")));
+    assert_eq!(tok.kind(), kiln_tokenizer::TokenizerKind::Gemma4);
+    let gpt2 = build("smollm", &[], None).unwrap();
+    assert_eq!(gpt2.kind(), kiln_tokenizer::TokenizerKind::BytePairGpt2);
+    // Lower-cased, white-space dropped (no `Ġ` tokens), special-token text still recognised.
+    let ids = gpt2.encode("Hello  World<|im_end|>\n", false, true).unwrap();
+    let plain = Tokenizer::from_gguf(&src).unwrap();
+    let mut want = plain.encode("hello", false, false).unwrap();
+    want.extend(plain.encode("world", false, false).unwrap());
+    want.push(plain.token_id("<|im_end|>").unwrap());
+    assert_eq!(ids, want);
+    assert_eq!(gpt2.decode(&ids, true).unwrap(), "helloworld<|im_end|>");
+    let e = build("smollm", &[MERGES], None).unwrap_err();
+    assert!(e.to_string().contains(MERGES), "{e}");
 }
 
 /// Writes the variants for the fixture generator:
@@ -222,6 +302,21 @@ fn write_pre_variants() {
     std::fs::create_dir_all(&dir).unwrap();
     let src = GgufFile::open(smollm2_path()).unwrap();
     for (label, pre, drop) in PRE_VARIANTS {
-        std::fs::write(dir.join(format!("{label}.gguf")), variant_bytes(&src, pre, drop)).unwrap();
+        std::fs::write(dir.join(format!("{label}.gguf")), variant_bytes(&src, "gpt2", pre, drop, None)).unwrap();
+    }
+}
+
+/// Writes the `whitespace`-model variants for gen_pre_cases.py:
+/// `KILN_WS_MODEL_VARIANT_DIR=/tmp/wsvar cargo test -p kiln-tokenizer --test pre_b11434 -- --ignored`
+/// (files `LABEL.gguf`).
+#[test]
+#[ignore = "writes the SmolLM2 whitespace-model variants for gen_pre_cases.py"]
+fn write_whitespace_model_variants() {
+    let dir = std::path::PathBuf::from(std::env::var("KILN_WS_MODEL_VARIANT_DIR").expect("KILN_WS_MODEL_VARIANT_DIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = GgufFile::open(smollm2_path()).unwrap();
+    for (label, pre, drop, lowercase) in WHITESPACE_MODEL_VARIANTS {
+        let bytes = variant_bytes(&src, "whitespace", pre, drop, *lowercase);
+        std::fs::write(dir.join(format!("{label}.gguf")), bytes).unwrap();
     }
 }
