@@ -37,6 +37,11 @@ pub struct DeviceArgs {
     /// logits do not depend on what else shares its batch (slower batches; see docs/GRPC.md).
     #[arg(long)]
     pub batch_invariant: bool,
+    /// CPU: read MXFP4 weights in place from the file's memory map instead of packing them into
+    /// eight-row groups at load (as llama.cpp's --no-repack): less anonymous memory, the weights
+    /// stay in the page cache, slower MXFP4 products; the same results (docs/PERFORMANCE.md).
+    #[arg(long)]
+    pub no_repack: bool,
 }
 
 /// What `--device cuda` says in a build without the `cuda` feature.
@@ -125,7 +130,7 @@ impl Engine {
                 if dev.gpu_memory.is_some() {
                     anyhow::bail!("--gpu-memory needs --device cuda");
                 }
-                load_cpu(path, threads, dev.batch_invariant).map(Engine::Cpu)
+                load_cpu(path, threads, dev).map(Engine::Cpu)
             }
             #[cfg(feature = "cuda")]
             DeviceKind::Cuda => cuda::load(path, dev).map(Engine::Cuda),
@@ -172,10 +177,11 @@ fn open(path: &Path) -> anyhow::Result<(Arc<kiln_gguf::GgufFile>, Tokenizer)> {
     Ok((file, tokenizer))
 }
 
-fn load_cpu(path: &Path, threads: usize, batch_invariant: bool) -> anyhow::Result<Loaded<CpuBackend>> {
+fn load_cpu(path: &Path, threads: usize, dev: &DeviceArgs) -> anyhow::Result<Loaded<CpuBackend>> {
     let t = Instant::now();
     let (file, tokenizer) = open(path)?;
-    let backend = CpuBackend::new(file.clone(), threads).with_batch_invariant(batch_invariant);
+    let backend =
+        CpuBackend::new(file.clone(), threads).with_batch_invariant(dev.batch_invariant).with_packing(!dev.no_repack);
     let model = Model::load(file, backend).with_context(|| path.display().to_string())?;
     Ok(Loaded { model, tokenizer, load_s: t.elapsed().as_secs_f64(), upload: None })
 }

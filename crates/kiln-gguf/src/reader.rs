@@ -142,6 +142,27 @@ impl GgufFile {
         self.storage.bytes()
     }
 
+    /// Hints that bytes `offset..offset + len` of the file will not be read again soon, for a
+    /// caller that has copied them elsewhere: on a memory map (Unix) their pages leave this
+    /// process's resident memory (`MADV_DONTNEED`; the page cache may keep them), and a later read
+    /// maps them again from the file, so [`GgufFile::bytes`] still returns the same bytes. The
+    /// range is widened to whole pages. Does nothing for a file held in memory, on other
+    /// platforms, or for a range outside the file; a refused hint is ignored.
+    pub fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Storage::Mmap(m) = &self.storage
+            && offset.checked_add(len).is_some_and(|end| end <= m.len())
+        {
+            // SAFETY: the map is shared, read-only and backed by the file: dropping its pages
+            // cannot change what a later read returns (the pages are read back from the file);
+            // it is only unsound on private or anonymous maps, whose contents it discards.
+            #[allow(unsafe_code)]
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+
     fn value_ref<'a>(&'a self, kv: &'a Kv) -> ValueRef<'a> {
         let bytes = self.bytes();
         match kv.value {

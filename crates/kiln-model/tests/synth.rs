@@ -138,3 +138,35 @@ fn a_truncated_model_is_the_shallower_model() {
         }
     }
 }
+
+/// MXFP4 experts packed at load (the default) and read in place from the file's blocks
+/// (`with_packing(false)`) are two kernels for one summation order: the logits must be the same
+/// bits, for a prompt of 37 tokens (the four-row product and the one-row tail) and for each of
+/// three decode steps, on 16 experts of 256 rows and on the top-1-of-4 case.
+#[test]
+fn packed_experts_change_no_bits() {
+    for name in ["gptoss-wide-deep", "gptoss-top1"] {
+        let case = case(name);
+        let bytes = kiln_synth::from_spec(case["model"].as_object().unwrap()).unwrap().to_bytes().unwrap();
+        let file = Arc::new(kiln_gguf::GgufFile::from_bytes(bytes).unwrap());
+        let run = |packing: bool| {
+            let backend = CpuBackend::new(file.clone(), 2).with_packing(packing);
+            let m = Model::load(file.clone(), backend).unwrap();
+            let packed = m.backend.resident().iter().any(|(what, _)| what.starts_with("packed "));
+            assert_eq!(packed, packing, "{name}: the experts are packed exactly when asked");
+            let mut kv = m.kv_cache(64).unwrap();
+            let mut seq = kiln_model::SeqKv::default();
+            let prompt: Vec<u32> = (0..37).map(|i| (i * 37 + 11) % 200).collect();
+            let mut out = vec![m.forward(&mut kv, &mut [&mut seq], &kiln_model::Batch::single(&prompt), 64).unwrap()];
+            for id in [5, 99, 3] {
+                out.push(m.forward(&mut kv, &mut [&mut seq], &kiln_model::Batch::single(&[id]), 64).unwrap());
+            }
+            out
+        };
+        let (packed, in_place) = (run(true), run(false));
+        for (step, (a, b)) in packed.iter().zip(&in_place).enumerate() {
+            let same = a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{name}: step {step} differs");
+        }
+    }
+}

@@ -212,13 +212,99 @@ isa_kernel! {
     pub fn dot_rows8(w: [&[u8]; 8], act: &[u8]) -> [f32; 8] = x86::rows8 else w.map(|r| dot_scalar(r, act))
 }
 
+/// Rows in a packed group ([`pack8`]).
+pub const PACK_ROWS: usize = 8;
+/// Bytes of one block of a packed group: the eight rows' 128 bytes of codes, then their eight
+/// scale bytes (the same 8 × 17 bytes as the rows' blocks, rearranged).
+pub const PACKED_BLOCK_BYTES: usize = PACK_ROWS * BLOCK_BYTES;
+
+/// Rearranges `rows` rows of MXFP4 blocks (`src`, `rows × row_bytes`, `rows` a multiple of
+/// [`PACK_ROWS`]) into groups of eight rows for [`gemv_packed8`] and [`gemm_packed8x4`]: group `g`
+/// (rows `8g..8g + 8`) takes `row_bytes × 8` bytes at `dst[g · 8 · row_bytes..]`, one
+/// [`PACKED_BLOCK_BYTES`] entry per block, in block order. An entry holds, for `a` = 0..4 and then
+/// row `r` = 0..8, bytes `4a..4a + 4` of row `r`'s 16 code bytes, followed by the eight rows'
+/// scale bytes. So a 32-byte load of part `a` holds codes `4a..4a + 4` (low nibbles) and
+/// `16 + 4a..16 + 4a + 4` (high nibbles) of all eight rows, one row per 32-bit lane: one
+/// `vpdpbusd` against four activation bytes broadcast to every lane sums four products for eight
+/// rows. The bits are the same, only their places change (the layout is kiln's own; ggml's
+/// `block_mxfp4x8` interleaves eight bytes at a time).
+///
+/// # Panics
+/// If `rows` is not a multiple of 8, `row_bytes` not a whole number of blocks, or the slices do not
+/// hold `rows × row_bytes` bytes.
+pub fn pack8(src: &[u8], rows: usize, row_bytes: usize, dst: &mut [u8]) {
+    assert!(rows.is_multiple_of(PACK_ROWS) && row_bytes.is_multiple_of(BLOCK_BYTES));
+    assert!(src.len() == rows * row_bytes && dst.len() == src.len());
+    let nb = row_bytes / BLOCK_BYTES;
+    let group_bytes = PACK_ROWS * row_bytes;
+    for (g, out) in dst.chunks_exact_mut(group_bytes).enumerate() {
+        let rows = &src[g * group_bytes..(g + 1) * group_bytes];
+        for (b, entry) in out.as_chunks_mut::<PACKED_BLOCK_BYTES>().0.iter_mut().enumerate().take(nb) {
+            for r in 0..PACK_ROWS {
+                let block = &rows[r * row_bytes + b * BLOCK_BYTES..][..BLOCK_BYTES];
+                for a in 0..4 {
+                    entry[(a * PACK_ROWS + r) * 4..][..4].copy_from_slice(&block[1 + 4 * a..5 + 4 * a]);
+                }
+                entry[128 + r] = block[0];
+            }
+        }
+    }
+}
+
+/// The offset term of the packed kernels for one Q8_0 activation row: per block, `12 · Σ q_y`
+/// (the kernels multiply codes looked up as `KVALUES + 12`, unsigned, and take this back off).
+/// Computed once per activation row and shared by every weight group.
+pub fn packed_offsets(act: &[u8]) -> Vec<i32> {
+    act.as_chunks::<34>().0.iter().map(|y| 12 * y[2..].iter().map(|&q| q as i8 as i32).sum::<i32>()).collect()
+}
+
+isa_kernel! {
+    /// Eight rows of a packed group ([`pack8`]; `w` is the group's `8 · row_bytes` bytes) against
+    /// one Q8_0 activation row and its [`packed_offsets`]: the same eight results, bit for bit, as
+    /// [`dot_rows8`] and [`crate::TypeTraits::dot`] give on the rows before packing (each
+    /// block's exact integer sum, then `acc = fma(sumi, e8m0_half(e) · d_y, acc)` over the blocks
+    /// in order, as ggml's repacked GEMV). Without the instruction sets, the same arithmetic in
+    /// scalar code (`mul_add`).
+    pub fn gemv_packed8(w: &[u8], act: &[u8], offsets: &[i32]) -> [f32; 8] = x86::gemv_packed1 else packed_scalar(w, [act], [offsets])[0]
+}
+
+isa_kernel! {
+    /// [`gemv_packed8`] for four activation rows at once (each weight block unpacked once for the
+    /// four): `out[i]` is bit for bit `gemv_packed8(w, acts[i], offsets[i])`.
+    pub fn gemm_packed8x4(w: &[u8], acts: [&[u8]; 4], offsets: [&[i32]; 4]) -> [[f32; 8]; 4] = x86::gemm_packed4 else packed_scalar(w, acts, offsets)
+}
+
+/// The packed kernels' arithmetic, one value at a time (for CPUs without AVX2 and for tests).
+fn packed_scalar<const R: usize>(w: &[u8], acts: [&[u8]; R], offsets: [&[i32]; R]) -> [[f32; 8]; R] {
+    let wb = w.as_chunks::<PACKED_BLOCK_BYTES>().0;
+    let mut out = [[0f32; 8]; R];
+    for (i, (act, offs)) in acts.iter().zip(offsets).enumerate() {
+        for (b, (entry, y)) in wb.iter().zip(act.as_chunks::<34>().0).enumerate() {
+            let dy = f16_le([y[0], y[1]]);
+            for (r, acc) in out[i].iter_mut().enumerate() {
+                let mut sumi = -offs[b];
+                for a in 0..4 {
+                    for t in 0..4 {
+                        let q = entry[(a * PACK_ROWS + r) * 4 + t];
+                        let lo = KVALUES[(q & 0x0f) as usize] as i32 + 12;
+                        let hi = KVALUES[(q >> 4) as usize] as i32 + 12;
+                        sumi += lo * y[2 + 4 * a + t] as i8 as i32 + hi * y[18 + 4 * a + t] as i8 as i32;
+                    }
+                }
+                *acc = (sumi as f32).mul_add(E8M0_HALF[entry[128 + r] as usize] * dy, *acc);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{BLOCK_BYTES, E8M0_HALF, KVALUES};
+    use super::{BLOCK_BYTES, E8M0_HALF, KVALUES, PACKED_BLOCK_BYTES};
     use crate::formats::common::dot_entry_points;
-    use crate::formats::common::x86::{Isa, f16_le, halves8, load16, load32, sum_lanes8, unpack_nibbles};
+    use crate::formats::common::x86::{Isa, f16_le, f16_splat8, halves8, load16, load32, sum_lanes8, unpack_nibbles};
 
     /// [`KVALUES`] plus 12: the doubled E2M1 values as unsigned bytes 0..24.
     const KVALUES_PLUS_12: [u8; 16] = {
@@ -345,6 +431,74 @@ mod x86 {
             let mut out = [0f32; 8];
             _mm256_storeu_ps(out.as_mut_ptr(), acc);
             out
+        }
+    }
+
+    /// [`super::gemv_packed8`]'s body.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    pub(super) unsafe fn gemv_packed1<I: Isa>(w: &[u8], act: &[u8], offsets: &[i32]) -> [f32; 8] {
+        // SAFETY: as this function's own contract.
+        unsafe { packed::<I, 1>(w, [act], [offsets])[0] }
+    }
+
+    /// [`super::gemm_packed8x4`]'s body.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    pub(super) unsafe fn gemm_packed4<I: Isa>(w: &[u8], acts: [&[u8]; 4], offsets: [&[i32]; 4]) -> [[f32; 8]; 4] {
+        // SAFETY: as this function's own contract.
+        unsafe { packed::<I, 4>(w, acts, offsets) }
+    }
+
+    /// A packed group of eight rows against `R` activation rows. Per block: four 32-byte loads
+    /// hold all the codes; masking and shifting the nibbles and one byte shuffle through
+    /// [`KVALUES_PLUS_12`] give eight registers of values + 12 (register `t` = values
+    /// `4t..4t + 4` of each row, one row per lane). For each activation row, eight `dpbusd`
+    /// against its four bytes `4t..4t + 4` broadcast, starting from `−12 · Σ q_y`, leave each row's
+    /// exact block sum in its lane; then one fused multiply-add by `e8m0_half(e_r) · d_y` (lane r).
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn packed<I: Isa, const R: usize>(w: &[u8], acts: [&[u8]; R], offsets: [&[i32]; R]) -> [[f32; 8]; R] {
+        let (wb, _) = w.as_chunks::<PACKED_BLOCK_BYTES>();
+        let yb = acts.map(|a| a.as_chunks::<34>().0);
+        let n = yb.iter().zip(&offsets).fold(wb.len(), |n, (y, o)| n.min(y.len()).min(o.len()));
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let table = _mm256_broadcastsi128_si256(load16(&KVALUES_PLUS_12));
+            let low = _mm256_set1_epi8(0x0f);
+            let mut acc = [_mm256_setzero_ps(); R];
+            for b in 0..n {
+                let entry = &wb[b];
+                let mut q = [_mm256_setzero_si256(); 8];
+                for a in 0..4 {
+                    let raw = load32(entry[32 * a..32 * a + 32].try_into().expect("32 bytes"));
+                    q[a] = _mm256_shuffle_epi8(table, _mm256_and_si256(raw, low));
+                    q[4 + a] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16::<4>(raw), low));
+                }
+                let dx = e8m0_half8(entry[128..136].try_into().expect("8 bytes"));
+                for i in 0..R {
+                    let y = &yb[i][b];
+                    let mut sumi = _mm256_set1_epi32(-offsets[i][b]);
+                    for (t, q) in q.iter().enumerate() {
+                        let four = i32::from_le_bytes(y[2 + 4 * t..6 + 4 * t].try_into().expect("4 bytes"));
+                        sumi = I::dpbusd(sumi, *q, _mm256_set1_epi32(four));
+                    }
+                    let dy = f16_splat8([y[0], y[1]]);
+                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dx, dy), acc[i]);
+                }
+            }
+            acc.map(|a| {
+                let mut out = [0f32; 8];
+                _mm256_storeu_ps(out.as_mut_ptr(), a);
+                out
+            })
         }
     }
 
@@ -485,6 +639,64 @@ mod tests {
             for r in 0..8 {
                 let want = crate::traits(GgmlType::MXFP4).unwrap().dot(&rows[r], &act).unwrap();
                 assert_eq!(got[r].to_bits(), want.to_bits(), "{blocks} blocks, row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_groups_equal_row_by_row() {
+        // Sixteen rows (two groups) of random blocks with every scale byte, the edge ones (0, 1,
+        // 254, 255) included, against activations with −128 bytes: every kernel gives `dot`'s bits.
+        let mut state = 0x0fed_cba9_8765_4321u64;
+        let mut next = || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let dot = crate::traits(GgmlType::MXFP4).unwrap();
+        for blocks in [1usize, 2, 9, 90] {
+            let rb = blocks * BLOCK_BYTES;
+            let mut w: Vec<u8> = (0..16 * rb).map(|_| next() as u8).collect();
+            for (i, b) in w.chunks_mut(BLOCK_BYTES).enumerate() {
+                b[0] = if i % 7 == 3 { [0, 1, 254, 255][i % 4] } else { 100 + (b[0] % 50) };
+            }
+            let mut packed = vec![0u8; w.len()];
+            pack8(&w, 16, rb, &mut packed);
+            let acts: Vec<Vec<u8>> = (0..4)
+                .map(|_| {
+                    let x: Vec<f32> = (0..blocks * QK).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect();
+                    let mut a = crate::quantize_activations(GgmlType::MXFP4, &x).unwrap();
+                    a[2] = 0x80; // a −128 activation byte
+                    a
+                })
+                .collect();
+            let offs: Vec<Vec<i32>> = acts.iter().map(|a| packed_offsets(a)).collect();
+            for g in 0..2 {
+                let pw = &packed[g * 8 * rb..(g + 1) * 8 * rb];
+                let four = gemm_packed8x4(
+                    pw,
+                    std::array::from_fn(|i| acts[i].as_slice()),
+                    std::array::from_fn(|i| offs[i].as_slice()),
+                );
+                let scalar = packed_scalar(
+                    pw,
+                    std::array::from_fn::<_, 4, _>(|i| acts[i].as_slice()),
+                    std::array::from_fn(|i| offs[i].as_slice()),
+                );
+                for (i, act) in acts.iter().enumerate() {
+                    let one = gemv_packed8(pw, act, &offs[i]);
+                    for r in 0..8 {
+                        let row = &w[(g * 8 + r) * rb..(g * 8 + r + 1) * rb];
+                        let want = dot.dot(row, act).unwrap().to_bits();
+                        let what = format!("{blocks} blocks, group {g}, row {r}, activation {i}");
+                        assert_eq!(one[r].to_bits(), want, "gemv: {what}");
+                        assert_eq!(four[i][r].to_bits(), want, "gemm: {what}");
+                        if crate::simd::has_avx2_fma() {
+                            assert_eq!(scalar[i][r].to_bits(), want, "scalar: {what}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -30,7 +30,9 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 ///
 /// MXFP4 weights are repacked too; their `vec_dot` in kiln already sums in the repacked GEMV's
 /// order (`kiln_quant::mxfp4`), and with a row count that is a multiple of 8 they are multiplied
-/// eight rows at a time as that GEMV does. Q4_0 weights whose row count is a multiple of 8 are repacked as well, and their
+/// eight rows at a time as that GEMV does: from kiln's own packed layout when the backend packed
+/// them at load (`Order::Packed`), else from the file's blocks. Both give the same bits, at any
+/// batch size. Q4_0 weights whose row count is a multiple of 8 are repacked as well, and their
 /// GEMV and GEMM chain the blocks the same way (`q4_0::dot_repacked`).
 #[derive(Clone, Copy)]
 enum Order {
@@ -41,15 +43,22 @@ enum Order {
     Kernel(fn(&[u8], &[u8]) -> f32),
     /// Eight weight rows at a time (`dot(rows, x)`), each summed as `vec_dot` sums it.
     Rows8(fn([&[u8]; 8], &[u8]) -> [f32; 8]),
+    /// MXFP4 packed in groups of eight rows (`kiln_quant::mxfp4::pack8`): one group against one
+    /// or four activation rows per call.
+    Packed,
     /// Another per-output order (`dot(w, x)`) that also comes four activation rows at a time
     /// (`dot4(w, xs)`, the same bits).
     Acts4(fn(&[u8], &[u8]) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
 }
 
-fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
+fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Order {
     use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_0, q5_k, q6_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
+        GgmlType::MXFP4 if packed => {
+            assert!(rows.is_multiple_of(8), "packed matrices have whole groups of eight rows");
+            Order::Packed
+        }
         GgmlType::F32 if tinyblas => Order::Kernel(f32::dot_tinyblas),
         GgmlType::F16 if tinyblas => Order::Kernel(f16::dot_tinyblas),
         GgmlType::BF16 if tinyblas && k.is_multiple_of(32) => Order::Kernel(bf16::dot_tinyblas),
@@ -65,9 +74,20 @@ fn order(ty: GgmlType, rows: usize, batch: usize, k: usize) -> Order {
     }
 }
 
-/// `out (n × m) = x (n × k) · wᵀ`, `w` = `m` rows of `k` elements of type `ty`. With
-/// `invariant`, every row takes the order a one-row product takes (batch-invariant mode).
-pub(super) fn matmul(pool: &Pool, invariant: bool, w: &[u8], ty: GgmlType, m: usize, x: &CpuAct, out: &mut CpuAct) {
+/// `out (n × m) = x (n × k) · wᵀ`, `w` = `m` rows of `k` elements of type `ty` (`packed`: in
+/// groups of eight rows as `kiln_quant::mxfp4::pack8` lays them out). With `invariant`, every row
+/// takes the order a one-row product takes (batch-invariant mode).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul(
+    pool: &Pool,
+    invariant: bool,
+    w: &[u8],
+    ty: GgmlType,
+    packed: bool,
+    m: usize,
+    x: &CpuAct,
+    out: &mut CpuAct,
+) {
     let (n, k) = (x.rows, x.cols);
     debug_assert_eq!(out.rows, n);
     debug_assert_eq!(out.cols, m);
@@ -91,11 +111,16 @@ pub(super) fn matmul(pool: &Pool, invariant: bool, w: &[u8], ty: GgmlType, m: us
 
     // Each task takes a run of weight rows and computes them against every activation row, so a
     // weight row is read from memory once.
-    let order = order(ty, m, if invariant { 1 } else { n }, k);
+    let order = order(ty, packed, m, if invariant { 1 } else { n }, k);
+    // The packed kernels' per-block offset terms, once per activation row.
+    let offsets: Vec<Vec<i32>> = match order {
+        Order::Packed => xq.chunks(xrb).map(kiln_quant::mxfp4::packed_offsets).collect(),
+        _ => Vec::new(),
+    };
     // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
     let gemm_rows = if invariant { 0 } else { n - n % 4 };
     let mut chunk = rows_per_task(pool.threads(), m, n, k);
-    if let Order::Rows8(_) = order {
+    if let Order::Rows8(_) | Order::Packed = order {
         chunk = chunk.next_multiple_of(8);
     }
     let tasks = m.div_ceil(chunk);
@@ -108,6 +133,34 @@ pub(super) fn matmul(pool: &Pool, invariant: bool, w: &[u8], ty: GgmlType, m: us
         // Activation rows in tiles of ACT_TILE, so a tile stays in L1 while the task's weight
         // rows pass over it (each output is still one dot product: results do not change).
         for i0 in (0..n).step_by(ACT_TILE) {
+            if let Order::Packed = order {
+                use kiln_quant::mxfp4::{gemm_packed8x4, gemv_packed8};
+                let rows = i0..(i0 + ACT_TILE).min(n);
+                for j in (ci * chunk..((ci + 1) * chunk).min(m)).step_by(8) {
+                    // The group of rows j..j + 8 is their 8 · wrb bytes, in place.
+                    let wg = &w[j * wrb..(j + 8) * wrb];
+                    let x = |i: usize| (&xq[i * xrb..(i + 1) * xrb], offsets[i].as_slice());
+                    let mut i = rows.start;
+                    // Four activation rows per call, each output still its own chain of blocks
+                    // (the same bits as one row per call, so batch-invariant mode may use it too).
+                    while i + 4 <= rows.end {
+                        let xs: [_; 4] = std::array::from_fn(|r| x(i + r));
+                        let d = gemm_packed8x4(wg, xs.map(|x| x.0), xs.map(|x| x.1));
+                        for (r, d) in d.iter().enumerate() {
+                            // SAFETY: columns j..j + 8 belong to this task alone; i + r < n, j + 8 ≤ m.
+                            unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), o.0.add((i + r) * m + j), 8) };
+                        }
+                        i += 4;
+                    }
+                    for i in i..rows.end {
+                        let (xr, offs) = x(i);
+                        let d = gemv_packed8(wg, xr, offs);
+                        // SAFETY: as above.
+                        unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), o.0.add(i * m + j), 8) };
+                    }
+                }
+                continue;
+            }
             if let Order::Rows8(dot8) = order {
                 for j in (ci * chunk..((ci + 1) * chunk).min(m)).step_by(8) {
                     let wr: [&[u8]; 8] = std::array::from_fn(|r| &w[(j + r) * wrb..(j + r + 1) * wrb]);
@@ -162,7 +215,7 @@ pub(super) fn matmul(pool: &Pool, invariant: bool, w: &[u8], ty: GgmlType, m: us
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(..) => unreachable!("handled above"),
                         Order::Kernel(dot) => dot(wr, xr),
-                        Order::Rows8(_) | Order::Acts4(..) => unreachable!("handled above"),
+                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) => unreachable!("handled above"),
                     };
                     // SAFETY: column j belongs to this task alone; i < n, j < m.
                     unsafe { *o.0.add(i * m + j) = d };

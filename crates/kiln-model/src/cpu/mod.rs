@@ -37,6 +37,8 @@ pub struct CpuBackend {
     batch_invariant: bool,
     /// What the bound weights hold, by name: see [`CpuBackend::resident`].
     resident: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Bytes MXFP4 matrices may still take when packed: see [`CpuBackend::with_packing`].
+    pack_budget: std::sync::atomic::AtomicU64,
 }
 
 /// Elements below which an elementwise op runs on the calling thread (a parallel loop costs more).
@@ -46,11 +48,33 @@ impl CpuBackend {
     /// A backend over `file` using `threads` threads (0: one per available core).
     pub fn new(file: Arc<GgufFile>, threads: usize) -> CpuBackend {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
-        CpuBackend { file, pool: Pool::new(threads), batch_invariant: false, resident: Default::default() }
+        CpuBackend {
+            file,
+            pool: Pool::new(threads),
+            batch_invariant: false,
+            resident: Default::default(),
+            pack_budget: pack_budget().into(),
+        }
+    }
+
+    /// Whether MXFP4 matrices are packed at load (on by default). Packed, each group of eight
+    /// rows is copied into owned memory in the layout of [`kiln_quant::mxfp4::pack8`], which the
+    /// products read several times faster than the file's blocks (the same bits, the same
+    /// results), and the file's pages of those rows are released: resident memory stays about
+    /// the model's size, but the copy is anonymous memory, not page cache that the kernel can drop
+    /// and share. By default only what fits under the machine's available memory less 2 GiB
+    /// (Linux `MemAvailable` when the backend is made) is packed; the rest is read in place. Off,
+    /// every matrix is read in place from the memory map.
+    pub fn with_packing(self, on: bool) -> CpuBackend {
+        if !on {
+            self.pack_budget.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        self
     }
 
     /// Bytes of the weights bound so far, by name: "mapped TYPE" for matrices read in place from
-    /// the file's memory map (page cache, not copied), "f32 vectors (dequantized copies)" for
+    /// the file's memory map (page cache, not copied), "packed TYPE (owned copies)" for matrices
+    /// packed at load ([`CpuBackend::with_packing`]), "f32 vectors (dequantized copies)" for
     /// norms, biases and other 1-D tensors, which are dequantized once into owned memory.
     pub fn resident(&self) -> Vec<(String, u64)> {
         self.resident.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
@@ -81,9 +105,49 @@ impl CpuBackend {
         if rows * cols <= SERIAL { rows.max(1) } else { rows.div_ceil(self.pool.threads() * 4).max(1) }
     }
 
-    fn bytes(&self, w: &CpuWeight) -> &[u8] {
-        &self.file.bytes()[w.offset..w.offset + w.len]
+    /// The weight's bytes: its packed copy, or its range of the memory map.
+    fn bytes<'a>(&'a self, w: &'a CpuWeight) -> &'a [u8] {
+        w.packed.as_deref().unwrap_or(&self.file.bytes()[w.offset..w.offset + w.len])
     }
+
+    /// `w`'s bytes in [`kiln_quant::mxfp4::pack8`]'s layout, or `None` if it does not apply (not
+    /// MXFP4, or a matrix — an expert's, for 3-D tensors — whose row count is not a multiple of 8,
+    /// so that no group spans two experts) or does not fit in the packing budget.
+    fn pack(&self, w: &WeightData<'_>) -> Option<Vec<u8>> {
+        use kiln_quant::mxfp4::{PACK_ROWS, pack8};
+        use std::sync::atomic::Ordering;
+        let (bytes, matrix_rows) = (w.bytes, w.shape.get(1).copied().unwrap_or(0) as usize);
+        if w.ty != GgmlType::MXFP4 || !matrix_rows.is_multiple_of(PACK_ROWS) || matrix_rows == 0 {
+            return None;
+        }
+        let rows = w.shape.iter().skip(1).product::<u64>() as usize;
+        let len = bytes.len() as u64;
+        self.pack_budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len)).ok()?;
+        let mut out = Vec::new();
+        if out.try_reserve_exact(bytes.len()).is_err() {
+            return None;
+        }
+        out.resize(bytes.len(), 0);
+        let rb = bytes.len() / rows;
+        // Groups of eight rows per task, a few tasks per thread.
+        let groups = rows / PACK_ROWS;
+        let per = groups.div_ceil(self.pool.threads() * 4) * PACK_ROWS * rb;
+        self.pool.chunks_mut(&mut out, per, |ci, dst| {
+            let src = &bytes[ci * per..ci * per + dst.len()];
+            pack8(src, dst.len() / rb, rb, dst);
+        });
+        Some(out)
+    }
+}
+
+/// What [`CpuBackend::with_packing`] may pack by default: `MemAvailable` less 2 GiB (0 where it
+/// cannot be read).
+fn pack_budget() -> u64 {
+    let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        let kb: u64 = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    });
+    avail.unwrap_or(0).saturating_sub(2 << 30)
 }
 
 /// A weight on the CPU: a byte range of the memory map, plus an f32 copy for 1-D tensors (norms,
@@ -96,6 +160,8 @@ pub struct CpuWeight {
     offset: usize,
     len: usize,
     vec: Option<Vec<f32>>,
+    /// The matrix packed at load (MXFP4, [`kiln_quant::mxfp4::pack8`]), read instead of the map.
+    packed: Option<Vec<u8>>,
 }
 
 /// A row-major f32 matrix.
@@ -153,14 +219,21 @@ impl Backend for CpuBackend {
             }
             None
         };
+        let packed = if vec.is_none() { self.pack(&w) } else { None };
+        if packed.is_some() {
+            // The copy is what products read from now on: the file's pages can go.
+            self.file.release(start - base, w.bytes.len());
+        }
         {
             let mut r = self.resident.lock().unwrap_or_else(|e| e.into_inner());
-            match &vec {
-                Some(v) => *r.entry("f32 vectors (dequantized copies)".into()).or_default() += (v.len() * 4) as u64,
-                None => *r.entry(format!("mapped {}", w.ty.name())).or_default() += w.bytes.len() as u64,
-            }
+            let (what, bytes) = match (&vec, &packed) {
+                (Some(v), _) => ("f32 vectors (dequantized copies)".into(), v.len() * 4),
+                (None, Some(p)) => (format!("packed {} (owned copies)", w.ty.name()), p.len()),
+                (None, None) => (format!("mapped {}", w.ty.name()), w.bytes.len()),
+            };
+            *r.entry(what).or_default() += bytes as u64;
         }
-        Ok(CpuWeight { ty: w.ty, rows, offset: start - base, len: w.bytes.len(), vec })
+        Ok(CpuWeight { ty: w.ty, rows, offset: start - base, len: w.bytes.len(), vec, packed })
     }
 
     fn act(&self, rows: usize, cols: usize) -> Result<CpuAct> {
@@ -194,7 +267,9 @@ impl Backend for CpuBackend {
     fn embed(&self, table: &CpuWeight, ids: &[u32], scale: f32, out: &mut CpuAct) -> Result<()> {
         let t = kiln_quant::traits(table.ty).expect("checked at bind");
         let rb = table.len / table.rows;
-        let bytes = self.bytes(table);
+        // Rows by token id from the file's own layout, even where the matrix is also packed for
+        // products (a tied output matrix).
+        let bytes = &self.file.bytes()[table.offset..table.offset + table.len];
         for (row, &id) in out.data.chunks_mut(out.cols).zip(ids) {
             let id = id as usize;
             (t.dequantize)(&bytes[id * rb..(id + 1) * rb], row);
@@ -225,7 +300,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuAct) -> Result<()> {
-        matmul::matmul(&self.pool, self.batch_invariant, self.bytes(w), w.ty, w.rows, x, out);
+        matmul::matmul(&self.pool, self.batch_invariant, self.bytes(w), w.ty, w.packed.is_some(), w.rows, x, out);
         if let Some(b) = bias {
             let bv = b.vec.as_deref().expect("biases are vectors");
             out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
@@ -351,10 +426,12 @@ impl Backend for CpuBackend {
         // Each expert over the rows routed to it; outputs kept per (row, slot) to sum in slot order.
         let mut slots = vec![0f32; n * m.n_used * e];
         let n_expert = m.n_expert;
-        let slice = |w: &'_ CpuWeight, ex: usize| -> &[u8] {
+        // Expert `ex`'s rows (a packed group never spans two experts: each has a multiple of 8 rows).
+        fn expert<'a>(b: &'a CpuBackend, w: &'a CpuWeight, ex: usize, n_expert: usize) -> &'a [u8] {
             let per = w.len / n_expert;
-            &self.file.bytes()[w.offset + ex * per..w.offset + (ex + 1) * per]
-        };
+            &b.bytes(w)[ex * per..(ex + 1) * per]
+        }
+        let slice = |w, ex| expert(self, w, ex, n_expert);
         fn bias(w: &CpuWeight, ex: usize, width: usize) -> &[f32] {
             &w.vec.as_deref().expect("expert biases are vectors")[ex * width..(ex + 1) * width]
         }
@@ -375,9 +452,27 @@ impl Backend for CpuBackend {
             let k = rows.len();
             let mut g = self.act(k, m.n_ff)?;
             let mut u = self.act(k, m.n_ff)?;
-            matmul::matmul(&self.pool, self.batch_invariant, slice(m.gate, ex), m.gate.ty, m.n_ff, &xs, &mut g);
+            matmul::matmul(
+                &self.pool,
+                self.batch_invariant,
+                slice(m.gate, ex),
+                m.gate.ty,
+                m.gate.packed.is_some(),
+                m.n_ff,
+                &xs,
+                &mut g,
+            );
             add_bias(&mut g, bias(m.gate_b, ex, m.n_ff));
-            matmul::matmul(&self.pool, self.batch_invariant, slice(m.up, ex), m.up.ty, m.n_ff, &xs, &mut u);
+            matmul::matmul(
+                &self.pool,
+                self.batch_invariant,
+                slice(m.up, ex),
+                m.up.ty,
+                m.up.packed.is_some(),
+                m.n_ff,
+                &xs,
+                &mut u,
+            );
             add_bias(&mut u, bias(m.up_b, ex, m.n_ff));
             // Clamped SwiGLU, as ggml's `swiglu_oai`.
             for (gv, &uv) in g.data.iter_mut().zip(&u.data) {
@@ -386,7 +481,16 @@ impl Backend for CpuBackend {
                 *gv = gx / (1.0 + (m.alpha * -gx).exp()) * (uy + 1.0);
             }
             let mut d = self.act(k, e)?;
-            matmul::matmul(&self.pool, self.batch_invariant, slice(m.down, ex), m.down.ty, e, &g, &mut d);
+            matmul::matmul(
+                &self.pool,
+                self.batch_invariant,
+                slice(m.down, ex),
+                m.down.ty,
+                m.down.packed.is_some(),
+                e,
+                &g,
+                &mut d,
+            );
             add_bias(&mut d, bias(m.down_b, ex, e));
             for (i, &(r, s, wt)) in routed.iter().enumerate() {
                 let dst = &mut slots[(r * m.n_used + s) * e..(r * m.n_used + s + 1) * e];
