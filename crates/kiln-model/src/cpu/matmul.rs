@@ -49,6 +49,9 @@ enum Order {
     /// Another per-output order (`dot(w, x)`) that also comes four activation rows at a time
     /// (`dot4(w, xs)`, the same bits).
     Acts4(fn(&[u8], &[u8]) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
+    /// Another per-output order (`dot(w, x)`) that also comes as four weight rows by four
+    /// activation rows (`dot44(ws, xs)[r][i]`, the same bits).
+    Tile4(fn(&[u8], &[u8]) -> f32, fn([&[u8]; 4], [&[u8]; 4]) -> [[f32; 4]; 4]),
 }
 
 fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Order {
@@ -69,7 +72,7 @@ fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Ord
         GgmlType::Q6_K if batch >= 8 => Order::Acts4(q6_k::dot_tiled, q6_k::dot_tiled4),
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
         GgmlType::Q3_K if batch >= 8 => Order::Kernel(q3_k::dot_tiled),
-        GgmlType::Q5_0 if batch >= 4 => Order::Acts4(|w, x| q5_0::TRAITS.dot(w, x).unwrap_or(0.0), q5_0::dot_acts4),
+        GgmlType::Q5_0 if batch >= 4 => Order::Tile4(|w, x| q5_0::TRAITS.dot(w, x).unwrap_or(0.0), q5_0::dot_4x4),
         _ => Order::VecDot,
     }
 }
@@ -120,8 +123,10 @@ pub(super) fn matmul(
     // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
     let gemm_rows = if invariant { 0 } else { n - n % 4 };
     let mut chunk = rows_per_task(pool.threads(), m, n, k);
-    if let Order::Rows8(_) | Order::Packed = order {
-        chunk = chunk.next_multiple_of(8);
+    match order {
+        Order::Rows8(_) | Order::Packed => chunk = chunk.next_multiple_of(8),
+        Order::Tile4(..) => chunk = chunk.next_multiple_of(4),
+        _ => {}
     }
     let tasks = m.div_ceil(chunk);
     let o = SyncPtr(out.data.as_mut_ptr());
@@ -133,6 +138,38 @@ pub(super) fn matmul(
         // Activation rows in tiles of ACT_TILE, so a tile stays in L1 while the task's weight
         // rows pass over it (each output is still one dot product: results do not change).
         for i0 in (0..n).step_by(ACT_TILE) {
+            if let Order::Tile4(dot, dot44) = order {
+                let rows = i0..(i0 + ACT_TILE).min(n);
+                let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
+                let wr = |j: usize| &w[j * wrb..(j + 1) * wrb];
+                let end = ((ci + 1) * chunk).min(m);
+                let mut j = ci * chunk;
+                while j < end {
+                    // Four weight rows at a time while they last, then one.
+                    let span = if j + 4 <= end { 4 } else { 1 };
+                    let mut i = rows.start;
+                    while i < rows.end {
+                        if span == 4 && i + 4 <= rows.end {
+                            let d = dot44(std::array::from_fn(|r| wr(j + r)), std::array::from_fn(|a| x(i + a)));
+                            for (r, d) in d.iter().enumerate() {
+                                for (a, d) in d.iter().enumerate() {
+                                    // SAFETY: columns j..j + 4 belong to this task alone; i + a < n, j + r < m.
+                                    unsafe { *o.0.add((i + a) * m + j + r) = *d };
+                                }
+                            }
+                            i += 4;
+                        } else {
+                            for c in j..j + span {
+                                // SAFETY: as above.
+                                unsafe { *o.0.add(i * m + c) = dot(wr(c), x(i)) };
+                            }
+                            i += 1;
+                        }
+                    }
+                    j += span;
+                }
+                continue;
+            }
             if let Order::Packed = order {
                 use kiln_quant::mxfp4::{gemm_packed8x4, gemv_packed8};
                 let rows = i0..(i0 + ACT_TILE).min(n);
@@ -215,7 +252,9 @@ pub(super) fn matmul(
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(..) => unreachable!("handled above"),
                         Order::Kernel(dot) => dot(wr, xr),
-                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) => unreachable!("handled above"),
+                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) | Order::Tile4(..) => {
+                            unreachable!("handled above")
+                        }
                     };
                     // SAFETY: column j belongs to this task alone; i < n, j < m.
                     unsafe { *o.0.add(i * m + j) = d };

@@ -433,6 +433,16 @@ pub(crate) mod x86 {
         _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, ctrl))
     }
 
+    /// The sum of eight `i32` lanes (wrapping; exact where the kernels use it).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
     /// Loads 32 bytes from `b[off..off + 32]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]

@@ -116,10 +116,10 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
 }
 
 isa_kernel! {
-    /// One weight row against four activation rows, each output equal to
-    /// [`crate::TypeTraits::dot`]'s bit for bit (the weight block decoded once for the four: how the
-    /// matrix product runs batches).
-    pub fn dot_acts4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = x86::dot4 else acts.map(|a| dot_scalar(w, a))
+    /// Four weight rows against four activation rows: `out[r][i]` is bit for bit
+    /// [`crate::TypeTraits::dot`]`(w[r], acts[i])` (each block's codes decoded once for the four
+    /// activation rows, each activation block's offset term once for the four weight rows).
+    pub fn dot_4x4(w: [&[u8]; 4], acts: [&[u8]; 4]) -> [[f32; 4]; 4] = x86::dot4x4 else w.map(|w| acts.map(|a| dot_scalar(w, a)))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -156,29 +156,50 @@ mod x86 {
         unsafe { I::dot_offset(codes, _mm256_set1_epi8(16), load32(yq)) }
     }
 
-    /// [`dot`] for four activation rows against one weight row, each output summed exactly as
-    /// `dot` sums it: the weight block is unpacked once for the four.
+    /// [`super::dot_4x4`]'s body: per block, the four weight rows' codes and scales; for each
+    /// activation row its offset term `16 · Σ q_y` (per lane, as `ints` takes it off) and scale;
+    /// then per output one `dpbusd` starting from minus that offset (the same exact lanes as
+    /// `ints`), and `dot`'s multiply-add by `d_x·d_y`.
     ///
     /// # Safety
     /// As [`dot`].
     #[inline(always)]
-    pub(super) unsafe fn dot4<I: Isa>(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-        let (xb, _) = w.as_chunks::<BLOCK_BYTES>();
+    pub(super) unsafe fn dot4x4<I: Isa>(w: [&[u8]; 4], acts: [&[u8]; 4]) -> [[f32; 4]; 4] {
+        let xb = w.map(|r| r.as_chunks::<BLOCK_BYTES>().0);
         let yb = acts.map(|a| a.as_chunks::<34>().0);
-        let n = yb.iter().map(|y| y.len()).min().unwrap_or(0).min(xb.len());
+        let n = xb.iter().map(|x| x.len()).chain(yb.iter().map(|y| y.len())).min().unwrap_or(0);
         // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
         // features, and its caller checked them at run time.
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for (k, x) in xb[..n].iter().enumerate() {
-                let (q, dx) = (codes(x), f16_splat8([x[0], x[1]]));
-                for (acc, y) in acc.iter_mut().zip(&yb) {
+            let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+            for k in 0..n {
+                let mut q = [_mm256_setzero_si256(); 4];
+                let mut dx = [_mm256_setzero_ps(); 4];
+                for r in 0..4 {
+                    let x = &xb[r][k];
+                    q[r] = codes(x);
+                    dx[r] = f16_splat8([x[0], x[1]]);
+                }
+                for (i, y) in yb.iter().enumerate() {
                     let y = &y[k];
-                    let d = _mm256_mul_ps(dx, f16_splat8([y[0], y[1]]));
-                    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(ints::<I>(q, y)), *acc);
+                    let [_, _, yq @ ..] = y;
+                    let yv = load32(yq);
+                    let neg_off = _mm256_sub_epi32(_mm256_setzero_si256(), I::dot_u8_i8(_mm256_set1_epi8(16), yv));
+                    let dy = f16_splat8([y[0], y[1]]);
+                    for r in 0..4 {
+                        let sumi = I::dpbusd(neg_off, q[r], yv);
+                        acc[r][i] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(sumi), acc[r][i]);
+                    }
                 }
             }
-            acc.map(|a| hsum_f32x8(a))
+            // Loops, not `map`: a closure would not be compiled with the entry point's features.
+            let mut out = [[0f32; 4]; 4];
+            for (o, a) in out.iter_mut().zip(&acc) {
+                for (o, a) in o.iter_mut().zip(a) {
+                    *o = hsum_f32x8(*a);
+                }
+            }
+            out
         }
     }
 
@@ -219,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn four_activation_rows_at_once_equal_one_by_one() {
+    fn four_by_four_tiles_equal_one_by_one() {
         let mut state = 0x5eed_u64;
         let mut next = move || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -237,10 +258,26 @@ mod tests {
                         .unwrap()
                 })
                 .collect();
-            let got = dot_acts4(&w, std::array::from_fn(|r| acts[r].as_slice()));
-            for (r, a) in acts.iter().enumerate() {
-                let want = TRAITS.dot(&w, a).unwrap();
-                assert_eq!(got[r].to_bits(), want.to_bits(), "{blocks} blocks, row {r}");
+            // Four weight rows (this one and three more) against the four activation rows.
+            let mut ws = vec![w.clone()];
+            for _ in 0..3 {
+                let x: Vec<f32> = (0..32 * blocks).map(|_| next()).collect();
+                let mut w = vec![0u8; BLOCK_BYTES * blocks];
+                quantize(&x, &mut w);
+                ws.push(w);
+            }
+            let mut acts = acts;
+            acts[1][2] = 0x80; // a −128 activation byte: exact in every kernel
+            let tile = dot_4x4(std::array::from_fn(|r| ws[r].as_slice()), std::array::from_fn(|i| acts[i].as_slice()));
+            for (r, w) in ws.iter().enumerate() {
+                for (i, a) in acts.iter().enumerate() {
+                    let want = TRAITS.dot(w, a).unwrap();
+                    assert_eq!(
+                        tile[r][i].to_bits(),
+                        want.to_bits(),
+                        "{blocks} blocks, weight row {r}, activation row {i}"
+                    );
+                }
             }
         }
     }

@@ -6,7 +6,7 @@
 //! `ql[l]` (t = 0), `ql[l + 32]` (t = 1), or the high nibbles (t = 2, 3), and its high bits from
 //! bits `2t..2t + 2` of `qh[l]`. A value is `(d·scale)·(q − 32)`, in that order, in `f32`.
 
-use super::common::fma_kernel;
+use super::common::{fma_kernel, isa_kernel};
 use super::kquant_common::{
     GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int, put_f16, tiled_step,
 };
@@ -162,7 +162,7 @@ mod x86 {
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
     use crate::formats::common::x86::hsum_f32x8;
-    use crate::formats::kquant_common::x86::{load128, load256, pair_scales};
+    use crate::formats::kquant_common::x86::{hsum_i32, load128, load256, pair_scales};
 
     /// The SIMD dot product: the 6-bit quants are assembled unsigned (`0..64`) with shifts and
     /// masks, multiplied with `maddubs` and by the group scales with `I::dpwssd` (`madd` + add
@@ -179,8 +179,6 @@ mod x86 {
         // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
         // features, and its caller checked them at run time.
         unsafe {
-            let m3 = _mm256_set1_epi8(3);
-            let m15 = _mm256_set1_epi8(15);
             let mut acc = _mm256_setzero_ps();
             for (x, y) in w.chunks_exact(BLOCK_BYTES).zip(act.chunks_exact(Q8K_BYTES)) {
                 let d = f32::from_le_bytes([y[0], y[1], y[2], y[3]]) * f16_at(x, D);
@@ -190,43 +188,104 @@ mod x86 {
                 // 32 · Σ scale·bsum, lane k holding groups 2k and 2k + 1.
                 let offset = _mm256_slli_epi32(_mm256_madd_epi16(load256(y, 4 + QK_K), scales16), 5);
 
-                // Two integer accumulators keep the VNNI dependency chains short.
-                let mut sum_a = _mm256_setzero_si256();
-                let mut sum_b = _mm256_setzero_si256();
-                for h in 0..2 {
-                    let ql1 = load256(x, 64 * h);
-                    let ql2 = load256(x, 64 * h + 32);
-                    let qh = load256(x, QH + 32 * h);
-
-                    // High bits moved to bits 4–5 of each byte; the masks keep shifts inside bytes.
-                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
-                    let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2);
-                    let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
-                    let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2);
-
-                    let q0 = _mm256_or_si256(_mm256_and_si256(ql1, m15), h0);
-                    let q1 = _mm256_or_si256(_mm256_and_si256(ql2, m15), h1);
-                    let q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15), h2);
-                    let q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m15), h3);
-
-                    let base = 4 + 128 * h;
-                    // Quant ≤ 63: a pair sum is at most 2·63·128 < 2^15, no saturation.
-                    let p0 = _mm256_maddubs_epi16(q0, load256(y, base));
-                    let p1 = _mm256_maddubs_epi16(q1, load256(y, base + 32));
-                    let p2 = _mm256_maddubs_epi16(q2, load256(y, base + 64));
-                    let p3 = _mm256_maddubs_epi16(q3, load256(y, base + 96));
-
-                    // 32 values = groups 2g and 2g + 1 (g = 4h + t): the low 8 i16 lanes take scale 2g,
-                    // the high 8 scale 2g + 1.
-                    sum_a = I::dpwssd(sum_a, p0, pair_scales(scales, 8 * h));
-                    sum_b = I::dpwssd(sum_b, p1, pair_scales(scales, 8 * h + 2));
-                    sum_a = I::dpwssd(sum_a, p2, pair_scales(scales, 8 * h + 4));
-                    sum_b = I::dpwssd(sum_b, p3, pair_scales(scales, 8 * h + 6));
-                }
-                let sumi = _mm256_sub_epi32(_mm256_add_epi32(sum_a, sum_b), offset);
+                let q = unsigned_quants(x);
+                let sumi = _mm256_sub_epi32(block_sums::<I>(&q, scales, y), offset);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
             hsum_f32x8(acc)
+        }
+    }
+
+    /// The block's 256 quants assembled unsigned (`0..64`), 32 per register: register `4h + t`
+    /// holds values `128h + 32t..128h + 32t + 32`. High bits are moved to bits 4–5 of each byte;
+    /// the masks keep the shifts inside bytes.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn unsigned_quants(x: &[u8]) -> [__m256i; 8] {
+        // SAFETY: the caller's features (this function's contract).
+        unsafe {
+            let m3 = _mm256_set1_epi8(3);
+            let m15 = _mm256_set1_epi8(15);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for h in 0..2 {
+                let ql1 = load256(x, 64 * h);
+                let ql2 = load256(x, 64 * h + 32);
+                let qh = load256(x, QH + 32 * h);
+                let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4);
+                let h1 = _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(12)), 2);
+                let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+                let h3 = _mm256_srli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(-64)), 2);
+                q[4 * h] = _mm256_or_si256(_mm256_and_si256(ql1, m15), h0);
+                q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql2, m15), h1);
+                q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m15), h2);
+                q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql2, 4), m15), h3);
+            }
+            q
+        }
+    }
+
+    /// `Σ scale · q · a` per lane (without the `−32` offset) of one block's unsigned quants `q`
+    /// against the activation block `y`: `maddubs`, then the group scales with `I::dpwssd`
+    /// (`madd` + add on AVX2, `vpdpwssd` on VNNI: the same lanes), in two accumulators to keep the
+    /// VNNI dependency chains short. Exact.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    unsafe fn block_sums<I: Isa>(q: &[__m256i; 8], scales: __m128i, y: &[u8]) -> __m256i {
+        // SAFETY: the caller's features (this function's contract).
+        unsafe {
+            let mut sum_a = _mm256_setzero_si256();
+            let mut sum_b = _mm256_setzero_si256();
+            for h in 0..2 {
+                let base = 4 + 128 * h;
+                // Quant ≤ 63: a pair sum is at most 2·63·128 < 2^15, no saturation.
+                let p0 = _mm256_maddubs_epi16(q[4 * h], load256(y, base));
+                let p1 = _mm256_maddubs_epi16(q[4 * h + 1], load256(y, base + 32));
+                let p2 = _mm256_maddubs_epi16(q[4 * h + 2], load256(y, base + 64));
+                let p3 = _mm256_maddubs_epi16(q[4 * h + 3], load256(y, base + 96));
+                // 32 values = groups 2g and 2g + 1 (g = 4h + t): the low 8 i16 lanes take scale 2g,
+                // the high 8 scale 2g + 1.
+                sum_a = I::dpwssd(sum_a, p0, pair_scales(scales, 8 * h));
+                sum_b = I::dpwssd(sum_b, p1, pair_scales(scales, 8 * h + 2));
+                sum_a = I::dpwssd(sum_a, p2, pair_scales(scales, 8 * h + 4));
+                sum_b = I::dpwssd(sum_b, p3, pair_scales(scales, 8 * h + 6));
+            }
+            _mm256_add_epi32(sum_a, sum_b)
+        }
+    }
+
+    /// [`super::dot_tiled4`]'s body: each block's quants and scales unpacked once; for each
+    /// activation row the block's exact integer dot product (the lanes of [`block_sums`] less the
+    /// offset, summed), then [`tiled_step`] as the scalar kernel does.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    pub(super) unsafe fn tiled4<I: Isa>(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
+        let n = acts.iter().fold(w.len() / BLOCK_BYTES, |n, a| n.min(a.len() / Q8K_BYTES));
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let mut acc = [0f32; 4];
+            for k in 0..n {
+                let x = &w[k * BLOCK_BYTES..(k + 1) * BLOCK_BYTES];
+                let q = unsigned_quants(x);
+                let scales = load128(x, SC);
+                let scales16 = _mm256_cvtepi8_epi16(scales);
+                let dx = f16_at(x, D);
+                for (acc, act) in acc.iter_mut().zip(acts) {
+                    let y = &act[k * Q8K_BYTES..(k + 1) * Q8K_BYTES];
+                    let offset = _mm256_slli_epi32(_mm256_madd_epi16(load256(y, 4 + QK_K), scales16), 5);
+                    let lanes = _mm256_sub_epi32(block_sums::<I>(&q, scales, y), offset);
+                    let isum = hsum_i32(lanes);
+                    let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                    *acc = tiled_step(*acc, isum, dx, None, yd);
+                }
+            }
+            acc
         }
     }
 
@@ -252,10 +311,11 @@ fn tiled_body(w: &[u8], act: &[u8]) -> f32 {
     acc
 }
 
-fma_kernel! {
+isa_kernel! {
     /// [`dot_tiled`] for four activation rows at once, each weight block unpacked once for the
-    /// four; each output is `dot_tiled`'s, bit for bit.
-    pub fn dot_tiled4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = tiled4_body
+    /// four (with SIMD integer sums where the CPU has AVX2); each output is `dot_tiled`'s, bit for
+    /// bit.
+    pub fn dot_tiled4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = x86::tiled4 else tiled4_body(w, acts)
 }
 
 #[inline(always)]
