@@ -123,11 +123,8 @@ impl CpuBackend {
         let rows = w.shape.iter().skip(1).product::<u64>() as usize;
         let len = bytes.len() as u64;
         self.pack_budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len)).ok()?;
-        let mut out = Vec::new();
-        if out.try_reserve_exact(bytes.len()).is_err() {
-            return None;
-        }
-        out.resize(bytes.len(), 0);
+        // Not resident until the packing threads write it (see `try_zeroed`).
+        let mut out: Vec<u8> = try_zeroed(bytes.len(), "packed MXFP4 weights").ok()?;
         let rb = bytes.len() / rows;
         // Groups of eight rows per task, a few tasks per thread.
         let groups = rows / PACK_ROWS;
@@ -258,8 +255,8 @@ impl Backend for CpuBackend {
         let mut k = Vec::new();
         let mut v = Vec::new();
         for _ in 0..layout.n_layer {
-            k.push(try_zeroed(k_len)?);
-            v.push(try_zeroed(v_len)?);
+            k.push(try_zeroed(k_len, "the KV cache")?);
+            v.push(try_zeroed(v_len, "the KV cache")?);
         }
         Ok(CpuKv { layout: layout.clone(), k, v })
     }
@@ -530,20 +527,29 @@ impl Backend for CpuBackend {
     }
 }
 
+/// Element types whose all-zero bit pattern is a valid value (so [`try_zeroed`] may hand out
+/// allocator-zeroed memory as initialized).
+trait ZeroBits: Copy {}
+impl ZeroBits for f16 {}
+impl ZeroBits for u8 {}
+
 /// A zeroed vector, or a typed error instead of an abort when memory runs out.
-fn try_zeroed(len: usize) -> Result<Vec<f16>> {
-    let bytes = (len as u64).saturating_mul(std::mem::size_of::<f16>() as u64);
-    let oom = || ModelError::OutOfMemory { what: "the KV cache", bytes };
-    let layout = std::alloc::Layout::array::<f16>(len).map_err(|_| oom())?;
+///
+/// Zeroed by the allocator: a large block comes as fresh pages from the OS, which are not touched
+/// (not resident, not zeroed by the kernel) until first written. So the pages of KV positions not
+/// reached yet cost nothing, and a buffer filled by several threads faults its pages in on those
+/// threads (not on one, as an up-front `memset` would).
+fn try_zeroed<T: ZeroBits>(len: usize, what: &'static str) -> Result<Vec<T>> {
+    let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+    let oom = || ModelError::OutOfMemory { what, bytes };
+    let layout = std::alloc::Layout::array::<T>(len).map_err(|_| oom())?;
     if layout.size() == 0 {
         return Ok(Vec::new());
     }
-    // Zeroed by the allocator (fresh pages from the OS for a large cache), so that the pages of
-    // positions not reached yet are never touched: a long context costs memory as it fills.
-    // SAFETY: `layout` has a non-zero size; all-zero bits are f16 0.0; `Vec::from_raw_parts`
-    // takes the block with the layout `Vec<f16>` of capacity `len` uses (the global allocator's
-    // `Layout::array::<f16>(len)`).
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f16>();
+    // SAFETY: `layout` has a non-zero size; all-zero bits are a value of `T` (`ZeroBits`);
+    // `Vec::from_raw_parts` takes the block with the layout `Vec<T>` of capacity `len` uses (the
+    // global allocator's `Layout::array::<T>(len)`).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
     if ptr.is_null() {
         return Err(oom());
     }
