@@ -113,7 +113,7 @@ impl CpuBackend {
     /// `w`'s bytes in [`kiln_quant::mxfp4::pack8`]'s layout, or `None` if it does not apply (not
     /// MXFP4, or a matrix — an expert's, for 3-D tensors — whose row count is not a multiple of 8,
     /// so that no group spans two experts) or does not fit in the packing budget.
-    fn pack(&self, w: &WeightData<'_>) -> Option<Vec<u8>> {
+    fn pack(&self, w: &WeightData<'_>) -> Option<memmap2::MmapMut> {
         use kiln_quant::mxfp4::{PACK_ROWS, pack8};
         use std::sync::atomic::Ordering;
         let (bytes, matrix_rows) = (w.bytes, w.shape.get(1).copied().unwrap_or(0) as usize);
@@ -123,8 +123,12 @@ impl CpuBackend {
         let rows = w.shape.iter().skip(1).product::<u64>() as usize;
         let len = bytes.len() as u64;
         self.pack_budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len)).ok()?;
-        // Not resident until the packing threads write it (see `try_zeroed`).
-        let mut out: Vec<u8> = try_zeroed(bytes.len(), "packed MXFP4 weights").ok()?;
+        // Fresh anonymous pages, first touched by the packing threads below (each faults in its
+        // own part), in 2 MiB pages where the kernel allows: a few faults per tensor instead of
+        // one per 4 KiB.
+        let mut out = memmap2::MmapOptions::new().len(bytes.len()).map_anon().ok()?;
+        #[cfg(target_os = "linux")]
+        let _ = out.advise(memmap2::Advice::HugePage);
         let rb = bytes.len() / rows;
         // Groups of eight rows per task, a few tasks per thread.
         let groups = rows / PACK_ROWS;
@@ -158,7 +162,7 @@ pub struct CpuWeight {
     len: usize,
     vec: Option<Vec<f32>>,
     /// The matrix packed at load (MXFP4, [`kiln_quant::mxfp4::pack8`]), read instead of the map.
-    packed: Option<Vec<u8>>,
+    packed: Option<memmap2::MmapMut>,
 }
 
 /// A row-major f32 matrix.
@@ -255,8 +259,8 @@ impl Backend for CpuBackend {
         let mut k = Vec::new();
         let mut v = Vec::new();
         for _ in 0..layout.n_layer {
-            k.push(try_zeroed(k_len, "the KV cache")?);
-            v.push(try_zeroed(v_len, "the KV cache")?);
+            k.push(try_zeroed(k_len)?);
+            v.push(try_zeroed(v_len)?);
         }
         Ok(CpuKv { layout: layout.clone(), k, v })
     }
@@ -527,29 +531,20 @@ impl Backend for CpuBackend {
     }
 }
 
-/// Element types whose all-zero bit pattern is a valid value (so [`try_zeroed`] may hand out
-/// allocator-zeroed memory as initialized).
-trait ZeroBits: Copy {}
-impl ZeroBits for f16 {}
-impl ZeroBits for u8 {}
-
 /// A zeroed vector, or a typed error instead of an abort when memory runs out.
-///
-/// Zeroed by the allocator: a large block comes as fresh pages from the OS, which are not touched
-/// (not resident, not zeroed by the kernel) until first written. So the pages of KV positions not
-/// reached yet cost nothing, and a buffer filled by several threads faults its pages in on those
-/// threads (not on one, as an up-front `memset` would).
-fn try_zeroed<T: ZeroBits>(len: usize, what: &'static str) -> Result<Vec<T>> {
-    let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
-    let oom = || ModelError::OutOfMemory { what, bytes };
-    let layout = std::alloc::Layout::array::<T>(len).map_err(|_| oom())?;
+fn try_zeroed(len: usize) -> Result<Vec<f16>> {
+    let bytes = (len as u64).saturating_mul(std::mem::size_of::<f16>() as u64);
+    let oom = || ModelError::OutOfMemory { what: "the KV cache", bytes };
+    let layout = std::alloc::Layout::array::<f16>(len).map_err(|_| oom())?;
     if layout.size() == 0 {
         return Ok(Vec::new());
     }
-    // SAFETY: `layout` has a non-zero size; all-zero bits are a value of `T` (`ZeroBits`);
-    // `Vec::from_raw_parts` takes the block with the layout `Vec<T>` of capacity `len` uses (the
-    // global allocator's `Layout::array::<T>(len)`).
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    // Zeroed by the allocator (fresh pages from the OS for a large cache), so that the pages of
+    // positions not reached yet are never touched: a long context costs memory as it fills.
+    // SAFETY: `layout` has a non-zero size; all-zero bits are f16 0.0; `Vec::from_raw_parts`
+    // takes the block with the layout `Vec<f16>` of capacity `len` uses (the global allocator's
+    // `Layout::array::<f16>(len)`).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f16>();
     if ptr.is_null() {
         return Err(oom());
     }
