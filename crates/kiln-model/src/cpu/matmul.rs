@@ -51,8 +51,11 @@ enum Order {
     Acts4(fn(&[u8], &[u8]) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
     /// Another per-output order (`dot(w, x)`) that also comes as four weight rows by four
     /// activation rows (`dot44(ws, xs)[r][i]`, the same bits).
-    Tile4(fn(&[u8], &[u8]) -> f32, fn([&[u8]; 4], [&[u8]; 4]) -> [[f32; 4]; 4]),
+    Tile4(fn(&[u8], &[u8]) -> f32, Dot4x4),
 }
+
+/// Four weight rows by four activation rows: `out[r][i]` = weight row `r` · activation row `i`.
+type Dot4x4 = fn([&[u8]; 4], [&[u8]; 4]) -> [[f32; 4]; 4];
 
 fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Order {
     use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_0, q5_k, q6_k};
