@@ -246,8 +246,14 @@ fn open_maps_a_file_written_to_disk() {
     expected.add_tensor("w", GgmlType::BF16, &[4, 2], (0..16u8).collect::<Vec<_>>()).unwrap();
     w.write_to_path(&path).unwrap();
     let f = GgufFile::open(&path).unwrap();
-    assert_eq!(f.bytes(), expected.to_bytes().unwrap());
+    let expected = expected.to_bytes().unwrap();
+    assert_eq!(f.bytes(), expected);
     assert_eq!(f.tensor_data(f.tensor("w").unwrap()), (0..16u8).collect::<Vec<_>>());
+    // Released pages come back from the file: the same bytes (a range past the end is ignored).
+    let (offset, len) = (f.data_offset() as usize, f.file_size() as usize - f.data_offset() as usize);
+    f.release(offset, len);
+    f.release(0, f.file_size() as usize + 1);
+    assert_eq!(f.bytes(), expected);
     drop(f);
     std::fs::remove_file(&path).unwrap();
     let e = GgufFile::open(&path).unwrap_err();

@@ -66,9 +66,7 @@ impl CpuBackend {
     /// (Linux `MemAvailable` when the backend is made) is packed; the rest is read in place. Off,
     /// every matrix is read in place from the memory map.
     pub fn with_packing(self, on: bool) -> CpuBackend {
-        if !on {
-            self.pack_budget.store(0, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.pack_budget.store(if on { pack_budget() } else { 0 }, std::sync::atomic::Ordering::Relaxed);
         self
     }
 
@@ -103,6 +101,12 @@ impl CpuBackend {
     /// Rows of `cols` elements per parallel task for an elementwise op over `rows` rows.
     fn rows_per_task(&self, rows: usize, cols: usize) -> usize {
         if rows * cols <= SERIAL { rows.max(1) } else { rows.div_ceil(self.pool.threads() * 4).max(1) }
+    }
+
+    /// `out = x · wᵀ` over `bytes`: all of `w` or one expert's slice of it, `rows` rows of `w`'s
+    /// type and layout.
+    fn product(&self, w: &CpuWeight, bytes: &[u8], rows: usize, x: &CpuAct, out: &mut CpuAct) {
+        matmul::matmul(&self.pool, self.batch_invariant, bytes, w.ty, w.packed.is_some(), rows, x, out);
     }
 
     /// The weight's bytes: its packed copy, or its range of the memory map.
@@ -301,7 +305,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuAct) -> Result<()> {
-        matmul::matmul(&self.pool, self.batch_invariant, self.bytes(w), w.ty, w.packed.is_some(), w.rows, x, out);
+        self.product(w, self.bytes(w), w.rows, x, out);
         if let Some(b) = bias {
             let bv = b.vec.as_deref().expect("biases are vectors");
             out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
@@ -453,27 +457,9 @@ impl Backend for CpuBackend {
             let k = rows.len();
             let mut g = self.act(k, m.n_ff)?;
             let mut u = self.act(k, m.n_ff)?;
-            matmul::matmul(
-                &self.pool,
-                self.batch_invariant,
-                slice(m.gate, ex),
-                m.gate.ty,
-                m.gate.packed.is_some(),
-                m.n_ff,
-                &xs,
-                &mut g,
-            );
+            self.product(m.gate, slice(m.gate, ex), m.n_ff, &xs, &mut g);
             add_bias(&mut g, bias(m.gate_b, ex, m.n_ff));
-            matmul::matmul(
-                &self.pool,
-                self.batch_invariant,
-                slice(m.up, ex),
-                m.up.ty,
-                m.up.packed.is_some(),
-                m.n_ff,
-                &xs,
-                &mut u,
-            );
+            self.product(m.up, slice(m.up, ex), m.n_ff, &xs, &mut u);
             add_bias(&mut u, bias(m.up_b, ex, m.n_ff));
             // Clamped SwiGLU, as ggml's `swiglu_oai`.
             for (gv, &uv) in g.data.iter_mut().zip(&u.data) {
@@ -482,16 +468,7 @@ impl Backend for CpuBackend {
                 *gv = gx / (1.0 + (m.alpha * -gx).exp()) * (uy + 1.0);
             }
             let mut d = self.act(k, e)?;
-            matmul::matmul(
-                &self.pool,
-                self.batch_invariant,
-                slice(m.down, ex),
-                m.down.ty,
-                m.down.packed.is_some(),
-                e,
-                &g,
-                &mut d,
-            );
+            self.product(m.down, slice(m.down, ex), e, &g, &mut d);
             add_bias(&mut d, bias(m.down_b, ex, e));
             for (i, &(r, s, wt)) in routed.iter().enumerate() {
                 let dst = &mut slots[(r * m.n_used + s) * e..(r * m.n_used + s + 1) * e];
