@@ -1,6 +1,7 @@
-//! The CPU backend: weights borrowed from the GGUF memory map in their own type, f32 activations,
-//! rayon-parallel quantized matrix products (activations quantized to each weight type's
-//! `vec_dot_type`, as ggml does), f16 paged KV cache.
+//! The CPU backend: weights borrowed from the GGUF memory map in their own type (MXFP4 matrices
+//! packed into eight-row groups at load, the same bits rearranged: [`CpuBackend::with_packing`]),
+//! f32 activations, quantized matrix products on its own thread pool (activations quantized to
+//! each weight type's `vec_dot_type`, as ggml does), f16 paged KV cache.
 //!
 //! On x86-64 with AVX2 + FMA its results are bit-identical to llama.cpp's CPU backend (commit
 //! 0c1e570, x86 build, 2 threads) for the supported models, because each operation rounds as
@@ -129,8 +130,11 @@ impl CpuBackend {
         self.pack_budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(len)).ok()?;
         // Fresh anonymous pages, first touched by the packing threads below (each faults in its
         // own part), in 2 MiB pages where the kernel allows: a few faults per tensor instead of
-        // one per 4 KiB.
-        let mut out = memmap2::MmapOptions::new().len(bytes.len()).map_anon().ok()?;
+        // one per 4 KiB. Where the map is refused, the matrix is read in place.
+        let Ok(mut out) = memmap2::MmapOptions::new().len(bytes.len()).map_anon() else {
+            self.pack_budget.fetch_add(len, Ordering::Relaxed);
+            return None;
+        };
         #[cfg(target_os = "linux")]
         let _ = out.advise(memmap2::Advice::HugePage);
         let rb = bytes.len() / rows;
@@ -157,7 +161,7 @@ fn pack_budget() -> u64 {
 
 /// A weight on the CPU: a byte range of the memory map, plus an f32 copy for 1-D tensors (norms,
 /// biases) and for any `*.bias` tensor (gpt-oss's per-expert biases are 2-D), which are tiny and
-/// used as vectors.
+/// used as vectors, or a packed copy for MXFP4 matrices that products read instead.
 pub struct CpuWeight {
     ty: GgmlType,
     /// Number of rows (product of the other dimensions).
