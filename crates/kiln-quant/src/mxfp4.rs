@@ -263,8 +263,8 @@ isa_kernel! {
     /// one Q8_0 activation row and its [`packed_offsets`]: the same eight results, bit for bit, as
     /// [`dot_rows8`] and [`crate::TypeTraits::dot`] give on the rows before packing (each
     /// block's exact integer sum, then `acc = fma(sumi, e8m0_half(e) · d_y, acc)` over the blocks
-    /// in order, as ggml's repacked GEMV). Without the instruction sets, the same arithmetic in
-    /// scalar code (`mul_add`).
+    /// in order, as ggml's repacked GEMV). Without AVX2, [`dot_scalar`]'s arithmetic, as
+    /// `vec_dot` has there.
     pub fn gemv_packed8(w: &[u8], act: &[u8], offsets: &[i32]) -> [f32; 8] = x86::gemv_packed1 else packed_scalar(w, [act], [offsets])[0]
 }
 
@@ -274,7 +274,9 @@ isa_kernel! {
     pub fn gemm_packed8x4(w: &[u8], acts: [&[u8]; 4], offsets: [&[i32]; 4]) -> [[f32; 8]; 4] = x86::gemm_packed4 else packed_scalar(w, acts, offsets)
 }
 
-/// The packed kernels' arithmetic, one value at a time (for CPUs without AVX2 and for tests).
+/// The packed kernels without SIMD (CPUs without AVX2): each row's exact block sums from the
+/// packed layout, added as [`dot_scalar`] adds them (`sumf += (d_y · 2^(e−128)) · sumi`, not
+/// fused), so that they equal `vec_dot` there too.
 fn packed_scalar<const R: usize>(w: &[u8], acts: [&[u8]; R], offsets: [&[i32]; R]) -> [[f32; 8]; R] {
     let wb = w.as_chunks::<PACKED_BLOCK_BYTES>().0;
     let mut out = [[0f32; 8]; R];
@@ -291,7 +293,7 @@ fn packed_scalar<const R: usize>(w: &[u8], acts: [&[u8]; R], offsets: [&[i32]; R
                         sumi += lo * y[2 + 4 * a + t] as i8 as i32 + hi * y[18 + 4 * a + t] as i8 as i32;
                     }
                 }
-                *acc = (sumi as f32).mul_add(E8M0_HALF[entry[128 + r] as usize] * dy, *acc);
+                *acc += dy * E8M0_HALF[entry[128 + r] as usize] * sumi as f32;
             }
         }
     }
@@ -690,9 +692,8 @@ mod tests {
                         let what = format!("{blocks} blocks, group {g}, row {r}, activation {i}");
                         assert_eq!(one[r].to_bits(), want, "gemv: {what}");
                         assert_eq!(four[i][r].to_bits(), want, "gemm: {what}");
-                        if crate::simd::has_avx2_fma() {
-                            assert_eq!(scalar[i][r].to_bits(), want, "scalar: {what}");
-                        }
+                        let portable = dot_scalar(row, act).to_bits();
+                        assert_eq!(scalar[i][r].to_bits(), portable, "scalar: {what}");
                     }
                 }
             }
