@@ -162,7 +162,7 @@ fn setup<B: Backend>(model: &Model<B>, config: &EngineConfig) -> Result<(KvCache
         }
         None => {
             let want = (n_ctx * config.max_batch) as u64 * per_token;
-            let cap = available_memory().map_or(1 << 30, |m| m / 4);
+            let cap = kiln_model::cpu::available_memory().map_or(1 << 30, |m| m / 4);
             let bytes = want.min(cap.max(n_ctx as u64 * per_token));
             bytes.checked_div(per_token).map_or(n_ctx * config.max_batch, |p| p as usize)
         }
@@ -196,14 +196,6 @@ fn setup<B: Backend>(model: &Model<B>, config: &EngineConfig) -> Result<(KvCache
     kv.release(&mut seq);
     warm.map_err(EngineError::WarmUp)?;
     Ok((kv, info))
-}
-
-/// Bytes the machine has available (`MemAvailable`), where known.
-fn available_memory() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 struct Loop<'a, 't, B: Backend> {

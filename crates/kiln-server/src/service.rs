@@ -131,7 +131,7 @@ impl Worker for WorkerService {
             kv_bytes_per_token: info.kv_bytes_per_token,
             device: s.device.clone(),
             memory_used_bytes: resident_bytes().unwrap_or(0),
-            memory_free_bytes: available_bytes().unwrap_or(0),
+            memory_free_bytes: kiln_model::cpu::available_memory().unwrap_or(0),
             kv_budget_bytes: info.kv_bytes,
             kv_block_size: info.block_size as u32,
             kv_blocks_total: stats.kv_blocks_total.min(u32::MAX as usize) as u32,
@@ -164,11 +164,4 @@ fn resident_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
-}
-
-/// The machine's available memory (Linux `MemAvailable`).
-fn available_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

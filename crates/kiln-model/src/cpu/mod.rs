@@ -152,11 +152,16 @@ impl CpuBackend {
 /// What [`CpuBackend::with_packing`] may pack by default: `MemAvailable` less 2 GiB (0 where it
 /// cannot be read).
 fn pack_budget() -> u64 {
-    let avail = std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-        let kb: u64 = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
-    });
-    avail.unwrap_or(0).saturating_sub(2 << 30)
+    available_memory().unwrap_or(0).saturating_sub(2 << 30)
+}
+
+/// Bytes the machine has available (Linux `MemAvailable`, the node's and not a cgroup's), where
+/// known. The packing budget, the scheduler's default KV budget and the server's health report read
+/// it.
+pub fn available_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = s.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// A weight on the CPU: a byte range of the memory map, plus an f32 copy for 1-D tensors (norms,
