@@ -3,6 +3,7 @@
 use super::pool::SyncPtr;
 use super::{CpuAct, Pool};
 use kiln_quant::GgmlType;
+use kiln_quant::formats::q5_0;
 
 /// Activation rows a task keeps hot while it sweeps its weight rows.
 const ACT_TILE: usize = 16;
@@ -49,16 +50,13 @@ enum Order {
     /// Another per-output order (`dot(w, x)`) that also comes four activation rows at a time
     /// (`dot4(w, xs)`, the same bits).
     Acts4(fn(&[u8], &[u8]) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
-    /// Another per-output order (`dot(w, x)`) that also comes as four weight rows by four
-    /// activation rows (`dot44(ws, xs)[r][i]`, the same bits).
-    Tile4(fn(&[u8], &[u8]) -> f32, Dot4x4),
+    /// Q5_0 by `vec_dot`'s order, its weight rows decoded four at a time once per task and
+    /// multiplied by four activation rows at a time ([`q5_0_task`], the same bits).
+    Q5_0Groups,
 }
 
-/// Four weight rows by four activation rows: `out[r][i]` = weight row `r` · activation row `i`.
-type Dot4x4 = fn([&[u8]; 4], [&[u8]; 4]) -> [[f32; 4]; 4];
-
 fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_0, q5_k, q6_k};
+    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_k, q6_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
         GgmlType::MXFP4 if packed => {
@@ -75,7 +73,7 @@ fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Ord
         GgmlType::Q6_K if batch >= 8 => Order::Acts4(q6_k::dot_tiled, q6_k::dot_tiled4),
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
         GgmlType::Q3_K if batch >= 8 => Order::Kernel(q3_k::dot_tiled),
-        GgmlType::Q5_0 if batch >= 4 => Order::Tile4(|w, x| q5_0::TRAITS.dot(w, x).unwrap_or(0.0), q5_0::dot_4x4),
+        GgmlType::Q5_0 if batch >= 4 => Order::Q5_0Groups,
         _ => Order::VecDot,
     }
 }
@@ -123,12 +121,24 @@ pub(super) fn matmul(
         Order::Packed => xq.chunks(xrb).map(kiln_quant::mxfp4::packed_offsets).collect(),
         _ => Vec::new(),
     };
+    // Q5_0's prepared activation blocks, likewise.
+    let nb = k / 32;
+    let mut prep = Vec::new();
+    if let Order::Q5_0Groups = order {
+        prep = vec![q5_0::ActBlock::default(); n * nb];
+        pool.chunks_mut(&mut prep, per * nb, |ci, p| {
+            for (r, p) in p.chunks_mut(nb).enumerate() {
+                let i = ci * per + r;
+                q5_0::prepare_act(&xq[i * xrb..(i + 1) * xrb], p);
+            }
+        });
+    }
     // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
     let gemm_rows = if invariant { 0 } else { n - n % 4 };
     let mut chunk = rows_per_task(pool.threads(), m, n, k);
     match order {
         Order::Rows8(_) | Order::Packed => chunk = chunk.next_multiple_of(8),
-        Order::Tile4(..) => chunk = chunk.next_multiple_of(4),
+        Order::Q5_0Groups => chunk = chunk.next_multiple_of(4),
         _ => {}
     }
     let tasks = m.div_ceil(chunk);
@@ -138,41 +148,14 @@ pub(super) fn matmul(
         // which is not `Sync`).
         #[allow(clippy::redundant_locals)]
         let o = o;
+        if let Order::Q5_0Groups = order {
+            let rows = ci * chunk..((ci + 1) * chunk).min(m);
+            q5_0_task(w, wrb, rows, &xq, xrb, &prep, o, m);
+            return;
+        }
         // Activation rows in tiles of ACT_TILE, so a tile stays in L1 while the task's weight
         // rows pass over it (each output is still one dot product: results do not change).
         for i0 in (0..n).step_by(ACT_TILE) {
-            if let Order::Tile4(dot, dot44) = order {
-                let rows = i0..(i0 + ACT_TILE).min(n);
-                let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
-                let wr = |j: usize| &w[j * wrb..(j + 1) * wrb];
-                let end = ((ci + 1) * chunk).min(m);
-                let mut j = ci * chunk;
-                while j < end {
-                    // Four weight rows at a time while they last, then one.
-                    let span = if j + 4 <= end { 4 } else { 1 };
-                    let mut i = rows.start;
-                    while i < rows.end {
-                        if span == 4 && i + 4 <= rows.end {
-                            let d = dot44(std::array::from_fn(|r| wr(j + r)), std::array::from_fn(|a| x(i + a)));
-                            for (r, d) in d.iter().enumerate() {
-                                for (a, d) in d.iter().enumerate() {
-                                    // SAFETY: columns j..j + 4 belong to this task alone; i + a < n, j + r < m.
-                                    unsafe { *o.0.add((i + a) * m + j + r) = *d };
-                                }
-                            }
-                            i += 4;
-                        } else {
-                            for c in j..j + span {
-                                // SAFETY: as above.
-                                unsafe { *o.0.add(i * m + c) = dot(wr(c), x(i)) };
-                            }
-                            i += 1;
-                        }
-                    }
-                    j += span;
-                }
-                continue;
-            }
             if let Order::Packed = order {
                 use kiln_quant::mxfp4::{gemm_packed8x4, gemv_packed8};
                 let rows = i0..(i0 + ACT_TILE).min(n);
@@ -255,7 +238,7 @@ pub(super) fn matmul(
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(..) => unreachable!("handled above"),
                         Order::Kernel(dot) => dot(wr, xr),
-                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) | Order::Tile4(..) => {
+                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) | Order::Q5_0Groups => {
                             unreachable!("handled above")
                         }
                     };
@@ -265,4 +248,65 @@ pub(super) fn matmul(
             }
         }
     });
+}
+
+/// One task of a Q5_0 product: weight rows `rows` against every activation row (`xq`, Q8_0, and
+/// their `prep`ared blocks), written into `out` (`n × m`). The rows are decoded four at a time
+/// once, then each group passes over the activation rows a tile at a time, four rows per call;
+/// what is left over (a group's last activation rows, the task's last weight rows) goes one
+/// output at a time through `vec_dot`. Every output has the same bits either way.
+#[allow(clippy::too_many_arguments)]
+fn q5_0_task(
+    w: &[u8],
+    wrb: usize,
+    rows: std::ops::Range<usize>,
+    xq: &[u8],
+    xrb: usize,
+    prep: &[q5_0::ActBlock],
+    out: SyncPtr<f32>,
+    m: usize,
+) {
+    let nb = (wrb / q5_0::BLOCK_BYTES).max(1);
+    let n = xq.len() / xrb;
+    let wr = |j: usize| &w[j * wrb..(j + 1) * wrb];
+    let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
+    let dot = |j: usize, i: usize| q5_0::TRAITS.dot(wr(j), x(i)).unwrap_or(0.0);
+    let groups = rows.len() / 4;
+    let mut decoded = vec![q5_0::Group4::default(); groups * nb];
+    for (g, d) in decoded.chunks_exact_mut(nb).enumerate() {
+        let j = rows.start + 4 * g;
+        q5_0::decode4(std::array::from_fn(|r| wr(j + r)), d);
+    }
+    // SAFETY (every write below): columns `rows` belong to this task alone; i < n, j < m.
+    let put = |i: usize, j: usize, v: f32| unsafe { *out.0.add(i * m + j) = v };
+    for i0 in (0..n).step_by(ACT_TILE) {
+        let tile = i0..(i0 + ACT_TILE).min(n);
+        for (g, d) in decoded.chunks_exact(nb).enumerate() {
+            let j = rows.start + 4 * g;
+            let mut i = tile.start;
+            while i + 4 <= tile.end {
+                let t = q5_0::gemm_group4x4(
+                    d,
+                    std::array::from_fn(|a| x(i + a)),
+                    std::array::from_fn(|a| &prep[(i + a) * nb..(i + a + 1) * nb]),
+                );
+                for (r, t) in t.iter().enumerate() {
+                    for (a, v) in t.iter().enumerate() {
+                        put(i + a, j + r, *v);
+                    }
+                }
+                i += 4;
+            }
+            for i in i..tile.end {
+                for r in 0..4 {
+                    put(i, j + r, dot(j + r, i));
+                }
+            }
+        }
+        for j in rows.start + 4 * groups..rows.end {
+            for i in tile.clone() {
+                put(i, j, dot(j, i));
+            }
+        }
+    }
 }

@@ -115,18 +115,84 @@ pub fn dot_scalar(w: &[u8], act: &[u8]) -> f32 {
     sumf
 }
 
+/// Four weight rows decoded for batch products ([`decode4`]), one block: each row's 32 five-bit
+/// codes (0–31, one per byte, the fifth bit already merged) and its scale as `f32`. A batch
+/// product decodes its weight rows once and reads them against every activation row.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Group4 {
+    pub codes: [[u8; QK]; 4],
+    pub d: [f32; 4],
+}
+
+/// Decodes four rows of whole blocks into `out` (one [`Group4`] per block, as many as `out` and
+/// the shortest row allow).
+pub fn decode4(rows: [&[u8]; 4], out: &mut [Group4]) {
+    for (r, row) in rows.iter().enumerate() {
+        for (b, g) in row.as_chunks::<BLOCK_BYTES>().0.iter().zip(out.iter_mut()) {
+            let [d0, d1, h0, h1, h2, h3, qs @ ..] = b;
+            let qh = u32::from_le_bytes([*h0, *h1, *h2, *h3]);
+            for (j, q) in qs.iter().enumerate() {
+                let (x0, x1) = codes(*q, qh, j);
+                g.codes[r][j] = (x0 + 16) as u8;
+                g.codes[r][j + QK / 2] = (x1 + 16) as u8;
+            }
+            g.d[r] = f16_le([*d0, *d1]);
+        }
+    }
+}
+
+/// A Q8_0 activation block prepared for [`gemm_group4x4`] ([`prepare_act`]): minus the offset
+/// term per group of four bytes, `−16 · Σ q_y` (the decoded codes are unsigned; this takes their
+/// bias of 16 back off, as `vec_dot`'s integer sums do), and the scale as `f32`. Computed once per
+/// activation row and shared by every weight group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ActBlock {
+    pub neg_offset: [i32; 8],
+    pub d: f32,
+}
+
+/// Prepares a Q8_0 activation row (whole blocks) into `out`, one [`ActBlock`] per block.
+pub fn prepare_act(act: &[u8], out: &mut [ActBlock]) {
+    for (y, p) in act.as_chunks::<34>().0.iter().zip(out.iter_mut()) {
+        let [d0, d1, yq @ ..] = y;
+        for (o, lane) in p.neg_offset.iter_mut().zip(yq.as_chunks::<4>().0) {
+            *o = -16 * lane.iter().map(|&q| q as i8 as i32).sum::<i32>();
+        }
+        p.d = f16_le([*d0, *d1]);
+    }
+}
+
 isa_kernel! {
-    /// Four weight rows against four activation rows: `out[r][i]` is bit for bit
-    /// [`crate::TypeTraits::dot`]`(w[r], acts[i])` (each block's codes decoded once for the four
-    /// activation rows, each activation block's offset term once for the four weight rows).
-    pub fn dot_4x4(w: [&[u8]; 4], acts: [&[u8]; 4]) -> [[f32; 4]; 4] = x86::dot4x4 else w.map(|w| acts.map(|a| dot_scalar(w, a)))
+    /// A decoded group of four weight rows ([`decode4`]) against four Q8_0 activation rows and
+    /// their [`prepare_act`] blocks: `out[r][i]` is bit for bit [`crate::TypeTraits::dot`] of
+    /// weight row `r` (before decoding) and activation row `i` — the same exact integer sum per
+    /// block and 4-byte lane, the same `d_x · d_y` and multiply-add.
+    pub fn gemm_group4x4(w: &[Group4], acts: [&[u8]; 4], prep: [&[ActBlock]; 4]) -> [[f32; 4]; 4] = x86::group4x4 else group_scalar(w, acts, prep)
+}
+
+/// [`gemm_group4x4`] without SIMD: [`dot_scalar`]'s arithmetic (`sumf += (d_x·d_y) · sumi`, not
+/// fused), as `vec_dot` has it there.
+fn group_scalar(w: &[Group4], acts: [&[u8]; 4], prep: [&[ActBlock]; 4]) -> [[f32; 4]; 4] {
+    let mut out = [[0f32; 4]; 4];
+    for (i, (act, prep)) in acts.iter().zip(prep).enumerate() {
+        for ((g, y), p) in w.iter().zip(act.as_chunks::<34>().0).zip(prep) {
+            let yq = &y[2..];
+            for (r, o) in out.iter_mut().enumerate() {
+                let sumi: i32 = g.codes[r].iter().zip(yq).map(|(&c, &q)| (c as i32 - 16) * q as i8 as i32).sum();
+                o[i] += (g.d[r] * p.d) * sumi as f32;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::BLOCK_BYTES;
+    use super::{ActBlock, BLOCK_BYTES, Group4};
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::{Isa, expand_bits, f16_splat8, hsum_f32x8, load32, unpack_nibbles};
 
@@ -156,41 +222,60 @@ mod x86 {
         unsafe { I::dot_offset(codes, _mm256_set1_epi8(16), load32(yq)) }
     }
 
-    /// [`super::dot_4x4`]'s body: per block, the four weight rows' codes and scales; for each
-    /// activation row its offset term `16 · Σ q_y` (per lane, as `ints` takes it off) and scale;
-    /// then per output one `dpbusd` starting from minus that offset (the same exact lanes as
-    /// `ints`), and `dot`'s multiply-add by `d_x·d_y`.
+    /// [`super::gemm_group4x4`]'s body. Per run of up to [`RUN`] blocks, first the sixteen
+    /// products `d_x · d_y` of each block (four multiplies, each the product `dot` takes), stored;
+    /// then per block the four rows' decoded codes and per output one `dpbusd` starting from the
+    /// prepared `−16 · Σ q_y` (the same exact lanes as `ints`), and `dot`'s multiply-add with its
+    /// product broadcast from memory (a load, where a product kept in a register would cost a
+    /// shuffle per output).
     ///
     /// # Safety
     /// As [`dot`].
     #[inline(always)]
-    pub(super) unsafe fn dot4x4<I: Isa>(w: [&[u8]; 4], acts: [&[u8]; 4]) -> [[f32; 4]; 4] {
-        let xb = w.map(|r| r.as_chunks::<BLOCK_BYTES>().0);
-        let yb = acts.map(|a| a.as_chunks::<34>().0);
-        let n = xb.iter().map(|x| x.len()).chain(yb.iter().map(|y| y.len())).min().unwrap_or(0);
+    pub(super) unsafe fn group4x4<I: Isa>(w: &[Group4], acts: [&[u8]; 4], prep: [&[ActBlock]; 4]) -> [[f32; 4]; 4] {
+        const RUN: usize = 16;
+        let n = acts.iter().map(|a| a.len() / 34).chain(prep.iter().map(|p| p.len())).fold(w.len(), usize::min);
+        // Each exactly `n` long, so the loops below index without bounds checks.
+        let w = &w[..n];
+        let (a, p) = (|i: usize| &acts[i].as_chunks::<34>().0[..n], |i: usize| &prep[i][..n]);
+        let (yb, prep) = ([a(0), a(1), a(2), a(3)], [p(0), p(1), p(2), p(3)]);
         // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
         // features, and its caller checked them at run time.
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 4]; 4];
-            for k in 0..n {
-                let mut q = [_mm256_setzero_si256(); 4];
-                let mut dx = [_mm256_setzero_ps(); 4];
-                for r in 0..4 {
-                    let x = &xb[r][k];
-                    q[r] = codes(x);
-                    dx[r] = f16_splat8([x[0], x[1]]);
-                }
-                for (i, y) in yb.iter().enumerate() {
-                    let y = &y[k];
-                    let [_, _, yq @ ..] = y;
-                    let yv = load32(yq);
-                    let neg_off = _mm256_sub_epi32(_mm256_setzero_si256(), I::dot_u8_i8(_mm256_set1_epi8(16), yv));
-                    let dy = f16_splat8([y[0], y[1]]);
-                    for r in 0..4 {
-                        let sumi = I::dpbusd(neg_off, q[r], yv);
-                        acc[r][i] = _mm256_fmadd_ps(_mm256_mul_ps(dx[r], dy), _mm256_cvtepi32_ps(sumi), acc[r][i]);
+            let mut k0 = 0;
+            while k0 < n {
+                let len = (n - k0).min(RUN);
+                // products[c][4 · i + r] = d_x(row r) · d_y(activation i) of block k0 + c; left
+                // uninitialised past `len` (zeroing the whole array cost as much as the stores).
+                let mut products = [std::mem::MaybeUninit::<[f32; 16]>::uninit(); RUN];
+                for (c, p) in products[..len].iter_mut().enumerate() {
+                    let dx = _mm_loadu_ps(w[k0 + c].d.as_ptr());
+                    let p = p.as_mut_ptr().cast::<f32>();
+                    for (i, prep) in prep.iter().enumerate() {
+                        _mm_storeu_ps(p.add(4 * i), _mm_mul_ps(dx, _mm_set1_ps(prep[k0 + c].d)));
                     }
                 }
+                for (c, p) in products[..len].iter().enumerate() {
+                    // Written above: all sixteen floats of each of the first `len` entries.
+                    let p = p.assume_init_ref();
+                    let k = k0 + c;
+                    let mut q = [_mm256_setzero_si256(); 4];
+                    for (q, codes) in q.iter_mut().zip(&w[k].codes) {
+                        *q = load32(codes);
+                    }
+                    for i in 0..4 {
+                        let [_, _, yq @ ..] = &yb[i][k];
+                        let yv = load32(yq);
+                        let neg_off = _mm256_loadu_si256(prep[i][k].neg_offset.as_ptr().cast());
+                        for r in 0..4 {
+                            let sumi = I::dpbusd(neg_off, q[r], yv);
+                            let d = _mm256_broadcast_ss(&p[4 * i + r]);
+                            acc[r][i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r][i]);
+                        }
+                    }
+                }
+                k0 += len;
             }
             // Loops, not `map`: a closure would not be compiled with the entry point's features.
             let mut out = [[0f32; 4]; 4];
@@ -240,7 +325,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn four_by_four_tiles_equal_one_by_one() {
+    fn decoded_groups_equal_one_by_one() {
         let mut state = 0x5eed_u64;
         let mut next = move || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -268,7 +353,31 @@ mod tests {
             }
             let mut acts = acts;
             acts[1][2] = 0x80; // a −128 activation byte: exact in every kernel
-            let tile = dot_4x4(std::array::from_fn(|r| ws[r].as_slice()), std::array::from_fn(|i| acts[i].as_slice()));
+            let mut group = vec![Group4::default(); blocks];
+            decode4(std::array::from_fn(|r| ws[r].as_slice()), &mut group);
+            let prep: Vec<Vec<ActBlock>> = acts
+                .iter()
+                .map(|a| {
+                    let mut p = vec![ActBlock::default(); blocks];
+                    prepare_act(a, &mut p);
+                    p
+                })
+                .collect();
+            let tile = gemm_group4x4(
+                &group,
+                std::array::from_fn(|i| acts[i].as_slice()),
+                std::array::from_fn(|i| prep[i].as_slice()),
+            );
+            // The decoded codes are the file's: (code − 16) · d is what `dequantize` gives.
+            for (r, w) in ws.iter().enumerate() {
+                let mut y = vec![0f32; 32 * blocks];
+                dequantize(w, &mut y);
+                for (b, g) in group.iter().enumerate() {
+                    for (j, &c) in g.codes[r].iter().enumerate() {
+                        assert_eq!((c as i32 - 16) as f32 * g.d[r], y[32 * b + j]);
+                    }
+                }
+            }
             for (r, w) in ws.iter().enumerate() {
                 for (i, a) in acts.iter().enumerate() {
                     let want = TRAITS.dot(w, a).unwrap();
