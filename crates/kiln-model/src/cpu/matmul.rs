@@ -3,7 +3,7 @@
 use super::pool::SyncPtr;
 use super::{CpuAct, Pool};
 use kiln_quant::GgmlType;
-use kiln_quant::formats::q5_0;
+use kiln_quant::formats::{q4_k, q5_0};
 
 /// Activation rows a task keeps hot while it sweeps its weight rows.
 const ACT_TILE: usize = 16;
@@ -51,12 +51,16 @@ enum Order {
     /// (`dot4(w, xs)`, the same bits).
     Acts4(fn(&[u8], &[u8]) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
     /// Q5_0 by `vec_dot`'s order, its weight rows decoded four at a time once per task and
-    /// multiplied by four activation rows at a time ([`q5_0_task`], the same bits).
+    /// multiplied by four activation rows at a time ([`grouped_task`], the same bits).
     Q5_0Groups,
+    /// Q4_K repacked (rows a multiple of 8) with four or more activation rows: `Repacked`'s
+    /// orders, the weight rows decoded eight at a time once per task (`q4_k::decode8`) and the
+    /// GEMM's groups of four activation rows taken together ([`grouped_task`], the same bits).
+    Q4KGroups,
 }
 
 fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q4_k, q5_k, q6_k};
+    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q5_k, q6_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
         GgmlType::MXFP4 if packed => {
@@ -68,6 +72,7 @@ fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Ord
         GgmlType::BF16 if tinyblas && k.is_multiple_of(32) => Order::Kernel(bf16::dot_tinyblas),
         GgmlType::MXFP4 if rows.is_multiple_of(8) => Order::Rows8(kiln_quant::mxfp4::dot_rows8),
         GgmlType::Q4_0 if rows.is_multiple_of(8) => Order::Kernel(q4_0::dot_repacked),
+        GgmlType::Q4_K if rows.is_multiple_of(8) && batch >= 4 => Order::Q4KGroups,
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked, q4_k::dot_repacked4),
         GgmlType::Q4_K if batch >= 8 => Order::Kernel(q4_k::dot_tiled),
         GgmlType::Q6_K if batch >= 8 => Order::Acts4(q6_k::dot_tiled, q6_k::dot_tiled4),
@@ -139,6 +144,7 @@ pub(super) fn matmul(
     match order {
         Order::Rows8(_) | Order::Packed => chunk = chunk.next_multiple_of(8),
         Order::Q5_0Groups => chunk = chunk.next_multiple_of(4),
+        Order::Q4KGroups => chunk = chunk.next_multiple_of(8),
         _ => {}
     }
     let tasks = m.div_ceil(chunk);
@@ -148,10 +154,28 @@ pub(super) fn matmul(
         // which is not `Sync`).
         #[allow(clippy::redundant_locals)]
         let o = o;
-        if let Order::Q5_0Groups = order {
-            let rows = ci * chunk..((ci + 1) * chunk).min(m);
-            q5_0_task(w, wrb, rows, &xq, xrb, &prep, o, m);
-            return;
+        let rows = ci * chunk..((ci + 1) * chunk).min(m);
+        let wr = |j: usize| &w[j * wrb..(j + 1) * wrb];
+        let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
+        match order {
+            Order::Q5_0Groups => {
+                let nb = wrb / q5_0::BLOCK_BYTES;
+                let p = |i: usize| &prep[i * nb..(i + 1) * nb];
+                let tile = |g: &[q5_0::Group4], i: usize| -> [[f32; 4]; 4] {
+                    let t = q5_0::gemm_group4x4(g, std::array::from_fn(|a| x(i + a)), std::array::from_fn(|a| p(i + a)));
+                    std::array::from_fn(|a| std::array::from_fn(|r| t[r][a]))
+                };
+                let one = |j: usize, i: usize| q5_0::TRAITS.dot(wr(j), x(i)).unwrap_or(0.0);
+                let decode = |j: usize, g: &mut [q5_0::Group4]| q5_0::decode4(std::array::from_fn(|r| wr(j + r)), g);
+                return grouped_task(rows, n, nb, n, decode, tile, one, o, m);
+            }
+            Order::Q4KGroups => {
+                let tile = |g: &[q4_k::Group8], i: usize| q4_k::gemm_group8x4(g, std::array::from_fn(|a| x(i + a)));
+                let one = |j: usize, i: usize| q4_k::dot_repacked(wr(j), x(i), i < gemm_rows);
+                let decode = |j: usize, g: &mut [q4_k::Group8]| q4_k::decode8(std::array::from_fn(|r| wr(j + r)), g);
+                return grouped_task(rows, n, wrb / q4_k::BLOCK_BYTES, gemm_rows, decode, tile, one, o, m);
+            }
+            _ => {}
         }
         // Activation rows in tiles of ACT_TILE, so a tile stays in L1 while the task's weight
         // rows pass over it (each output is still one dot product: results do not change).
@@ -238,7 +262,7 @@ pub(super) fn matmul(
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Repacked(..) => unreachable!("handled above"),
                         Order::Kernel(dot) => dot(wr, xr),
-                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) | Order::Q5_0Groups => {
+                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) | Order::Q5_0Groups | Order::Q4KGroups => {
                             unreachable!("handled above")
                         }
                     };
@@ -250,62 +274,55 @@ pub(super) fn matmul(
     });
 }
 
-/// One task of a Q5_0 product: weight rows `rows` against every activation row (`xq`, Q8_0, and
-/// their `prep`ared blocks), written into `out` (`n × m`). The rows are decoded four at a time
-/// once, then each group passes over the activation rows a tile at a time, four rows per call;
-/// what is left over (a group's last activation rows, the task's last weight rows) goes one
-/// output at a time through `vec_dot`. Every output has the same bits either way.
+/// One task of a product whose weight rows are decoded `R` at a time: weight rows `rows` against
+/// the `n` activation rows, written into `out` (`n × m`). The task's whole groups of rows are
+/// decoded once (`decode(first row, blocks)`, `nb` blocks a row), then each group passes over the
+/// activation rows a tile at a time, four rows per `tile(group, first activation row)` call
+/// (`[activation][row]`) below `quad_end`; what is left over (activation rows at or past
+/// `quad_end` or short of four, the task's last rows short of a group) goes one output at a
+/// time through `one(row, activation row)`. Each caller's `tile` gives `one`'s bits.
 #[allow(clippy::too_many_arguments)]
-fn q5_0_task(
-    w: &[u8],
-    wrb: usize,
+fn grouped_task<const R: usize, B: Clone + Default>(
     rows: std::ops::Range<usize>,
-    xq: &[u8],
-    xrb: usize,
-    prep: &[q5_0::ActBlock],
+    n: usize,
+    nb: usize,
+    quad_end: usize,
+    decode: impl Fn(usize, &mut [B]),
+    tile: impl Fn(&[B], usize) -> [[f32; R]; 4],
+    one: impl Fn(usize, usize) -> f32,
     out: SyncPtr<f32>,
     m: usize,
 ) {
-    let nb = (wrb / q5_0::BLOCK_BYTES).max(1);
-    let n = xq.len() / xrb;
-    let wr = |j: usize| &w[j * wrb..(j + 1) * wrb];
-    let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
-    let dot = |j: usize, i: usize| q5_0::TRAITS.dot(wr(j), x(i)).unwrap_or(0.0);
-    let groups = rows.len() / 4;
-    let mut decoded = vec![q5_0::Group4::default(); groups * nb];
+    let nb = nb.max(1);
+    let groups = rows.len() / R;
+    let mut decoded = vec![B::default(); groups * nb];
     for (g, d) in decoded.chunks_exact_mut(nb).enumerate() {
-        let j = rows.start + 4 * g;
-        q5_0::decode4(std::array::from_fn(|r| wr(j + r)), d);
+        decode(rows.start + R * g, d);
     }
     // SAFETY (every write below): columns `rows` belong to this task alone; i < n, j < m.
     let put = |i: usize, j: usize, v: f32| unsafe { *out.0.add(i * m + j) = v };
     for i0 in (0..n).step_by(ACT_TILE) {
-        let tile = i0..(i0 + ACT_TILE).min(n);
+        let act_tile = i0..(i0 + ACT_TILE).min(n);
         for (g, d) in decoded.chunks_exact(nb).enumerate() {
-            let j = rows.start + 4 * g;
-            let mut i = tile.start;
-            while i + 4 <= tile.end {
-                let t = q5_0::gemm_group4x4(
-                    d,
-                    std::array::from_fn(|a| x(i + a)),
-                    std::array::from_fn(|a| &prep[(i + a) * nb..(i + a + 1) * nb]),
-                );
-                for (r, t) in t.iter().enumerate() {
-                    for (a, v) in t.iter().enumerate() {
+            let j = rows.start + R * g;
+            let mut i = act_tile.start;
+            while i + 4 <= act_tile.end.min(quad_end) {
+                for (a, t) in tile(d, i).iter().enumerate() {
+                    for (r, v) in t.iter().enumerate() {
                         put(i + a, j + r, *v);
                     }
                 }
                 i += 4;
             }
-            for i in i..tile.end {
-                for r in 0..4 {
-                    put(i, j + r, dot(j + r, i));
+            for i in i..act_tile.end {
+                for r in 0..R {
+                    put(i, j + r, one(j + r, i));
                 }
             }
         }
-        for j in rows.start + 4 * groups..rows.end {
-            for i in tile.clone() {
-                put(i, j, dot(j, i));
+        for j in rows.start + R * groups..rows.end {
+            for i in act_tile.clone() {
+                put(i, j, one(j, i));
             }
         }
     }

@@ -170,7 +170,7 @@ mod x86 {
     use super::*;
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
-    use crate::formats::common::x86::hsum_f32x8;
+    use crate::formats::common::x86::{hsum_f32x8, load32};
     use crate::formats::kquant_common::x86::{hsum_f32x4, load256};
 
     /// The SIMD dot product: per 64 values one 32-byte load of nibbles, two `maddubs` (u4 × i8
@@ -305,6 +305,67 @@ mod x86 {
         }
     }
 
+    /// [`super::gemm_group8x4`]'s body: per block and activation row, `d_w·d_y` and
+    /// `dmin_w·d_y` for the eight rows (one multiply each); per pair of sub-blocks, 16 `dpbusd`
+    /// of the codes against four activation bytes broadcast (four independent chains, exact),
+    /// the two sub-blocks' sums times their scales, and the minimum term; then the GEMM kernel's
+    /// two fused multiply-adds, each row in its lane.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    pub(super) unsafe fn group8x4<I: Isa>(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] {
+        let n = acts.iter().fold(w.len(), |n, a| n.min(a.len() / Q8K_BYTES));
+        // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
+        // features, and its caller checked them at run time.
+        unsafe {
+            let load8 = |v: &[i32; 8]| _mm256_loadu_si256(v.as_ptr().cast());
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc_min = [_mm256_setzero_ps(); 4];
+            for (k, g) in w[..n].iter().enumerate() {
+                let dw = _mm256_loadu_ps(g.d.as_ptr());
+                let dmw = _mm256_loadu_ps(g.dmin.as_ptr());
+                for i in 0..4 {
+                    let y = &acts[i][k * Q8K_BYTES..(k + 1) * Q8K_BYTES];
+                    let yd = _mm256_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
+                    let (d, dmin) = (_mm256_mul_ps(dw, yd), _mm256_mul_ps(dmw, yd));
+                    let four = |c: usize| _mm256_set1_epi32(i32::from_le_bytes([y[4 + 4 * c], y[5 + 4 * c], y[6 + 4 * c], y[7 + 4 * c]]));
+                    let bsum = |j: usize| i16::from_le_bytes([y[4 + QK_K + 2 * j], y[5 + QK_K + 2 * j]]) as i32;
+                    for p in 0..4 {
+                        // Chains 0, 1: the low sub-block (2p); 2, 3: the high one (2p + 1).
+                        let mut s = [_mm256_setzero_si256(); 4];
+                        for c in 0..4 {
+                            for (h, s) in s.chunks_exact_mut(2).enumerate() {
+                                for (e, s) in s.iter_mut().enumerate() {
+                                    let cc = 16 * p + 8 * h + 2 * c + e;
+                                    *s = I::dpbusd(*s, load32(&g.codes[cc]), four(cc));
+                                }
+                            }
+                        }
+                        let (lo, hi) = (_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]));
+                        let pair = _mm256_add_epi32(
+                            _mm256_mullo_epi32(lo, load8(&g.scales[2 * p])),
+                            _mm256_mullo_epi32(hi, load8(&g.scales[2 * p + 1])),
+                        );
+                        let (b01, b23) = (bsum(4 * p) + bsum(4 * p + 1), bsum(4 * p + 2) + bsum(4 * p + 3));
+                        let min = _mm256_add_epi32(
+                            _mm256_mullo_epi32(load8(&g.mins[2 * p]), _mm256_set1_epi32(b01)),
+                            _mm256_mullo_epi32(load8(&g.mins[2 * p + 1]), _mm256_set1_epi32(b23)),
+                        );
+                        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pair), d, acc[i]);
+                        acc_min[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(min), dmin, acc_min[i]);
+                    }
+                }
+            }
+            let mut out = [[0f32; 8]; 4];
+            for (o, (a, m)) in out.iter_mut().zip(acc.iter().zip(&acc_min)) {
+                // `o` is 32 writable bytes; `storeu` has no alignment requirement.
+                _mm256_storeu_ps(o.as_mut_ptr(), _mm256_sub_ps(*a, *m));
+            }
+            out
+        }
+    }
+
     /// The 4 × 4 transpose of `i32` lanes: lane `r` of result `i` is lane `i` of `v[r]`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -351,6 +412,80 @@ isa_kernel! {
     /// [`dot_repacked`] in the GEMM kernel's order (`per_pair`) for four activation rows at once,
     /// the weight block decoded once for the four; each output is `dot_repacked`'s, bit for bit.
     pub fn dot_repacked4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = x86::repacked4 else acts.map(|a| repacked_body(w, a, true, pair_ints))
+}
+
+/// Eight weight rows decoded for batch products ([`decode8`]), one block, laid out so that a
+/// 32-bit lane carries one row: `codes[c][4·r + e]` is row `r`'s nibble of value `4c + e`, and
+/// `scales[j][r]`, `mins[j][r]` are row `r`'s 6-bit scale and minimum of sub-block `j`. One
+/// `dpbusd` against four activation bytes broadcast then adds four products to each of the
+/// eight rows, with no horizontal sums.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Group8 {
+    pub codes: [[u8; 32]; QK_K / 4],
+    pub scales: [[i32; 8]; 8],
+    pub mins: [[i32; 8]; 8],
+    pub d: [f32; 8],
+    pub dmin: [f32; 8],
+}
+
+impl Default for Group8 {
+    fn default() -> Self {
+        Group8 { codes: [[0; 32]; QK_K / 4], scales: [[0; 8]; 8], mins: [[0; 8]; 8], d: [0.0; 8], dmin: [0.0; 8] }
+    }
+}
+
+/// Decodes eight rows of whole blocks into `out` (one [`Group8`] per block, as many as `out` and
+/// the shortest row allow).
+pub fn decode8(rows: [&[u8]; 8], out: &mut [Group8]) {
+    for (r, row) in rows.iter().enumerate() {
+        for (x, g) in row.chunks_exact(BLOCK_BYTES).zip(out.iter_mut()) {
+            let (sc, mn) = scales_mins_k4(&x[4..16]);
+            for j in 0..8 {
+                g.scales[j][r] = sc[j] as i32;
+                g.mins[j][r] = mn[j] as i32;
+            }
+            (g.d[r], g.dmin[r]) = (f16_at(x, 0), f16_at(x, 2));
+            for v in 0..QK_K {
+                // Value v is in pair v / 64: low nibbles for its first 32 values, high for the rest.
+                let q = x[16 + 32 * (v / 64) + v % 32];
+                g.codes[v / 4][4 * r + v % 4] = if v % 64 < 32 { q & 0xF } else { q >> 4 };
+            }
+        }
+    }
+}
+
+isa_kernel! {
+    /// A decoded group of eight weight rows ([`decode8`]) against four Q8_K activation rows:
+    /// `out[i][r]` is bit for bit [`dot_repacked`]`(row r, acts[i], true)` (ggml's repacked GEMM
+    /// order) — the same exact pair sums and minimum terms, the same products and fused
+    /// multiply-adds, with row `r`'s chain in lane `r`.
+    pub fn gemm_group8x4(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] = x86::group8x4 else group_scalar(w, acts)
+}
+
+/// [`gemm_group8x4`] without SIMD: [`repacked_body`]'s arithmetic on the decoded values.
+fn group_scalar(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] {
+    let mut out = [[0f32; 8]; 4];
+    for (o, act) in out.iter_mut().zip(acts) {
+        for (r, o) in o.iter_mut().enumerate() {
+            let (mut acc, mut acc_min) = (0f32, 0f32);
+            for (g, yb) in w.iter().zip(act.chunks_exact(Q8K_BYTES)) {
+                let y = Q8kBlock::new(yb);
+                let yd = f32::from_le_bytes([yb[0], yb[1], yb[2], yb[3]]);
+                let (d, dmin) = (g.d[r] * yd, g.dmin[r] * yd);
+                for p in 0..4 {
+                    let sub = |j: usize| (0..32).map(|l| g.codes[(32 * j + l) / 4][4 * r + l % 4] as i32 * y.q(32 * j + l)).sum::<i32>();
+                    let pair = g.scales[2 * p][r] * sub(2 * p) + g.scales[2 * p + 1][r] * sub(2 * p + 1);
+                    let b = |j: usize| y.bsums[j] as i32;
+                    let min = g.mins[2 * p][r] * (b(4 * p) + b(4 * p + 1)) + g.mins[2 * p + 1][r] * (b(4 * p + 2) + b(4 * p + 3));
+                    acc = (pair as f32).mul_add(d, acc);
+                    acc_min = (min as f32).mul_add(dmin, acc_min);
+                }
+            }
+            *o = acc - acc_min;
+        }
+    }
+    out
 }
 
 /// Q4_K · Q8_K summed as llama.cpp's tiled K-quant matrix product sums it
@@ -602,4 +737,44 @@ mod tests {
             assert!((got - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{per_pair}: {got} vs {exact}");
         }
     }
+
+    #[test]
+    fn decoded_groups_equal_repacked_gemm() {
+        let mut state = 0x4b_u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+        };
+        for blocks in [1usize, 3] {
+            let row = |next: &mut dyn FnMut() -> f32| {
+                let x: Vec<f32> = (0..QK_K * blocks).map(|_| next() * 3.0).collect();
+                let mut w = vec![0u8; BLOCK_BYTES * blocks];
+                quantize(&x, &mut w);
+                w
+            };
+            let ws: Vec<Vec<u8>> = (0..8).map(|_| row(&mut next)).collect();
+            let mut acts: Vec<Vec<u8>> = (0..4)
+                .map(|_| {
+                    let x: Vec<f32> = (0..QK_K * blocks).map(|_| next()).collect();
+                    let mut a = vec![0u8; Q8K_BYTES * blocks];
+                    super::super::q8_k::quantize(&x, &mut a);
+                    a
+                })
+                .collect();
+            // −128 activation bytes (bsums left as they are: the kernels read them, not recompute).
+            acts[2][4..4 + 40].fill(0x80);
+            let mut group = vec![Group8::default(); blocks];
+            decode8(std::array::from_fn(|r| ws[r].as_slice()), &mut group);
+            let got = gemm_group8x4(&group, std::array::from_fn(|i| acts[i].as_slice()));
+            let scalar = group_scalar(&group, std::array::from_fn(|i| acts[i].as_slice()));
+            for (i, a) in acts.iter().enumerate() {
+                for (r, w) in ws.iter().enumerate() {
+                    let want = dot_repacked(w, a, true).to_bits();
+                    assert_eq!(got[i][r].to_bits(), want, "{blocks} blocks, activation {i}, row {r}");
+                    assert_eq!(scalar[i][r].to_bits(), want, "scalar: {blocks} blocks, activation {i}, row {r}");
+                }
+            }
+        }
+    }
 }
+
