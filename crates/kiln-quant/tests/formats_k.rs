@@ -368,15 +368,21 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
                         ("repacked gemv", q4_k::dot_repacked(&w, &act, false)),
                         ("repacked gemm", gemm),
                     ]);
-                    // Four activation rows at once (another row among them): the same bits.
+                    // Eight rows decoded (this one and a second) against four activation rows
+                    // (another among them): the GEMM's bits.
                     let other = q8k_from_quants(0.5, &(0..n).map(|_| rng.next() as i8).collect::<Vec<_>>());
-                    let four = q4_k::dot_repacked4(&w, [&act, &other, &act, &other]);
-                    let other_one = q4_k::dot_repacked(&w, &other, true);
-                    assert_eq!(
-                        four.map(f32::to_bits),
-                        [gemm, other_one, gemm, other_one].map(f32::to_bits),
-                        "{ty} n={n}"
-                    );
+                    let mut w2 = rng.bytes(w.len());
+                    set_scales(ty, &mut w2, || rng.moderate_f16());
+                    let rows: [&[u8]; 8] = std::array::from_fn(|r| if r % 2 == 0 { w.as_slice() } else { w2.as_slice() });
+                    let mut group = vec![q4_k::Group8::default(); n / 256];
+                    q4_k::decode8(rows, &mut group);
+                    let tile = q4_k::gemm_group8x4(&group, [&act, &other, &act, &other]);
+                    for (i, a) in [&act, &other, &act, &other].into_iter().enumerate() {
+                        for (r, w) in rows.iter().enumerate() {
+                            let want = q4_k::dot_repacked(w, a, true);
+                            assert_eq!(tile[i][r].to_bits(), want.to_bits(), "{ty} n={n} activation {i} row {r}");
+                        }
+                    }
                 }
                 GgmlType::Q5_K => paths.push(("tiled", q5_k::dot_tiled(&w, &act))),
                 GgmlType::Q6_K => {

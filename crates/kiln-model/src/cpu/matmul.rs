@@ -38,8 +38,6 @@ fn rows_per_task(threads: usize, m: usize, n: usize, k: usize) -> usize {
 #[derive(Clone, Copy)]
 enum Order {
     VecDot,
-    /// `dot(w, x, in_gemm_group)`, and the GEMM group of four at once (`dot4(w, xs)`).
-    Repacked(fn(&[u8], &[u8], bool) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
     /// Another per-output summation order (`dot(w, x)`).
     Kernel(fn(&[u8], &[u8]) -> f32),
     /// Eight weight rows at a time (`dot(rows, x)`), each summed as `vec_dot` sums it.
@@ -53,9 +51,11 @@ enum Order {
     /// Q5_0 by `vec_dot`'s order, its weight rows decoded four at a time once per task and
     /// multiplied by four activation rows at a time ([`grouped_task`], the same bits).
     Q5_0Groups,
-    /// Q4_K repacked (rows a multiple of 8) with four or more activation rows: `Repacked`'s
-    /// orders, the weight rows decoded eight at a time once per task (`q4_k::decode8`) and the
-    /// GEMM's groups of four activation rows taken together ([`grouped_task`], the same bits).
+    /// Q4_K repacked (rows a multiple of 8) with four or more activation rows: the GEMM's order
+    /// for each group of four activation rows, the weight rows decoded eight at a time once per
+    /// task (`q4_k::decode8`, `gemm_group8x4`), and the GEMV's for the last `n % 4` rows
+    /// ([`grouped_task`]). With fewer rows, or batch-invariant, every row takes the GEMV's
+    /// (`Order::Kernel`).
     Q4KGroups,
 }
 
@@ -73,7 +73,7 @@ fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Ord
         GgmlType::MXFP4 if rows.is_multiple_of(8) => Order::Rows8(kiln_quant::mxfp4::dot_rows8),
         GgmlType::Q4_0 if rows.is_multiple_of(8) => Order::Kernel(q4_0::dot_repacked),
         GgmlType::Q4_K if rows.is_multiple_of(8) && batch >= 4 => Order::Q4KGroups,
-        GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Repacked(q4_k::dot_repacked, q4_k::dot_repacked4),
+        GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Kernel(|w, x| q4_k::dot_repacked(w, x, false)),
         GgmlType::Q4_K if batch >= 8 => Order::Kernel(q4_k::dot_tiled),
         GgmlType::Q6_K if batch >= 8 => Order::Acts4(q6_k::dot_tiled, q6_k::dot_tiled4),
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
@@ -138,8 +138,6 @@ pub(super) fn matmul(
             }
         });
     }
-    // ggml's repacked GEMM takes the activation rows in groups of four; the rest go through GEMV.
-    let gemm_rows = if invariant { 0 } else { n - n % 4 };
     let mut chunk = rows_per_task(pool.threads(), m, n, k);
     match order {
         Order::Rows8(_) | Order::Packed => chunk = chunk.next_multiple_of(8),
@@ -170,6 +168,8 @@ pub(super) fn matmul(
                 return grouped_task(rows, n, nb, n, decode, tile, one, o, m);
             }
             Order::Q4KGroups => {
+                // ggml's GEMM takes the activation rows in groups of four; the rest go through GEMV.
+                let gemm_rows = n - n % 4;
                 let tile = |g: &[q4_k::Group8], i: usize| q4_k::gemm_group8x4(g, std::array::from_fn(|a| x(i + a)));
                 let one = |j: usize, i: usize| q4_k::dot_repacked(wr(j), x(i), i < gemm_rows);
                 let decode = |j: usize, g: &mut [q4_k::Group8]| q4_k::decode8(std::array::from_fn(|r| wr(j + r)), g);
@@ -219,21 +219,16 @@ pub(super) fn matmul(
                 }
                 continue;
             }
-            // Four activation rows per call where the order allows (each output still its own
-            // dot product, bit for bit): the weight block is decoded once for the four.
-            let quad = match order {
-                Order::Acts4(_, dot4) => Some((dot4, n)),
-                Order::Repacked(_, dot4) => Some((dot4, gemm_rows)),
-                _ => None,
-            };
-            if let Some((dot4, quad_end)) = quad {
+            // Four activation rows per call (each output still its own dot product, bit for
+            // bit): the weight block is decoded once for the four.
+            if let Order::Acts4(dot, dot4) = order {
                 let rows = i0..(i0 + ACT_TILE).min(n);
                 for j in ci * chunk..((ci + 1) * chunk).min(m) {
                     let wr = &w[j * wrb..(j + 1) * wrb];
                     let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
                     let mut i = rows.start;
                     while i < rows.end {
-                        if i + 4 <= rows.end.min(quad_end) {
+                        if i + 4 <= rows.end {
                             let d = dot4(wr, [x(i), x(i + 1), x(i + 2), x(i + 3)]);
                             for (r, d) in d.into_iter().enumerate() {
                                 // SAFETY: column j belongs to this task alone; i + r < n, j < m.
@@ -241,13 +236,8 @@ pub(super) fn matmul(
                             }
                             i += 4;
                         } else {
-                            let d = match order {
-                                Order::Repacked(dot, _) => dot(wr, x(i), i < gemm_rows),
-                                Order::Acts4(dot, _) => dot(wr, x(i)),
-                                _ => unreachable!("only these two come in fours"),
-                            };
                             // SAFETY: as above.
-                            unsafe { *o.0.add(i * m + j) = d };
+                            unsafe { *o.0.add(i * m + j) = dot(wr, x(i)) };
                             i += 1;
                         }
                     }
@@ -260,7 +250,6 @@ pub(super) fn matmul(
                     let xr = &xq[i * xrb..(i + 1) * xrb];
                     let d = match order {
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
-                        Order::Repacked(..) => unreachable!("handled above"),
                         Order::Kernel(dot) => dot(wr, xr),
                         Order::Rows8(_) | Order::Packed | Order::Acts4(..) | Order::Q5_0Groups | Order::Q4KGroups => {
                             unreachable!("handled above")

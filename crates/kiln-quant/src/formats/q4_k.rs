@@ -225,86 +225,6 @@ mod x86 {
         }
     }
 
-    /// [`super::dot_repacked4`]: the weight block's scales, minimums and nibbles decoded once;
-    /// each activation row's four pair sums (reduced together) and minimum terms (one `madd` of
-    /// the `bsums`); then the GEMM kernel's two chains of [`repacked_body`] with `per_pair` for
-    /// the four rows at once, lane `r` of a 4-lane vector carrying row `r`'s chain (the same
-    /// conversions and fused multiply-adds, in the same order, as the scalar chains).
-    ///
-    /// # Safety
-    /// As [`dot`].
-    #[inline(always)]
-    pub(super) unsafe fn repacked4<I: Isa>(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-        // SAFETY: the entry point this body is inlined into enables AVX2,
-        // FMA, F16C and `I`'s features, and its caller checked them at run time.
-        unsafe {
-            let m4 = _mm256_set1_epi8(0xF);
-            let n = acts.iter().fold(w.len() / BLOCK_BYTES, |n, a| n.min(a.len() / Q8K_BYTES));
-            let (mut acc, mut acc_min) = (_mm_setzero_ps(), _mm_setzero_ps());
-            for k in 0..n {
-                let x = &w[k * BLOCK_BYTES..(k + 1) * BLOCK_BYTES];
-                let (sc, mn) = scales_mins_k4(&x[4..16]);
-                let mut q = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
-                for (i, q) in q.iter_mut().enumerate() {
-                    let q4 = load256(x, 16 + 32 * i);
-                    *q = (_mm256_and_si256(q4, m4), _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4));
-                }
-                let mut scales = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
-                for (i, s) in scales.iter_mut().enumerate() {
-                    *s = (_mm256_set1_epi16(sc[2 * i] as i16), _mm256_set1_epi16(sc[2 * i + 1] as i16));
-                }
-                // Each minimum twice, lined up with the 16 bsums (two per 32-value sub-block).
-                let mn8 = _mm_set_epi64x(0, u64::from_le_bytes(mn) as i64);
-                let mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn8, mn8));
-                // Per row r: lane i of `pairs[r]` = pair i's sum; lane k of `mins[r]` =
-                // mn[k]·(bsum 2k + bsum 2k+1).
-                let mut pairs = [_mm_setzero_si128(); 4];
-                let mut mins = [_mm256_setzero_si256(); 4];
-                let mut yd = [0f32; 4];
-                for r in 0..4 {
-                    let yb = &acts[r][k * Q8K_BYTES..(k + 1) * Q8K_BYTES];
-                    yd[r] = f32::from_le_bytes([yb[0], yb[1], yb[2], yb[3]]);
-                    let mut v = [_mm256_setzero_si256(); 4];
-                    for (i, v) in v.iter_mut().enumerate() {
-                        let ((ql, qh), (sl, sh)) = (q[i], scales[i]);
-                        // Nibble ≤ 15, so a pair sum is at most 2·15·128: no i16 saturation.
-                        let pl = _mm256_maddubs_epi16(ql, load256(yb, 4 + 64 * i));
-                        let ph = _mm256_maddubs_epi16(qh, load256(yb, 4 + 64 * i + 32));
-                        *v = I::dpwssd(I::dpwssd(_mm256_setzero_si256(), sl, pl), sh, ph);
-                    }
-                    pairs[r] = sum_lanes4(v);
-                    mins[r] = _mm256_madd_epi16(load256(yb, 4 + QK_K), mins16);
-                }
-                // Rows into lanes: by_pair[i] = pair i's sum of rows 0..4; likewise the minimum terms
-                // (lanes 2i and 2i + 1 of `mins[r]` summed by the horizontal adds).
-                let by_pair = transpose4(pairs);
-                let m01 = _mm256_hadd_epi32(mins[0], mins[1]);
-                let m23 = _mm256_hadd_epi32(mins[2], mins[3]);
-                let (lo01, hi01) = (_mm256_castsi256_si128(m01), _mm256_extracti128_si256::<1>(m01));
-                let (lo23, hi23) = (_mm256_castsi256_si128(m23), _mm256_extracti128_si256::<1>(m23));
-                let even = |a: __m128i, b: __m128i| {
-                    _mm_castps_si128(_mm_shuffle_ps::<0b10_00_10_00>(_mm_castsi128_ps(a), _mm_castsi128_ps(b)))
-                };
-                let odd = |a: __m128i, b: __m128i| {
-                    _mm_castps_si128(_mm_shuffle_ps::<0b11_01_11_01>(_mm_castsi128_ps(a), _mm_castsi128_ps(b)))
-                };
-                let min_by_pair = [even(lo01, lo23), odd(lo01, lo23), even(hi01, hi23), odd(hi01, hi23)];
-                // `yd` is 16 readable bytes; `loadu` has no alignment requirement.
-                let yd = _mm_loadu_ps(yd.as_ptr());
-                let d = _mm_mul_ps(_mm_set1_ps(f16_at(x, 0)), yd);
-                let dmin = _mm_mul_ps(_mm_set1_ps(f16_at(x, 2)), yd);
-                for i in 0..4 {
-                    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(by_pair[i]), d, acc);
-                    acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(min_by_pair[i]), dmin, acc_min);
-                }
-            }
-            let mut out = [0f32; 4];
-            // `out` is 16 writable bytes; `storeu` has no alignment requirement.
-            _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc, acc_min));
-            out
-        }
-    }
-
     /// [`super::gemm_group8x4`]'s body: per block and activation row, `d_w·d_y` and
     /// `dmin_w·d_y` for the eight rows (one multiply each); per pair of sub-blocks, 16 `dpbusd`
     /// of the codes against four activation bytes broadcast (four independent chains, exact),
@@ -366,26 +286,6 @@ mod x86 {
         }
     }
 
-    /// The 4 × 4 transpose of `i32` lanes: lane `r` of result `i` is lane `i` of `v[r]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn transpose4(v: [__m128i; 4]) -> [__m128i; 4] {
-        let t0 = _mm_unpacklo_epi32(v[0], v[1]); // v0[0] v1[0] v0[1] v1[1]
-        let t1 = _mm_unpacklo_epi32(v[2], v[3]); // v2[0] v3[0] v2[1] v3[1]
-        let t2 = _mm_unpackhi_epi32(v[0], v[1]); // v0[2] v1[2] v0[3] v1[3]
-        let t3 = _mm_unpackhi_epi32(v[2], v[3]); // v2[2] v3[2] v2[3] v3[3]
-        [_mm_unpacklo_epi64(t0, t1), _mm_unpackhi_epi64(t0, t1), _mm_unpacklo_epi64(t2, t3), _mm_unpackhi_epi64(t2, t3)]
-    }
-
-    /// Lane `i` of the result is the sum of the eight `i32` lanes of `v[i]` (wrapping; exact
-    /// here): four horizontal sums done together.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn sum_lanes4(v: [__m256i; 4]) -> __m128i {
-        let t = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-        _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t))
-    }
-
     dot_entry_points!(dot);
 }
 
@@ -406,12 +306,6 @@ pub fn dot_repacked(w: &[u8], act: &[u8], per_pair: bool) -> f32 {
         return unsafe { x86_orders::dot_repacked(w, act, per_pair) };
     }
     repacked_body(w, act, per_pair, pair_ints)
-}
-
-isa_kernel! {
-    /// [`dot_repacked`] in the GEMM kernel's order (`per_pair`) for four activation rows at once,
-    /// the weight block decoded once for the four; each output is `dot_repacked`'s, bit for bit.
-    pub fn dot_repacked4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = x86::repacked4 else acts.map(|a| repacked_body(w, a, true, pair_ints))
 }
 
 /// Eight weight rows decoded for batch products ([`decode8`]), one block, laid out so that a
