@@ -1,8 +1,9 @@
 //! Runtime CPU feature detection for the dot product kernels.
 //!
 //! Two environment variables, read once (the first time a kernel is chosen), turn paths off:
-//! `KILN_NO_SIMD` disables every SIMD kernel (scalar only), `KILN_NO_VNNI` only the AVX-512 VNNI
-//! ones (so the AVX2 kernels can be run and benchmarked on a CPU that has VNNI).
+//! `KILN_NO_SIMD` disables every SIMD kernel (scalar only), `KILN_NO_VNNI` only the AVX-512 ones
+//! (the VNNI kernels and [`has_avx512f`]'s users; so the AVX2 kernels can be run and benchmarked
+//! on a CPU that has AVX-512).
 
 /// True when the CPU has AVX2, FMA and F16C (checked once; `std` caches the answer) and the
 /// `KILN_NO_SIMD` environment variable was not set when first asked. Every AVX2 kernel in this
@@ -18,6 +19,26 @@ pub fn has_avx2_fma() -> bool {
                 && std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// True when [`has_avx2_fma`] is, the CPU (and the OS, which must save the AVX-512 registers)
+/// supports AVX512F, and `KILN_NO_VNNI` was not set when first asked: kernels on 512-bit
+/// registers with AVX2 and FMA besides (kiln-model's f32 attention for grouped heads).
+pub fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            has_avx2_fma()
+                && std::env::var_os("KILN_NO_VNNI").is_none()
+                && std::arch::is_x86_feature_detected!("avx512f")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -373,7 +373,8 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
                     let other = q8k_from_quants(0.5, &(0..n).map(|_| rng.next() as i8).collect::<Vec<_>>());
                     let mut w2 = rng.bytes(w.len());
                     set_scales(ty, &mut w2, || rng.moderate_f16());
-                    let rows: [&[u8]; 8] = std::array::from_fn(|r| if r % 2 == 0 { w.as_slice() } else { w2.as_slice() });
+                    let rows: [&[u8]; 8] =
+                        std::array::from_fn(|r| if r % 2 == 0 { w.as_slice() } else { w2.as_slice() });
                     let mut group = vec![q4_k::Group8::default(); n / 256];
                     q4_k::decode8(rows, &mut group);
                     let tile = q4_k::gemm_group8x4(&group, [&act, &other, &act, &other]);

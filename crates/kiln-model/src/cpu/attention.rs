@@ -74,6 +74,56 @@ pub(super) fn attention(
     // The tiled path reads every key and value of a sequence once per query row and head; widen
     // them from f16 once per call instead (exact, so the results do not change).
     let widened: Vec<Widened> = if tiled { widen(kv, layer, rows, p) } else { Vec::new() };
+    // With AVX-512, the tiled path takes the heads that share a KV head together, up to four at
+    // a time: one task per (row, KV head).
+    #[cfg(target_arch = "x86_64")]
+    if tiled && hdv.is_multiple_of(64) && group > 1 && kiln_quant::simd::has_avx512f() {
+        pool.chunks_mut(&mut out.data, group * hdv, |task, o| {
+            let (i, kvh) = (task / p.n_head_kv, task % p.n_head_kv);
+            let r = &rows[i];
+            let lo = p.window.map_or(0, |w| (r.pos + 1).saturating_sub(w));
+            let wd =
+                widened.iter().find(|w| std::ptr::eq(w.blocks, r.blocks)).expect("every row's sequence is widened");
+            let tile = |t0: usize| {
+                let base = ((kvh * wd.n_tiles) + t0 / KV_TILE) * hd * KV_TILE;
+                &wd.kt[base..base + hd * KV_TILE]
+            };
+            let value = |t: usize| &wd.v[t * vw + kvh * hdv..t * vw + (kvh + 1) * hdv];
+            let q = |h: usize| &q.data[i * q.cols + h * hd..i * q.cols + (h + 1) * hd];
+            let sink = |h: usize| sinks.map(|s| s[h]);
+            let mut h = kvh * group;
+            for o in o.chunks_mut(4 * hdv) {
+                let range = lo..=r.pos;
+                // SAFETY: AVX-512F, AVX2 and FMA were detected at run time.
+                unsafe {
+                    match o.len() / hdv {
+                        4 => attend_f32_heads(
+                            [q(h), q(h + 1), q(h + 2), q(h + 3)],
+                            range,
+                            tile,
+                            value,
+                            p.scale,
+                            [sink(h), sink(h + 1), sink(h + 2), sink(h + 3)],
+                            o,
+                        ),
+                        3 => attend_f32_heads(
+                            [q(h), q(h + 1), q(h + 2)],
+                            range,
+                            tile,
+                            value,
+                            p.scale,
+                            [sink(h), sink(h + 1), sink(h + 2)],
+                            o,
+                        ),
+                        2 => attend_f32_heads([q(h), q(h + 1)], range, tile, value, p.scale, [sink(h), sink(h + 1)], o),
+                        _ => attend_f32_heads([q(h)], range, tile, value, p.scale, [sink(h)], o),
+                    }
+                }
+                h += o.len() / hdv;
+            }
+        });
+        return;
+    }
     // One task per (row, head).
     pool.chunks_mut(&mut out.data, hdv, |task, o| {
         let (i, h) = (task / p.n_head, task % p.n_head);
@@ -219,38 +269,155 @@ fn attend_f32_body<'a>(
                 *s = qd.mul_add(*k, *s);
             }
         }
-        for (t, (w, s)) in w.iter_mut().zip(&s).enumerate() {
-            *w = if valid.contains(&(t0 + t)) { s * scale } else { f32::NEG_INFINITY };
-        }
-        let tile_max = w.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            acc.iter_mut().for_each(|v| *v *= ms);
-            sum *= ms;
-        }
-        m = m_new;
-        // `ggml_vec_soft_max_f32`: 16 lanes at a time, each group reduced as `_mm512_reduce_add_ps`.
-        let mut tile_sum = 0f64;
-        for lanes in w.as_chunks_mut::<16>().0 {
-            for s in lanes.iter_mut() {
-                *s = super::unary::expf_v(*s - m);
-            }
-            tile_sum += reduce16(lanes) as f64;
-        }
-        sum = (sum as f64 + tile_sum) as f32;
+        tile_weights(&s, t0, &valid, scale, &mut m, &mut sum, &mut acc, &mut w);
         for t in valid {
             let p = w[t - t0];
             acc.iter_mut().zip(value(t)).for_each(|(a, v)| *a = p.mul_add(*v, *a));
         }
     }
+    finish_f32(sink, m, sum, &mut acc, out);
+}
+
+/// The tiled path's softmax step for one head and tile: the scores `s` scaled (masked outside
+/// `valid`), the running maximum `m` and sum `sum` updated (the accumulator `acc` rescaled when
+/// the maximum grows), and the tile's weights into `w`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tile_weights(
+    s: &[f32; KV_TILE],
+    t0: usize,
+    valid: &std::ops::Range<usize>,
+    scale: f32,
+    m: &mut f32,
+    sum: &mut f32,
+    acc: &mut [f32],
+    w: &mut [f32; KV_TILE],
+) {
+    for (t, (w, s)) in w.iter_mut().zip(s).enumerate() {
+        *w = if valid.contains(&(t0 + t)) { s * scale } else { f32::NEG_INFINITY };
+    }
+    let tile_max = w.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let m_new = m.max(tile_max);
+    if m_new > *m {
+        let ms = (*m - m_new).exp();
+        acc.iter_mut().for_each(|v| *v *= ms);
+        *sum *= ms;
+    }
+    *m = m_new;
+    // `ggml_vec_soft_max_f32`: 16 lanes at a time, each group reduced as `_mm512_reduce_add_ps`.
+    let mut tile_sum = 0f64;
+    for lanes in w.as_chunks_mut::<16>().0 {
+        for s in lanes.iter_mut() {
+            *s = super::unary::expf_v(*s - *m);
+        }
+        tile_sum += reduce16(lanes) as f64;
+    }
+    *sum = (*sum as f64 + tile_sum) as f32;
+}
+
+/// The tiled path's end for one head: the sink folded in, the accumulator normalized into `out`.
+#[inline(always)]
+fn finish_f32(sink: Option<f32>, mut m: f32, mut sum: f32, acc: &mut [f32], out: &mut [f32]) {
     if let Some(s) = sink {
         // GCC fuses the tiled kernel's `S*ms + vs` (but not the one-chunk kernel's).
-        apply_sink(s, &mut m, &mut sum, &mut acc, true);
+        apply_sink(s, &mut m, &mut sum, acc, true);
     }
     let inv = 1.0 / sum;
-    for (o, a) in out.iter_mut().zip(&acc) {
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
         *o = a * inv;
+    }
+}
+
+/// [`attend_f32`] for `N` query heads that share a KV head (grouped-query attention) at once, on
+/// 512-bit registers: each tile of keys and each value row is loaded once for the `N` heads, and
+/// the values are accumulated 64 dimensions at a time in registers across a tile's positions
+/// (`head_dim_v` must be a multiple of 64). Every head's arithmetic is `attend_f32`'s, element
+/// by element in the same order — the same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA ([`kiln_quant::simd::has_avx512f`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+// Indexed loops: `[h][j]` names a head's register, as the layout above describes.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn attend_f32_heads<'a, const N: usize>(
+    qs: [&[f32]; N],
+    range: std::ops::RangeInclusive<usize>,
+    tile: impl Fn(usize) -> &'a [f32],
+    value: impl Fn(usize) -> &'a [f32],
+    scale: f32,
+    sinks: [Option<f32>; N],
+    outs: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let hdv = outs.len() / N;
+    assert!(hdv.is_multiple_of(64), "values in runs of 64 dimensions");
+    let hd = qs[0].len();
+    let (lo, hi) = (*range.start(), *range.end());
+    let mut acc = vec![0f32; N * hdv];
+    let mut w = [[0f32; KV_TILE]; N];
+    let (mut m, mut sum) = ([f32::NEG_INFINITY; N], [0f32; N]);
+    for t0 in (lo / KV_TILE * KV_TILE..=hi).step_by(KV_TILE) {
+        let valid = t0.max(lo)..(t0 + KV_TILE).min(hi + 1);
+        let kt = &tile(t0)[..hd * KV_TILE];
+        // Scores: head h's 64 chains in s[h] (four registers), one tile row of keys per step.
+        let mut s = [[_mm512_setzero_ps(); 4]; N];
+        for d in 0..hd {
+            let row = &kt[d * KV_TILE..(d + 1) * KV_TILE];
+            let mut k = [_mm512_setzero_ps(); 4];
+            for (j, k) in k.iter_mut().enumerate() {
+                // SAFETY: `row` has 64 floats; j · 16 + 16 ≤ 64.
+                *k = unsafe { _mm512_loadu_ps(row.as_ptr().add(16 * j)) };
+            }
+            for h in 0..N {
+                let qd = _mm512_set1_ps(qs[h][d]);
+                for j in 0..4 {
+                    s[h][j] = _mm512_fmadd_ps(qd, k[j], s[h][j]);
+                }
+            }
+        }
+        for h in 0..N {
+            let mut sh = [0f32; KV_TILE];
+            for j in 0..4 {
+                // SAFETY: `sh` has 64 floats; j · 16 + 16 ≤ 64.
+                unsafe { _mm512_storeu_ps(sh.as_mut_ptr().add(16 * j), s[h][j]) };
+            }
+            let acc = &mut acc[h * hdv..(h + 1) * hdv];
+            tile_weights(&sh, t0, &valid, scale, &mut m[h], &mut sum[h], acc, &mut w[h]);
+        }
+        // Values: 64 dimensions of every head in registers while the tile's positions pass.
+        for c in (0..hdv).step_by(64) {
+            let mut a = [[_mm512_setzero_ps(); 4]; N];
+            for h in 0..N {
+                for j in 0..4 {
+                    // SAFETY: h · hdv + c + 64 ≤ N · hdv = acc.len().
+                    a[h][j] = unsafe { _mm512_loadu_ps(acc.as_ptr().add(h * hdv + c + 16 * j)) };
+                }
+            }
+            for t in valid.clone() {
+                let v = &value(t)[c..c + 64];
+                let mut vv = [_mm512_setzero_ps(); 4];
+                for (j, vv) in vv.iter_mut().enumerate() {
+                    // SAFETY: `v` has 64 floats.
+                    *vv = unsafe { _mm512_loadu_ps(v.as_ptr().add(16 * j)) };
+                }
+                for h in 0..N {
+                    let p = _mm512_set1_ps(w[h][t - t0]);
+                    for j in 0..4 {
+                        a[h][j] = _mm512_fmadd_ps(p, vv[j], a[h][j]);
+                    }
+                }
+            }
+            for h in 0..N {
+                for j in 0..4 {
+                    // SAFETY: as the loads above.
+                    unsafe { _mm512_storeu_ps(acc.as_mut_ptr().add(h * hdv + c + 16 * j), a[h][j]) };
+                }
+            }
+        }
+    }
+    for (h, (acc, out)) in acc.chunks_exact_mut(hdv).zip(outs.chunks_exact_mut(hdv)).enumerate() {
+        finish_f32(sinks[h], m[h], sum[h], acc, out);
     }
 }
 
@@ -507,5 +674,43 @@ mod tests {
         assert!((out[0] as f64 - want).abs() < 1e-6, "{}", out[0]);
         attend_f16(&[1.0], 0..=1, None, |t| &keys[t][..], |t| &vals[t][..], 0.5, None, &mut out);
         assert!((out[0] as f64 - want).abs() < 1e-3, "{}", out[0]);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn grouped_heads_equal_one_head_at_a_time() {
+        if !kiln_quant::simd::has_avx512f() {
+            eprintln!("attend_f32_heads not tested: this CPU lacks AVX-512F (or KILN_NO_VNNI is set)");
+            return;
+        }
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+        };
+        let (hd, hdv, n) = (40usize, 128usize, 150usize);
+        let tiles = n.div_ceil(KV_TILE);
+        let kt: Vec<f32> = (0..tiles * hd * KV_TILE).map(|_| next() * 2.0).collect();
+        let v: Vec<f32> = (0..n * hdv).map(|_| next()).collect();
+        let qs: Vec<Vec<f32>> = (0..3).map(|_| (0..hd).map(|_| next() * 3.0).collect()).collect();
+        let tile = |t0: usize| &kt[t0 / KV_TILE * hd * KV_TILE..(t0 / KV_TILE + 1) * hd * KV_TILE];
+        let value = |t: usize| &v[t * hdv..(t + 1) * hdv];
+        // Windows that start inside a tile, end inside one, and a sink on one head.
+        for range in [0..=n - 1, 37..=n - 1, 70..=100] {
+            let sinks = [None, Some(1.5), None];
+            let mut got = vec![0f32; 3 * hdv];
+            // SAFETY: AVX-512F, AVX2 and FMA were detected above.
+            unsafe { attend_f32_heads([&qs[0][..], &qs[1], &qs[2]], range.clone(), tile, value, 0.3, sinks, &mut got) };
+            for h in 0..3 {
+                let mut want = vec![0f32; hdv];
+                attend_f32(&qs[h], range.clone(), tile, value, 0.3, sinks[h], &mut want);
+                let got = &got[h * hdv..(h + 1) * hdv];
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "head {h}, {range:?}"
+                );
+            }
+        }
     }
 }

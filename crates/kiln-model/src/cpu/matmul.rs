@@ -160,7 +160,8 @@ pub(super) fn matmul(
                 let nb = wrb / q5_0::BLOCK_BYTES;
                 let p = |i: usize| &prep[i * nb..(i + 1) * nb];
                 let tile = |g: &[q5_0::Group4], i: usize| -> [[f32; 4]; 4] {
-                    let t = q5_0::gemm_group4x4(g, std::array::from_fn(|a| x(i + a)), std::array::from_fn(|a| p(i + a)));
+                    let t =
+                        q5_0::gemm_group4x4(g, std::array::from_fn(|a| x(i + a)), std::array::from_fn(|a| p(i + a)));
                     std::array::from_fn(|a| std::array::from_fn(|r| t[r][a]))
                 };
                 let one = |j: usize, i: usize| q5_0::TRAITS.dot(wr(j), x(i)).unwrap_or(0.0);

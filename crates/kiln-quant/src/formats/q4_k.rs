@@ -249,7 +249,9 @@ mod x86 {
                     let y = &acts[i][k * Q8K_BYTES..(k + 1) * Q8K_BYTES];
                     let yd = _mm256_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
                     let (d, dmin) = (_mm256_mul_ps(dw, yd), _mm256_mul_ps(dmw, yd));
-                    let four = |c: usize| _mm256_set1_epi32(i32::from_le_bytes([y[4 + 4 * c], y[5 + 4 * c], y[6 + 4 * c], y[7 + 4 * c]]));
+                    let four = |c: usize| {
+                        _mm256_set1_epi32(i32::from_le_bytes([y[4 + 4 * c], y[5 + 4 * c], y[6 + 4 * c], y[7 + 4 * c]]))
+                    };
                     let bsum = |j: usize| i16::from_le_bytes([y[4 + QK_K + 2 * j], y[5 + QK_K + 2 * j]]) as i32;
                     for p in 0..4 {
                         // Chains 0, 1: the low sub-block (2p); 2, 3: the high one (2p + 1).
@@ -368,10 +370,13 @@ fn group_scalar(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] {
                 let yd = f32::from_le_bytes([yb[0], yb[1], yb[2], yb[3]]);
                 let (d, dmin) = (g.d[r] * yd, g.dmin[r] * yd);
                 for p in 0..4 {
-                    let sub = |j: usize| (0..32).map(|l| g.codes[(32 * j + l) / 4][4 * r + l % 4] as i32 * y.q(32 * j + l)).sum::<i32>();
+                    let sub = |j: usize| {
+                        (0..32).map(|l| g.codes[(32 * j + l) / 4][4 * r + l % 4] as i32 * y.q(32 * j + l)).sum::<i32>()
+                    };
                     let pair = g.scales[2 * p][r] * sub(2 * p) + g.scales[2 * p + 1][r] * sub(2 * p + 1);
                     let b = |j: usize| y.bsums[j] as i32;
-                    let min = g.mins[2 * p][r] * (b(4 * p) + b(4 * p + 1)) + g.mins[2 * p + 1][r] * (b(4 * p + 2) + b(4 * p + 3));
+                    let min = g.mins[2 * p][r] * (b(4 * p) + b(4 * p + 1))
+                        + g.mins[2 * p + 1][r] * (b(4 * p + 2) + b(4 * p + 3));
                     acc = (pair as f32).mul_add(d, acc);
                     acc_min = (min as f32).mul_add(dmin, acc_min);
                 }
@@ -671,4 +676,3 @@ mod tests {
         }
     }
 }
-
