@@ -389,10 +389,22 @@ fn check_dots(ty: GgmlType, seed: u64, raw_activations: bool) {
                 GgmlType::Q6_K => {
                     let tiled = q6_k::dot_tiled(&w, &act);
                     paths.push(("tiled", tiled));
+                    // Eight rows decoded (this one and a second) against four activation rows
+                    // (another among them): the tiled order's bits.
                     let other = q8k_from_quants(0.5, &(0..n).map(|_| rng.next() as i8).collect::<Vec<_>>());
-                    let four = q6_k::dot_tiled4(&w, [&other, &act, &act, &other]);
-                    let o = q6_k::dot_tiled(&w, &other);
-                    assert_eq!(four.map(f32::to_bits), [o, tiled, tiled, o].map(f32::to_bits), "{ty} n={n}");
+                    let mut w2 = rng.bytes(w.len());
+                    set_scales(ty, &mut w2, || rng.moderate_f16());
+                    let rows: [&[u8]; 8] =
+                        std::array::from_fn(|r| if r % 2 == 0 { w.as_slice() } else { w2.as_slice() });
+                    let mut group = vec![q6_k::Group8::default(); n / 256];
+                    q6_k::decode8(rows, &mut group);
+                    let tile = q6_k::gemm_group8x4(&group, [&other, &act, &act, &other]);
+                    for (i, a) in [&other, &act, &act, &other].into_iter().enumerate() {
+                        for (r, w) in rows.iter().enumerate() {
+                            let want = q6_k::dot_tiled(w, a);
+                            assert_eq!(tile[i][r].to_bits(), want.to_bits(), "{ty} n={n} activation {i} row {r}");
+                        }
+                    }
                 }
                 _ => {}
             }

@@ -3,7 +3,7 @@
 use super::pool::SyncPtr;
 use super::{CpuAct, Pool};
 use kiln_quant::GgmlType;
-use kiln_quant::formats::{q4_k, q5_0};
+use kiln_quant::formats::{q4_k, q5_0, q6_k};
 
 /// Activation rows a task keeps hot while it sweeps its weight rows.
 const ACT_TILE: usize = 16;
@@ -45,9 +45,6 @@ enum Order {
     /// MXFP4 packed in groups of eight rows (`kiln_quant::mxfp4::pack8`): one group against one
     /// or four activation rows per call.
     Packed,
-    /// Another per-output order (`dot(w, x)`) that also comes four activation rows at a time
-    /// (`dot4(w, xs)`, the same bits).
-    Acts4(fn(&[u8], &[u8]) -> f32, fn(&[u8], [&[u8]; 4]) -> [f32; 4]),
     /// Q5_0 by `vec_dot`'s order, its weight rows decoded four at a time once per task and
     /// multiplied by four activation rows at a time ([`grouped_task`], the same bits).
     Q5_0Groups,
@@ -57,10 +54,14 @@ enum Order {
     /// ([`grouped_task`]). With fewer rows, or batch-invariant, every row takes the GEMV's
     /// (`Order::Kernel`).
     Q4KGroups,
+    /// Q6_K in the tiled order (8 or more activation rows), the weight rows decoded eight at a
+    /// time once per task (`q6_k::decode8`) against four activation rows at a time
+    /// (`gemm_group8x4`; [`grouped_task`], the same bits).
+    Q6KGroups,
 }
 
 fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Order {
-    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q5_k, q6_k};
+    use kiln_quant::formats::{bf16, f16, f32, q3_k, q4_0, q5_k};
     let tinyblas = batch >= 2 && k.is_multiple_of(16) && rows.is_multiple_of(4);
     match ty {
         GgmlType::MXFP4 if packed => {
@@ -75,7 +76,7 @@ fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Ord
         GgmlType::Q4_K if rows.is_multiple_of(8) && batch >= 4 => Order::Q4KGroups,
         GgmlType::Q4_K if rows.is_multiple_of(8) => Order::Kernel(|w, x| q4_k::dot_repacked(w, x, false)),
         GgmlType::Q4_K if batch >= 8 => Order::Kernel(q4_k::dot_tiled),
-        GgmlType::Q6_K if batch >= 8 => Order::Acts4(q6_k::dot_tiled, q6_k::dot_tiled4),
+        GgmlType::Q6_K if batch >= 8 => Order::Q6KGroups,
         GgmlType::Q5_K if batch >= 8 => Order::Kernel(q5_k::dot_tiled),
         GgmlType::Q3_K if batch >= 8 => Order::Kernel(q3_k::dot_tiled),
         GgmlType::Q5_0 if batch >= 4 => Order::Q5_0Groups,
@@ -142,7 +143,7 @@ pub(super) fn matmul(
     match order {
         Order::Rows8(_) | Order::Packed => chunk = chunk.next_multiple_of(8),
         Order::Q5_0Groups => chunk = chunk.next_multiple_of(4),
-        Order::Q4KGroups => chunk = chunk.next_multiple_of(8),
+        Order::Q4KGroups | Order::Q6KGroups => chunk = chunk.next_multiple_of(8),
         _ => {}
     }
     let tasks = m.div_ceil(chunk);
@@ -175,6 +176,12 @@ pub(super) fn matmul(
                 let one = |j: usize, i: usize| q4_k::dot_repacked(wr(j), x(i), i < gemm_rows);
                 let decode = |j: usize, g: &mut [q4_k::Group8]| q4_k::decode8(std::array::from_fn(|r| wr(j + r)), g);
                 return grouped_task(rows, n, wrb / q4_k::BLOCK_BYTES, gemm_rows, decode, tile, one, o, m);
+            }
+            Order::Q6KGroups => {
+                let tile = |g: &[q6_k::Group8], i: usize| q6_k::gemm_group8x4(g, std::array::from_fn(|a| x(i + a)));
+                let one = |j: usize, i: usize| q6_k::dot_tiled(wr(j), x(i));
+                let decode = |j: usize, g: &mut [q6_k::Group8]| q6_k::decode8(std::array::from_fn(|r| wr(j + r)), g);
+                return grouped_task(rows, n, wrb / q6_k::BLOCK_BYTES, n, decode, tile, one, o, m);
             }
             _ => {}
         }
@@ -220,31 +227,6 @@ pub(super) fn matmul(
                 }
                 continue;
             }
-            // Four activation rows per call (each output still its own dot product, bit for
-            // bit): the weight block is decoded once for the four.
-            if let Order::Acts4(dot, dot4) = order {
-                let rows = i0..(i0 + ACT_TILE).min(n);
-                for j in ci * chunk..((ci + 1) * chunk).min(m) {
-                    let wr = &w[j * wrb..(j + 1) * wrb];
-                    let x = |i: usize| &xq[i * xrb..(i + 1) * xrb];
-                    let mut i = rows.start;
-                    while i < rows.end {
-                        if i + 4 <= rows.end {
-                            let d = dot4(wr, [x(i), x(i + 1), x(i + 2), x(i + 3)]);
-                            for (r, d) in d.into_iter().enumerate() {
-                                // SAFETY: column j belongs to this task alone; i + r < n, j < m.
-                                unsafe { *o.0.add((i + r) * m + j) = d };
-                            }
-                            i += 4;
-                        } else {
-                            // SAFETY: as above.
-                            unsafe { *o.0.add(i * m + j) = dot(wr, x(i)) };
-                            i += 1;
-                        }
-                    }
-                }
-                continue;
-            }
             for j in ci * chunk..((ci + 1) * chunk).min(m) {
                 let wr = &w[j * wrb..(j + 1) * wrb];
                 for i in i0..(i0 + ACT_TILE).min(n) {
@@ -252,7 +234,7 @@ pub(super) fn matmul(
                     let d = match order {
                         Order::VecDot => t.dot(wr, xr).unwrap_or(0.0),
                         Order::Kernel(dot) => dot(wr, xr),
-                        Order::Rows8(_) | Order::Packed | Order::Acts4(..) | Order::Q5_0Groups | Order::Q4KGroups => {
+                        Order::Rows8(_) | Order::Packed | Order::Q5_0Groups | Order::Q4KGroups | Order::Q6KGroups => {
                             unreachable!("handled above")
                         }
                     };

@@ -161,8 +161,8 @@ mod x86 {
     use super::*;
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
-    use crate::formats::common::x86::hsum_f32x8;
-    use crate::formats::kquant_common::x86::{hsum_i32, load128, load256, pair_scales};
+    use crate::formats::common::x86::{hsum_f32x8, load32};
+    use crate::formats::kquant_common::x86::{load128, load256, pair_scales};
 
     /// The SIMD dot product: the 6-bit quants are assembled unsigned (`0..64`) with shifts and
     /// masks, multiplied with `maddubs` and by the group scales with `I::dpwssd` (`madd` + add
@@ -257,35 +257,46 @@ mod x86 {
         }
     }
 
-    /// [`super::dot_tiled4`]'s body: each block's quants and scales unpacked once; for each
-    /// activation row the block's exact integer dot product (the lanes of [`block_sums`] less the
-    /// offset, summed), then [`tiled_step`] as the scalar kernel does.
+    /// [`super::gemm_group8x4`]'s body: per block and activation row, per group of 16 values
+    /// four `dpbusd` of the unsigned codes against four activation bytes broadcast (two chains,
+    /// exact), less `32 · bsum` (the codes' offset), times the group's scales; then
+    /// [`tiled_step`]'s two operations with row `r` in lane `r`.
     ///
     /// # Safety
     /// As [`dot`].
     #[inline(always)]
-    pub(super) unsafe fn tiled4<I: Isa>(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-        let n = acts.iter().fold(w.len() / BLOCK_BYTES, |n, a| n.min(a.len() / Q8K_BYTES));
+    pub(super) unsafe fn group8x4<I: Isa>(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] {
+        let n = acts.iter().fold(w.len(), |n, a| n.min(a.len() / Q8K_BYTES));
         // SAFETY: the entry point this body is inlined into enables AVX2, FMA, F16C and `I`'s
         // features, and its caller checked them at run time.
         unsafe {
-            let mut acc = [0f32; 4];
-            for k in 0..n {
-                let x = &w[k * BLOCK_BYTES..(k + 1) * BLOCK_BYTES];
-                let q = unsigned_quants(x);
-                let scales = load128(x, SC);
-                let scales16 = _mm256_cvtepi8_epi16(scales);
-                let dx = f16_at(x, D);
-                for (acc, act) in acc.iter_mut().zip(acts) {
-                    let y = &act[k * Q8K_BYTES..(k + 1) * Q8K_BYTES];
-                    let offset = _mm256_slli_epi32(_mm256_madd_epi16(load256(y, 4 + QK_K), scales16), 5);
-                    let lanes = _mm256_sub_epi32(block_sums::<I>(&q, scales, y), offset);
-                    let isum = hsum_i32(lanes);
-                    let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-                    *acc = tiled_step(*acc, isum, dx, None, yd);
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (k, g) in w[..n].iter().enumerate() {
+                let dw = _mm256_loadu_ps(g.d.as_ptr());
+                for i in 0..4 {
+                    let y = &acts[i][k * Q8K_BYTES..(k + 1) * Q8K_BYTES];
+                    let mut isum = _mm256_setzero_si256();
+                    for j in 0..QK_K / 16 {
+                        let mut s = [_mm256_setzero_si256(); 2];
+                        for c in 4 * j..4 * j + 4 {
+                            let four = i32::from_le_bytes([y[4 + 4 * c], y[5 + 4 * c], y[6 + 4 * c], y[7 + 4 * c]]);
+                            s[c % 2] = I::dpbusd(s[c % 2], load32(&g.codes[c]), _mm256_set1_epi32(four));
+                        }
+                        let bsum = i16::from_le_bytes([y[4 + QK_K + 2 * j], y[5 + QK_K + 2 * j]]) as i32;
+                        let group = _mm256_sub_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_set1_epi32(32 * bsum));
+                        let scales = _mm256_loadu_si256(g.scales[j].as_ptr().cast());
+                        isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(group, scales));
+                    }
+                    let yd = _mm256_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
+                    acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum), dw), yd, acc[i]);
                 }
             }
-            acc
+            let mut out = [[0f32; 8]; 4];
+            for (o, a) in out.iter_mut().zip(&acc) {
+                // `o` is 32 writable bytes; `storeu` has no alignment requirement.
+                _mm256_storeu_ps(o.as_mut_ptr(), *a);
+            }
+            out
         }
     }
 
@@ -311,25 +322,68 @@ fn tiled_body(w: &[u8], act: &[u8]) -> f32 {
     acc
 }
 
-isa_kernel! {
-    /// [`dot_tiled`] for four activation rows at once, each weight block unpacked once for the
-    /// four (with SIMD integer sums where the CPU has AVX2); each output is `dot_tiled`'s, bit for
-    /// bit.
-    pub fn dot_tiled4(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] = x86::tiled4 else tiled4_body(w, acts)
+/// Eight weight rows decoded for batch products ([`decode8`]), one block, laid out so that a
+/// 32-bit lane carries one row: `codes[c][4·r + e]` is row `r`'s unsigned 6-bit code (the value
+/// plus 32) of value `4c + e`, `scales[j][r]` row `r`'s scale of group `j` (16 values). One
+/// `dpbusd` against four activation bytes broadcast adds four products to each of the eight rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Group8 {
+    pub codes: [[u8; 32]; QK_K / 4],
+    pub scales: [[i32; 8]; QK_K / 16],
+    pub d: [f32; 8],
 }
 
-#[inline(always)]
-fn tiled4_body(w: &[u8], acts: [&[u8]; 4]) -> [f32; 4] {
-    let mut acc = [0f32; 4];
-    for (k, x) in w.chunks_exact(BLOCK_BYTES).enumerate() {
-        let a = unpack(x);
-        for (acc, act) in acc.iter_mut().zip(acts) {
-            let Some(y) = act.get(k * Q8K_BYTES..(k + 1) * Q8K_BYTES) else { continue };
-            let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-            *acc = tiled_step(*acc, unpacked_int(x, &a, y), f16_at(x, D), None, yd);
+impl Default for Group8 {
+    fn default() -> Self {
+        Group8 { codes: [[0; 32]; QK_K / 4], scales: [[0; 8]; QK_K / 16], d: [0.0; 8] }
+    }
+}
+
+/// Decodes eight rows of whole blocks into `out` (one [`Group8`] per block, as many as `out` and
+/// the shortest row allow).
+pub fn decode8(rows: [&[u8]; 8], out: &mut [Group8]) {
+    for (r, row) in rows.iter().enumerate() {
+        for (x, g) in row.chunks_exact(BLOCK_BYTES).zip(out.iter_mut()) {
+            for (v, a) in unpack(x).iter().enumerate() {
+                g.codes[v / 4][4 * r + v % 4] = (a + 32) as u8;
+            }
+            for (j, s) in g.scales.iter_mut().enumerate() {
+                s[r] = x[SC + j] as i8 as i32;
+            }
+            g.d[r] = f16_at(x, D);
         }
     }
-    acc
+}
+
+isa_kernel! {
+    /// A decoded group of eight weight rows ([`decode8`]) against four Q8_K activation rows:
+    /// `out[i][r]` is bit for bit [`dot_tiled`]`(row r, acts[i])` — the same exact integer sum
+    /// per block, then the same product by `d_w` and multiply-add by `d_a`, row `r` in lane `r`.
+    pub fn gemm_group8x4(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] = x86::group8x4 else group_scalar(w, acts)
+}
+
+/// [`gemm_group8x4`] without SIMD: [`tiled_body`]'s arithmetic on the decoded values.
+fn group_scalar(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] {
+    let mut out = [[0f32; 8]; 4];
+    for (o, act) in out.iter_mut().zip(acts) {
+        for (r, o) in o.iter_mut().enumerate() {
+            for (g, y) in w.iter().zip(act.chunks_exact(Q8K_BYTES)) {
+                let qs = &y[4..4 + QK_K];
+                let isum: i32 = (0..QK_K / 16)
+                    .map(|j| {
+                        let group: i32 = (16 * j..16 * j + 16)
+                            .map(|v| (g.codes[v / 4][4 * r + v % 4] as i32 - 32) * qs[v] as i8 as i32)
+                            .sum();
+                        g.scales[j][r] * group
+                    })
+                    .sum();
+                let yd = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                *o = tiled_step(*o, isum, g.d[r], None, yd);
+            }
+        }
+    }
+    out
 }
 
 /// The exact integer dot product of one block with its activations: Σ scale · (q − 32) · a.
@@ -464,5 +518,43 @@ mod tests {
         let exact: f64 = wf.iter().zip(&af).map(|(p, q)| *p as f64 * *q as f64).sum();
         let got = dot_tiled(&w, &a) as f64;
         assert!((got - exact).abs() <= 1e-5 * exact.abs().max(1.0), "{got} vs {exact}");
+    }
+
+    #[test]
+    fn decoded_groups_equal_tiled() {
+        let mut state = 0x66_u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+        };
+        for blocks in [1usize, 3] {
+            let ws: Vec<Vec<u8>> = (0..8)
+                .map(|_| {
+                    let x: Vec<f32> = (0..QK_K * blocks).map(|_| next() * 3.0).collect();
+                    let mut w = vec![0u8; BLOCK_BYTES * blocks];
+                    quantize(&x, &mut w);
+                    w
+                })
+                .collect();
+            let acts: Vec<Vec<u8>> = (0..4)
+                .map(|_| {
+                    let x: Vec<f32> = (0..QK_K * blocks).map(|_| next()).collect();
+                    let mut a = vec![0u8; Q8K_BYTES * blocks];
+                    super::super::q8_k::quantize(&x, &mut a);
+                    a
+                })
+                .collect();
+            let mut group = vec![Group8::default(); blocks];
+            decode8(std::array::from_fn(|r| ws[r].as_slice()), &mut group);
+            let got = gemm_group8x4(&group, std::array::from_fn(|i| acts[i].as_slice()));
+            let scalar = group_scalar(&group, std::array::from_fn(|i| acts[i].as_slice()));
+            for (i, a) in acts.iter().enumerate() {
+                for (r, w) in ws.iter().enumerate() {
+                    let want = dot_tiled(w, a).to_bits();
+                    assert_eq!(got[i][r].to_bits(), want, "{blocks} blocks, activation {i}, row {r}");
+                    assert_eq!(scalar[i][r].to_bits(), want, "scalar: {blocks} blocks, activation {i}, row {r}");
+                }
+            }
+        }
     }
 }
