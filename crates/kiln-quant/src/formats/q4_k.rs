@@ -342,10 +342,17 @@ pub fn decode8(rows: [&[u8]; 8], out: &mut [Group8]) {
                 g.mins[j][r] = mn[j] as i32;
             }
             (g.d[r], g.dmin[r]) = (f16_at(x, 0), f16_at(x, 2));
-            for v in 0..QK_K {
-                // Value v is in pair v / 64: low nibbles for its first 32 values, high for the rest.
-                let q = x[16 + 32 * (v / 64) + v % 32];
-                g.codes[v / 4][4 * r + v % 4] = if v % 64 < 32 { q & 0xF } else { q >> 4 };
+            // The values in order (pair p: low nibbles for its first 32, high for the rest), then
+            // each run of four into its entry's lane r.
+            let mut values = [0u8; QK_K];
+            for (q, v) in x[16..].chunks_exact(32).zip(values.chunks_exact_mut(64)) {
+                let (lo, hi) = v.split_at_mut(32);
+                for ((q, lo), hi) in q.iter().zip(lo).zip(hi) {
+                    (*lo, *hi) = (q & 0xF, q >> 4);
+                }
+            }
+            for (codes, four) in g.codes.iter_mut().zip(values.chunks_exact(4)) {
+                codes[4 * r..4 * r + 4].copy_from_slice(four);
             }
         }
     }

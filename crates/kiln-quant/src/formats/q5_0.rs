@@ -125,9 +125,13 @@ pub struct Group4 {
     pub d: [f32; 4],
 }
 
-/// Decodes four rows of whole blocks into `out` (one [`Group4`] per block, as many as `out` and
-/// the shortest row allow).
-pub fn decode4(rows: [&[u8]; 4], out: &mut [Group4]) {
+isa_kernel! {
+    /// Decodes four rows of whole blocks into `out` (one [`Group4`] per block, as many as `out`
+    /// and the shortest row allow).
+    pub fn decode4(rows: [&[u8]; 4], out: &mut [Group4]) -> () = x86::decode4 else decode4_scalar(rows, out)
+}
+
+fn decode4_scalar(rows: [&[u8]; 4], out: &mut [Group4]) {
     for (r, row) in rows.iter().enumerate() {
         for (b, g) in row.as_chunks::<BLOCK_BYTES>().0.iter().zip(out.iter_mut()) {
             let [d0, d1, h0, h1, h2, h3, qs @ ..] = b;
@@ -220,6 +224,22 @@ mod x86 {
         let [_, _, yq @ ..] = y;
         // SAFETY: the caller's features (this function's contract).
         unsafe { I::dot_offset(codes, _mm256_set1_epi8(16), load32(yq)) }
+    }
+
+    /// [`super::decode4`] with SIMD: each block's codes as [`dot`] unpacks them.
+    ///
+    /// # Safety
+    /// As [`dot`].
+    #[inline(always)]
+    pub(super) unsafe fn decode4<I: Isa>(rows: [&[u8]; 4], out: &mut [Group4]) {
+        for (r, row) in rows.iter().enumerate() {
+            for (x, g) in row.as_chunks::<BLOCK_BYTES>().0.iter().zip(out.iter_mut()) {
+                // SAFETY: the entry point this body is inlined into enables AVX2 (the contract);
+                // `codes[r]` is 32 writable bytes.
+                unsafe { _mm256_storeu_si256(g.codes[r].as_mut_ptr().cast(), codes(x)) };
+                g.d[r] = super::f16_le([x[0], x[1]]);
+            }
+        }
     }
 
     /// [`super::gemm_group4x4`]'s body. Per run of up to [`RUN`] blocks, first the sixteen

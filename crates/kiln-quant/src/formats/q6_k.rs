@@ -345,8 +345,9 @@ impl Default for Group8 {
 pub fn decode8(rows: [&[u8]; 8], out: &mut [Group8]) {
     for (r, row) in rows.iter().enumerate() {
         for (x, g) in row.chunks_exact(BLOCK_BYTES).zip(out.iter_mut()) {
-            for (v, a) in unpack(x).iter().enumerate() {
-                g.codes[v / 4][4 * r + v % 4] = (a + 32) as u8;
+            let values = unpack(x).map(|a| (a + 32) as u8);
+            for (codes, four) in g.codes.iter_mut().zip(values.chunks_exact(4)) {
+                codes[4 * r..4 * r + 4].copy_from_slice(four);
             }
             for (j, s) in g.scales.iter_mut().enumerate() {
                 s[r] = x[SC + j] as i8 as i32;
