@@ -122,6 +122,9 @@ pub struct AttnParams {
     pub window: Option<usize>,
 }
 
+/// One product of [`Backend::matmuls`]: the weight, its bias if any, and the output.
+pub type Product<'a, W, A> = (&'a W, Option<&'a W>, &'a mut A);
+
 /// What a device must provide for the model code to run on it. Every operation is fallible: a GPU
 /// backend reports a failed launch or allocation as an error, which fails the forward pass (and
 /// only that request) instead of the process.
@@ -149,6 +152,15 @@ pub trait Backend: Send + Sync {
     fn rms_norm(&self, x: &Self::Act, w: &Self::Weight, group: usize, eps: f32, out: &mut Self::Act) -> Result<()>;
     /// `out = x · wᵀ` (+ bias): `x` is `n × k`, `w` holds `m` rows of `k`, `out` is `n × m`.
     fn matmul(&self, x: &Self::Act, w: &Self::Weight, bias: Option<&Self::Weight>, out: &mut Self::Act) -> Result<()>;
+    /// Several products of one input, `out = x · wᵀ (+ bias)` for each `(w, bias, out)`, each
+    /// with [`Self::matmul`]'s result; a backend may share work between them (the CPU backend
+    /// quantizes `x` once per activation type).
+    fn matmuls(&self, x: &Self::Act, products: &mut [Product<'_, Self::Weight, Self::Act>]) -> Result<()> {
+        for (w, bias, out) in products.iter_mut() {
+            self.matmul(x, w, *bias, out)?;
+        }
+        Ok(())
+    }
     /// `x += y`.
     fn add(&self, x: &mut Self::Act, y: &Self::Act) -> Result<()>;
     /// `out = act(gate) * up`.

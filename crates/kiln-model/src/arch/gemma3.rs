@@ -97,9 +97,7 @@ pub(crate) fn forward<B: Backend>(
             window: c.window_for(il),
         };
         be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h)?;
-        be.matmul(&h, &l.wq, None, &mut q)?;
-        be.matmul(&h, &l.wk, None, &mut k)?;
-        be.matmul(&h, &l.wv, None, &mut v)?;
+        be.matmuls(&h, &mut [(&l.wq, None, &mut q), (&l.wk, None, &mut k), (&l.wv, None, &mut v)])?;
         be.rms_norm(&q, &l.q_norm, hd, c.rms_eps, &mut qn)?;
         be.rms_norm(&k, &l.k_norm, hd, c.rms_eps, &mut kn)?;
         be.rope(&mut qn, hd, pos, &rope)?;
@@ -124,8 +122,7 @@ pub(crate) fn forward<B: Backend>(
         be.add(&mut x, &h)?;
 
         be.rms_norm(&x, &l.ffn_norm, c.n_embd, c.rms_eps, &mut h)?;
-        be.matmul(&h, &l.gate, None, &mut g)?;
-        be.matmul(&h, &l.up, None, &mut u)?;
+        be.matmuls(&h, &mut [(&l.gate, None, &mut g), (&l.up, None, &mut u)])?;
         be.glu(Glu::Gelu, &g, &u, &mut gu)?;
         be.matmul(&gu, &l.down, None, &mut o)?;
         be.rms_norm(&o, &l.ffn_post_norm, c.n_embd, c.rms_eps, &mut h)?;

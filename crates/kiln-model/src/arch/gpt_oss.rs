@@ -110,9 +110,10 @@ pub(crate) fn forward<B: Backend>(
         };
         be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h)?;
         trace(be, "attn_norm", il, &h)?;
-        be.matmul(&h, &l.wq, Some(&l.bq), &mut q)?;
-        be.matmul(&h, &l.wk, Some(&l.bk), &mut k)?;
-        be.matmul(&h, &l.wv, Some(&l.bv), &mut v)?;
+        be.matmuls(
+            &h,
+            &mut [(&l.wq, Some(&l.bq), &mut q), (&l.wk, Some(&l.bk), &mut k), (&l.wv, Some(&l.bv), &mut v)],
+        )?;
         be.rope(&mut q, hd, pos, &rope)?;
         be.rope(&mut k, hd, pos, &rope)?;
         trace(be, "Qcur", il, &q)?;

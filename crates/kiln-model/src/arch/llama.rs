@@ -94,9 +94,10 @@ pub(crate) fn forward<B: Backend>(
             yarn: None,
         };
         be.rms_norm(&x, &l.attn_norm, c.n_embd, c.rms_eps, &mut h)?;
-        be.matmul(&h, &l.wq, l.bq.as_ref(), &mut q)?;
-        be.matmul(&h, &l.wk, l.bk.as_ref(), &mut k)?;
-        be.matmul(&h, &l.wv, l.bv.as_ref(), &mut v)?;
+        be.matmuls(
+            &h,
+            &mut [(&l.wq, l.bq.as_ref(), &mut q), (&l.wk, l.bk.as_ref(), &mut k), (&l.wv, l.bv.as_ref(), &mut v)],
+        )?;
         be.rope(&mut q, c.head_dim, pos, &rope)?;
         be.rope(&mut k, c.head_dim, pos, &rope)?;
         crate::model::attend(be, kv, rows, il, &k, &v, &q, &attn, None, &mut a)?;
@@ -115,8 +116,7 @@ pub(crate) fn forward<B: Backend>(
         be.add(&mut x, &o)?;
 
         be.rms_norm(&x, &l.ffn_norm, c.n_embd, c.rms_eps, &mut h)?;
-        be.matmul(&h, &l.gate, None, &mut g)?;
-        be.matmul(&h, &l.up, None, &mut u)?;
+        be.matmuls(&h, &mut [(&l.gate, None, &mut g), (&l.up, None, &mut u)])?;
         be.glu(Glu::Silu, &g, &u, &mut gu)?;
         be.matmul(&gu, &l.down, None, &mut o)?;
         be.add(&mut x, &o)?;

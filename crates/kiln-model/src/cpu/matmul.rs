@@ -84,9 +84,49 @@ fn order(ty: GgmlType, packed: bool, rows: usize, batch: usize, k: usize) -> Ord
     }
 }
 
+/// Activation rows in a weight type's dot format (its `vec_dot_type`), quantized as ggml-cpu
+/// quantizes them; one quantization can serve every product of the same input and activation
+/// type.
+pub(super) struct Quantized {
+    pub ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+/// The activation type products with `ty` weights take.
+pub(super) fn act_type(ty: GgmlType) -> GgmlType {
+    kiln_quant::traits(ty).expect("checked at bind").vec_dot_type
+}
+
+/// `x`'s rows into `act_ty` (an activation type, [`act_type`]), in parallel.
+pub(super) fn quantize(pool: &Pool, x: &CpuAct, act_ty: GgmlType) -> Quantized {
+    let (n, k) = (x.rows, x.cols);
+    let act_traits = kiln_quant::traits(act_ty).expect("activation types are supported");
+    // ggml-cpu's activation quantizer, so products round exactly as llama.cpp's do.
+    let quantize = act_traits.from_float.or(act_traits.quantize).expect("activation types have quantizers");
+    let xrb = act_ty.row_bytes(k as u64).expect("whole blocks") as usize;
+    let mut xq = vec![0u8; n * xrb];
+    let per = rows_per_pass(pool, n, k);
+    pool.chunks_mut(&mut xq, per * xrb, |ci, q| {
+        for (r, q) in q.chunks_mut(xrb).enumerate() {
+            let i = ci * per + r;
+            quantize(&x.data[i * k..(i + 1) * k], q);
+        }
+    });
+    Quantized { ty: act_ty, rows: n, cols: k, row_bytes: xrb, data: xq }
+}
+
+/// Rows per task of a pass over `n` activation rows of `k` values: all in one where it is small.
+fn rows_per_pass(pool: &Pool, n: usize, k: usize) -> usize {
+    if n * k <= 1 << 15 { n } else { n.div_ceil(pool.threads() * 4) }
+}
+
 /// `out (n × m) = x (n × k) · wᵀ`, `w` = `m` rows of `k` elements of type `ty` (`packed`: in
-/// groups of eight rows as `kiln_quant::mxfp4::pack8` lays them out). With `invariant`, every row
-/// takes the order a one-row product takes (batch-invariant mode).
+/// groups of eight rows as `kiln_quant::mxfp4::pack8` lays them out), `x` quantized into
+/// [`act_type`]`(ty)`. With `invariant`, every row takes the order a one-row product takes
+/// (batch-invariant mode).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn matmul(
     pool: &Pool,
@@ -95,29 +135,16 @@ pub(super) fn matmul(
     ty: GgmlType,
     packed: bool,
     m: usize,
-    x: &CpuAct,
+    x: &Quantized,
     out: &mut CpuAct,
 ) {
-    let (n, k) = (x.rows, x.cols);
+    let (n, k, xrb, xq) = (x.rows, x.cols, x.row_bytes, &x.data);
+    debug_assert_eq!(x.ty, act_type(ty));
     debug_assert_eq!(out.rows, n);
     debug_assert_eq!(out.cols, m);
     let t = kiln_quant::traits(ty).expect("checked at bind");
-    let act_ty = t.vec_dot_type;
-    let act_traits = kiln_quant::traits(act_ty).expect("activation types are supported");
-    // ggml-cpu's activation quantizer, so products round exactly as llama.cpp's do.
-    let quantize = act_traits.from_float.or(act_traits.quantize).expect("activation types have quantizers");
-    let xrb = act_ty.row_bytes(k as u64).expect("whole blocks") as usize;
     let wrb = ty.row_bytes(k as u64).expect("whole blocks") as usize;
-
-    // Activations into the weight's dot format, once per row.
-    let mut xq = vec![0u8; n * xrb];
-    let per = if n * k <= 1 << 15 { n } else { n.div_ceil(pool.threads() * 4) };
-    pool.chunks_mut(&mut xq, per * xrb, |ci, q| {
-        for (r, q) in q.chunks_mut(xrb).enumerate() {
-            let i = ci * per + r;
-            quantize(&x.data[i * k..(i + 1) * k], q);
-        }
-    });
+    let per = rows_per_pass(pool, n, k);
 
     // Each task takes a run of weight rows and computes them against every activation row, so a
     // weight row is read from memory once.

@@ -25,7 +25,7 @@ use half::slice::HalfFloatSliceExt;
 use kiln_gguf::GgufFile;
 use kiln_quant::GgmlType;
 
-use crate::backend::{AttnParams, Backend, Glu, Moe, Rope, RowKv, WeightData};
+use crate::backend::{AttnParams, Backend, Glu, Moe, Product, Rope, RowKv, WeightData};
 use crate::config::RopeStyle;
 use crate::kv::KvLayout;
 use crate::{ModelError, Result};
@@ -105,9 +105,16 @@ impl CpuBackend {
     }
 
     /// `out = x · wᵀ` over `bytes`: all of `w` or one expert's slice of it, `rows` rows of `w`'s
-    /// type and layout.
-    fn product(&self, w: &CpuWeight, bytes: &[u8], rows: usize, x: &CpuAct, out: &mut CpuAct) {
+    /// type and layout; `x` quantized for `w` ([`Self::quantize`]).
+    fn product(&self, w: &CpuWeight, bytes: &[u8], rows: usize, x: &matmul::Quantized, out: &mut CpuAct) {
         matmul::matmul(&self.pool, self.batch_invariant, bytes, w.ty, w.packed.is_some(), rows, x, out);
+    }
+
+    /// `x` quantized for products with `w`, or `have` where that already is (the same input in
+    /// `w`'s activation type).
+    fn quantize(&self, x: &CpuAct, w: &CpuWeight, have: Option<matmul::Quantized>) -> matmul::Quantized {
+        let ty = matmul::act_type(w.ty);
+        have.filter(|q| q.ty == ty).unwrap_or_else(|| matmul::quantize(&self.pool, x, ty))
     }
 
     /// The weight's bytes: its packed copy, or its range of the memory map.
@@ -314,10 +321,20 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, x: &CpuAct, w: &CpuWeight, bias: Option<&CpuWeight>, out: &mut CpuAct) -> Result<()> {
-        self.product(w, self.bytes(w), w.rows, x, out);
-        if let Some(b) = bias {
-            let bv = b.vec.as_deref().expect("biases are vectors");
-            out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
+        self.matmuls(x, &mut [(w, bias, out)])
+    }
+
+    /// Each product as [`Self::matmul`] computes it, `x` quantized once per activation type.
+    fn matmuls(&self, x: &CpuAct, products: &mut [Product<'_, CpuWeight, CpuAct>]) -> Result<()> {
+        let mut xq = None;
+        for (w, bias, out) in products.iter_mut() {
+            let q = self.quantize(x, w, xq.take());
+            self.product(w, self.bytes(w), w.rows, &q, out);
+            xq = Some(q);
+            if let Some(b) = bias {
+                let bv = b.vec.as_deref().expect("biases are vectors");
+                out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
+            }
         }
         Ok(())
     }
@@ -466,9 +483,11 @@ impl Backend for CpuBackend {
             let k = rows.len();
             let mut g = self.act(k, m.n_ff)?;
             let mut u = self.act(k, m.n_ff)?;
-            self.product(m.gate, slice(m.gate, ex), m.n_ff, &xs, &mut g);
+            let xq = self.quantize(&xs, m.gate, None);
+            self.product(m.gate, slice(m.gate, ex), m.n_ff, &xq, &mut g);
             add_bias(&mut g, bias(m.gate_b, ex, m.n_ff));
-            self.product(m.up, slice(m.up, ex), m.n_ff, &xs, &mut u);
+            let xq = self.quantize(&xs, m.up, Some(xq));
+            self.product(m.up, slice(m.up, ex), m.n_ff, &xq, &mut u);
             add_bias(&mut u, bias(m.up_b, ex, m.n_ff));
             // Clamped SwiGLU, as ggml's `swiglu_oai`.
             for (gv, &uv) in g.data.iter_mut().zip(&u.data) {
@@ -477,7 +496,7 @@ impl Backend for CpuBackend {
                 *gv = gx / (1.0 + (m.alpha * -gx).exp()) * (uy + 1.0);
             }
             let mut d = self.act(k, e)?;
-            self.product(m.down, slice(m.down, ex), e, &g, &mut d);
+            self.product(m.down, slice(m.down, ex), e, &self.quantize(&g, m.down, None), &mut d);
             add_bias(&mut d, bias(m.down_b, ex, e));
             for (i, &(r, s, wt)) in routed.iter().enumerate() {
                 let dst = &mut slots[(r * m.n_used + s) * e..(r * m.n_used + s + 1) * e];
