@@ -29,6 +29,26 @@ pub mod mxfp4;
 pub mod simd;
 mod types;
 
+/// Random test inputs shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    /// A splitmix64 stream: test bytes that reach every code and scale.
+    pub(crate) fn splitmix64(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    /// Uniform values in [−1, 1) from [`splitmix64`].
+    pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut next = splitmix64(seed);
+        move || (next() >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
+    }
+}
+
 pub use error::QuantError;
 pub use types::{GgmlType, Layout, QK_K};
 

@@ -614,20 +614,10 @@ mod tests {
         assert_eq!(scale_for_amax(f32::INFINITY), 0); // (uint8)inf on x86
     }
 
-    /// A splitmix64 stream: test bytes that reach every code and scale.
-    fn splitmix64(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let z = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
-
     #[test]
     fn eight_rows_at_once_equal_row_by_row() {
         // Weights and activations from a splitmix64 stream: every code and a spread of scales.
-        let mut next = splitmix64(0x1234_5678_9abc_def0);
+        let mut next = crate::test_rng::splitmix64(0x1234_5678_9abc_def0);
         for blocks in [1usize, 7, 8, 9, 90] {
             let rows: Vec<Vec<u8>> = (0..8)
                 .map(|_| {
@@ -653,7 +643,7 @@ mod tests {
     fn packed_groups_equal_row_by_row() {
         // Sixteen rows (two groups) of random blocks with every scale byte, the edge ones (0, 1,
         // 254, 255) included, against activations with −128 bytes: every kernel gives `dot`'s bits.
-        let mut next = splitmix64(0x0fed_cba9_8765_4321);
+        let mut next = crate::test_rng::splitmix64(0x0fed_cba9_8765_4321);
         let dot = crate::traits(GgmlType::MXFP4).unwrap();
         for blocks in [1usize, 2, 9, 90] {
             let rb = blocks * BLOCK_BYTES;

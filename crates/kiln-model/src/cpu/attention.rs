@@ -82,13 +82,8 @@ pub(super) fn attention(
             let (i, kvh) = (task / p.n_head_kv, task % p.n_head_kv);
             let r = &rows[i];
             let lo = p.window.map_or(0, |w| (r.pos + 1).saturating_sub(w));
-            let wd =
-                widened.iter().find(|w| std::ptr::eq(w.blocks, r.blocks)).expect("every row's sequence is widened");
-            let tile = |t0: usize| {
-                let base = ((kvh * wd.n_tiles) + t0 / KV_TILE) * hd * KV_TILE;
-                &wd.kt[base..base + hd * KV_TILE]
-            };
-            let value = |t: usize| &wd.v[t * vw + kvh * hdv..t * vw + (kvh + 1) * hdv];
+            let wd = Widened::of(&widened, r);
+            let (tile, value) = (|t0| wd.tile(kvh, t0), |t| wd.value(kvh, t));
             let q = |h: usize| &q.data[i * q.cols + h * hd..i * q.cols + (h + 1) * hd];
             let sink = |h: usize| sinks.map(|s| s[h]);
             let mut h = kvh * group;
@@ -144,14 +139,8 @@ pub(super) fn attention(
             &vs[slot * vw + kvh * hdv..slot * vw + (kvh + 1) * hdv]
         };
         if tiled {
-            let wd =
-                widened.iter().find(|w| std::ptr::eq(w.blocks, r.blocks)).expect("every row's sequence is widened");
-            let tile = |t0: usize| {
-                let base = ((kvh * wd.n_tiles) + t0 / KV_TILE) * hd * KV_TILE;
-                &wd.kt[base..base + hd * KV_TILE]
-            };
-            let value = |t: usize| &wd.v[t * vw + kvh * hdv..t * vw + (kvh + 1) * hdv];
-            attend_f32(qsrc, lo..=r.pos, tile, value, p.scale, sink, o);
+            let wd = Widened::of(&widened, r);
+            attend_f32(qsrc, lo..=r.pos, |t0| wd.tile(kvh, t0), |t| wd.value(kvh, t), p.scale, sink, o);
         } else {
             let split = if invariant { single_split(r) } else { split_chunk };
             attend_f16(qsrc, lo..=r.pos, split, key, value, p.scale, sink, o);
@@ -168,8 +157,30 @@ const KV_TILE: usize = 64;
 struct Widened<'a> {
     blocks: &'a [u32],
     n_tiles: usize,
+    /// `head_dim`, `head_dim_v`, and a value row's width (`n_head_kv · head_dim_v`).
+    hd: usize,
+    hdv: usize,
+    vw: usize,
     kt: Vec<f32>,
     v: Vec<f32>,
+}
+
+impl Widened<'_> {
+    /// The widened sequence of row `r`.
+    fn of<'w>(all: &'w [Self], r: &RowKv<'_>) -> &'w Self {
+        all.iter().find(|w| std::ptr::eq(w.blocks, r.blocks)).expect("every row's sequence is widened")
+    }
+
+    /// KV head `kvh`'s transposed key tile that starts at position `t0` (`head_dim · KV_TILE`).
+    fn tile(&self, kvh: usize, t0: usize) -> &[f32] {
+        let base = (kvh * self.n_tiles + t0 / KV_TILE) * self.hd * KV_TILE;
+        &self.kt[base..base + self.hd * KV_TILE]
+    }
+
+    /// KV head `kvh`'s value row at position `t`.
+    fn value(&self, kvh: usize, t: usize) -> &[f32] {
+        &self.v[t * self.vw + kvh * self.hdv..t * self.vw + (kvh + 1) * self.hdv]
+    }
 }
 
 fn widen<'a>(kv: &CpuKv, layer: usize, rows: &[RowKv<'a>], p: &AttnParams) -> Vec<Widened<'a>> {
@@ -202,7 +213,7 @@ fn widen<'a>(kv: &CpuKv, layer: usize, rows: &[RowKv<'a>], p: &AttnParams) -> Ve
                     }
                 }
             }
-            Widened { blocks, n_tiles, kt, v }
+            Widened { blocks, n_tiles, hd, hdv, vw, kt, v }
         })
         .collect()
 }

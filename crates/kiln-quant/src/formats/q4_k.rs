@@ -646,11 +646,7 @@ mod tests {
 
     #[test]
     fn decoded_groups_equal_repacked_gemm() {
-        let mut state = 0x4b_u64;
-        let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
-        };
+        let mut next = crate::test_rng::uniform(0x4b);
         for blocks in [1usize, 3] {
             let row = |next: &mut dyn FnMut() -> f32| {
                 let x: Vec<f32> = (0..QK_K * blocks).map(|_| next() * 3.0).collect();

@@ -346,13 +346,7 @@ mod tests {
 
     #[test]
     fn decoded_groups_equal_one_by_one() {
-        let mut state = 0x5eed_u64;
-        let mut next = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let z = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        };
+        let mut next = crate::test_rng::uniform(0x5eed);
         for blocks in [1usize, 3, 20] {
             let x: Vec<f32> = (0..32 * blocks).map(|_| next()).collect();
             let mut w = vec![0u8; BLOCK_BYTES * blocks];

@@ -523,11 +523,7 @@ mod tests {
 
     #[test]
     fn decoded_groups_equal_tiled() {
-        let mut state = 0x66_u64;
-        let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
-        };
+        let mut next = crate::test_rng::uniform(0x66);
         for blocks in [1usize, 3] {
             let ws: Vec<Vec<u8>> = (0..8)
                 .map(|_| {
