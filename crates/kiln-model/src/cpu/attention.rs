@@ -89,32 +89,30 @@ pub(super) fn attention(
             let mut h = kvh * group;
             for o in o.chunks_mut(4 * hdv) {
                 let range = lo..=r.pos;
-                // SAFETY: AVX-512F, AVX2 and FMA were detected at run time.
-                unsafe {
-                    match o.len() / hdv {
-                        4 => attend_f32_heads(
-                            [q(h), q(h + 1), q(h + 2), q(h + 3)],
-                            range,
-                            tile,
-                            value,
-                            p.scale,
-                            [sink(h), sink(h + 1), sink(h + 2), sink(h + 3)],
-                            o,
-                        ),
-                        3 => attend_f32_heads(
-                            [q(h), q(h + 1), q(h + 2)],
-                            range,
-                            tile,
-                            value,
-                            p.scale,
-                            [sink(h), sink(h + 1), sink(h + 2)],
-                            o,
-                        ),
-                        2 => attend_f32_heads([q(h), q(h + 1)], range, tile, value, p.scale, [sink(h), sink(h + 1)], o),
-                        _ => attend_f32_heads([q(h)], range, tile, value, p.scale, [sink(h)], o),
-                    }
+                let n = o.len() / hdv;
+                macro_rules! heads {
+                    ($n:literal) => {
+                        // SAFETY: AVX-512F, AVX2 and FMA were detected at run time.
+                        unsafe {
+                            attend_f32_heads::<$n>(
+                                std::array::from_fn(|j| q(h + j)),
+                                range,
+                                tile,
+                                value,
+                                p.scale,
+                                std::array::from_fn(|j| sink(h + j)),
+                                o,
+                            )
+                        }
+                    };
                 }
-                h += o.len() / hdv;
+                match n {
+                    4 => heads!(4),
+                    3 => heads!(3),
+                    2 => heads!(2),
+                    _ => heads!(1),
+                }
+                h += n;
             }
         });
         return;

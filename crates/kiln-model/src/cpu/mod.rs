@@ -105,16 +105,20 @@ impl CpuBackend {
     }
 
     /// `out = x · wᵀ` over `bytes`: all of `w` or one expert's slice of it, `rows` rows of `w`'s
-    /// type and layout; `x` quantized for `w` ([`Self::quantize`]).
+    /// type and layout; `x` quantized for `w` ([`Self::quantized`]).
     fn product(&self, w: &CpuWeight, bytes: &[u8], rows: usize, x: &matmul::Quantized, out: &mut CpuAct) {
         matmul::matmul(&self.pool, self.batch_invariant, bytes, w.ty, w.packed.is_some(), rows, x, out);
     }
 
-    /// `x` quantized for products with `w`, or `have` where that already is (the same input in
-    /// `w`'s activation type).
-    fn quantize(&self, x: &CpuAct, w: &CpuWeight, have: Option<matmul::Quantized>) -> matmul::Quantized {
+    /// `x` quantized for products with `w`: from `done` (quantizations of the same `x`) where it
+    /// is there, else made and added to it.
+    fn quantized<'q>(&self, x: &CpuAct, w: &CpuWeight, done: &'q mut Vec<matmul::Quantized>) -> &'q matmul::Quantized {
         let ty = matmul::act_type(w.ty);
-        have.filter(|q| q.ty == ty).unwrap_or_else(|| matmul::quantize(&self.pool, x, ty))
+        let i = done.iter().position(|q| q.ty == ty).unwrap_or_else(|| {
+            done.push(matmul::quantize(&self.pool, x, ty));
+            done.len() - 1
+        });
+        &done[i]
     }
 
     /// The weight's bytes: its packed copy, or its range of the memory map.
@@ -326,11 +330,9 @@ impl Backend for CpuBackend {
 
     /// Each product as [`Self::matmul`] computes it, `x` quantized once per activation type.
     fn matmuls(&self, x: &CpuAct, products: &mut [Product<'_, CpuWeight, CpuAct>]) -> Result<()> {
-        let mut xq = None;
+        let mut xq = Vec::new();
         for (w, bias, out) in products.iter_mut() {
-            let q = self.quantize(x, w, xq.take());
-            self.product(w, self.bytes(w), w.rows, &q, out);
-            xq = Some(q);
+            self.product(w, self.bytes(w), w.rows, self.quantized(x, w, &mut xq), out);
             if let Some(b) = bias {
                 let bv = b.vec.as_deref().expect("biases are vectors");
                 out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
@@ -483,11 +485,10 @@ impl Backend for CpuBackend {
             let k = rows.len();
             let mut g = self.act(k, m.n_ff)?;
             let mut u = self.act(k, m.n_ff)?;
-            let xq = self.quantize(&xs, m.gate, None);
-            self.product(m.gate, slice(m.gate, ex), m.n_ff, &xq, &mut g);
+            let mut xq = Vec::new();
+            self.product(m.gate, slice(m.gate, ex), m.n_ff, self.quantized(&xs, m.gate, &mut xq), &mut g);
             add_bias(&mut g, bias(m.gate_b, ex, m.n_ff));
-            let xq = self.quantize(&xs, m.up, Some(xq));
-            self.product(m.up, slice(m.up, ex), m.n_ff, &xq, &mut u);
+            self.product(m.up, slice(m.up, ex), m.n_ff, self.quantized(&xs, m.up, &mut xq), &mut u);
             add_bias(&mut u, bias(m.up_b, ex, m.n_ff));
             // Clamped SwiGLU, as ggml's `swiglu_oai`.
             for (gv, &uv) in g.data.iter_mut().zip(&u.data) {
@@ -496,7 +497,7 @@ impl Backend for CpuBackend {
                 *gv = gx / (1.0 + (m.alpha * -gx).exp()) * (uy + 1.0);
             }
             let mut d = self.act(k, e)?;
-            self.product(m.down, slice(m.down, ex), e, &self.quantize(&g, m.down, None), &mut d);
+            self.product(m.down, slice(m.down, ex), e, self.quantized(&g, m.down, &mut Vec::new()), &mut d);
             add_bias(&mut d, bias(m.down_b, ex, e));
             for (i, &(r, s, wt)) in routed.iter().enumerate() {
                 let dst = &mut slots[(r * m.n_used + s) * e..(r * m.n_used + s + 1) * e];
