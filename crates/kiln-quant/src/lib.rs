@@ -42,6 +42,26 @@ pub(crate) mod test_rng {
         }
     }
 
+    /// `count` rows of `values` values from `next` (times `scale`), each quantized by `quantize`
+    /// into `row_bytes` bytes.
+    pub(crate) fn quantized_rows(
+        next: &mut impl FnMut() -> f32,
+        count: usize,
+        values: usize,
+        scale: f32,
+        row_bytes: usize,
+        quantize: fn(&[f32], &mut [u8]),
+    ) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|_| {
+                let x: Vec<f32> = (0..values).map(|_| next() * scale).collect();
+                let mut q = vec![0u8; row_bytes];
+                quantize(&x, &mut q);
+                q
+            })
+            .collect()
+    }
+
     /// Uniform values in [−1, 1) from [`splitmix64`].
     pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f32 {
         let mut next = splitmix64(seed);

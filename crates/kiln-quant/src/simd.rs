@@ -47,19 +47,16 @@ pub fn has_avx512f() -> bool {
     }
 }
 
-/// True when [`has_avx2_fma`] is, the CPU (and the OS, which must save the AVX-512 registers)
-/// supports AVX512F, AVX512VL, AVX512BW and AVX512VNNI, and `KILN_NO_VNNI` was not set when
-/// first asked (nor `KILN_NO_SIMD`). The VNNI kernels (`Dot::vnni`) are compiled with all of
-/// these features plus AVX2, FMA and F16C. Checked once.
+/// True when [`has_avx512f`] is and the CPU also supports AVX512VL, AVX512BW and AVX512VNNI
+/// (so neither `KILN_NO_VNNI` nor `KILN_NO_SIMD` was set when first asked). The VNNI kernels
+/// (`Dot::vnni`) are compiled with all of these features plus AVX2, FMA and F16C. Checked once.
 pub fn has_avx512_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
         static HAS: OnceLock<bool> = OnceLock::new();
         *HAS.get_or_init(|| {
-            has_avx2_fma()
-                && std::env::var_os("KILN_NO_VNNI").is_none()
-                && std::arch::is_x86_feature_detected!("avx512f")
+            has_avx512f()
                 && std::arch::is_x86_feature_detected!("avx512vl")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vnni")

@@ -166,6 +166,11 @@ fn pack_budget() -> u64 {
     available_memory().unwrap_or(0).saturating_sub(2 << 30)
 }
 
+/// `b` added to every row of `a`.
+fn add_bias(a: &mut CpuAct, b: &[f32]) {
+    a.data.chunks_mut(a.cols).for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+}
+
 /// Bytes the machine has available (Linux `MemAvailable`, the node's and not a cgroup's), where
 /// known. The packing budget, the scheduler's default KV budget and the server's health report read
 /// it.
@@ -334,8 +339,7 @@ impl Backend for CpuBackend {
         for (w, bias, out) in products.iter_mut() {
             self.product(w, self.bytes(w), w.rows, self.quantized(x, w, &mut xq), out);
             if let Some(b) = bias {
-                let bv = b.vec.as_deref().expect("biases are vectors");
-                out.data.chunks_mut(out.cols).for_each(|row| row.iter_mut().zip(bv).for_each(|(o, b)| *o += b));
+                add_bias(out, b.vec.as_deref().expect("biases are vectors"));
             }
         }
         Ok(())
@@ -468,9 +472,6 @@ impl Backend for CpuBackend {
         fn bias(w: &CpuWeight, ex: usize, width: usize) -> &[f32] {
             &w.vec.as_deref().expect("expert biases are vectors")[ex * width..(ex + 1) * width]
         }
-        let add_bias = |a: &mut CpuAct, b: &[f32]| {
-            a.data.chunks_mut(a.cols).for_each(|r| r.iter_mut().zip(b).for_each(|(o, b)| *o += b));
-        };
         for ex in 0..m.n_expert {
             let routed: Vec<(usize, usize, f32)> = chosen
                 .iter()

@@ -371,6 +371,20 @@ pub(crate) fn tiled_step(acc: f32, isum: i32, d: f32, mins: Option<(i32, f32)>, 
     r.mul_add(da, acc)
 }
 
+/// Row `r`'s `values` (in order) into the eight-row groups of the K-quant batch kernels
+/// (`q4_k::Group8`, `q6_k::Group8`): values `4c..4c + 4` into lane `r` of `codes[c]`.
+pub(crate) fn put_lane8(codes: &mut [[u8; 32]; QK_K / 4], r: usize, values: &[u8; QK_K]) {
+    for (codes, four) in codes.iter_mut().zip(values.chunks_exact(4)) {
+        codes[4 * r..4 * r + 4].copy_from_slice(four);
+    }
+}
+
+/// `bsums[j]` of a Q8_K block (the sum of its quants `16j..16j + 16`), read from the bytes.
+#[inline(always)]
+pub(crate) fn q8k_bsum(y: &[u8], j: usize) -> i32 {
+    i16::from_le_bytes([y[4 + QK_K + 2 * j], y[5 + QK_K + 2 * j]]) as i32
+}
+
 /// One Q8_K activation block, decoded from its 292 bytes: `f32 d`, `i8 qs[256]`,
 /// `i16 bsums[16]` (sums of `qs` in groups of 16).
 pub(crate) struct Q8kBlock<'a> {
@@ -441,6 +455,14 @@ pub(crate) mod x86 {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
         _mm_cvtsi128_si32(s)
+    }
+
+    /// Quants `4c..4c + 4` of a Q8_K block `y` in every 32-bit lane: the activation side of the
+    /// eight-row group kernels' `dpbusd` (one row per lane).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) fn q8k_four(y: &[u8], c: usize) -> __m256i {
+        _mm256_set1_epi32(i32::from_le_bytes([y[4 + 4 * c], y[5 + 4 * c], y[6 + 4 * c], y[7 + 4 * c]]))
     }
 
     /// Loads 32 bytes from `b[off..off + 32]`.

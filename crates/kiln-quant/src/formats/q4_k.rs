@@ -8,7 +8,7 @@
 use super::common::isa_kernel;
 use super::kquant_common::{
     Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qkx2_quants, nearest_int, pack_scales_mins_k4, put_f16,
-    scales_mins_k4, tiled_step,
+    put_lane8, q8k_bsum, scales_mins_k4, tiled_step,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -171,7 +171,7 @@ mod x86 {
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
     use crate::formats::common::x86::{hsum_f32x8, load32};
-    use crate::formats::kquant_common::x86::{hsum_f32x4, load256};
+    use crate::formats::kquant_common::x86::{hsum_f32x4, load256, q8k_four};
 
     /// The SIMD dot product: per 64 values one 32-byte load of nibbles, two `maddubs` (u4 × i8
     /// → i16 pairs) and two `I::dpwssd` by the sub-block scales (`madd` + add on AVX2, one
@@ -249,10 +249,7 @@ mod x86 {
                     let y = &acts[i][k * Q8K_BYTES..(k + 1) * Q8K_BYTES];
                     let yd = _mm256_set1_ps(f32::from_le_bytes([y[0], y[1], y[2], y[3]]));
                     let (d, dmin) = (_mm256_mul_ps(dw, yd), _mm256_mul_ps(dmw, yd));
-                    let four = |c: usize| {
-                        _mm256_set1_epi32(i32::from_le_bytes([y[4 + 4 * c], y[5 + 4 * c], y[6 + 4 * c], y[7 + 4 * c]]))
-                    };
-                    let bsum = |j: usize| i16::from_le_bytes([y[4 + QK_K + 2 * j], y[5 + QK_K + 2 * j]]) as i32;
+                    let bsum = |j: usize| q8k_bsum(y, j);
                     for p in 0..4 {
                         // Chains 0, 1: the low sub-block (2p); 2, 3: the high one (2p + 1).
                         let mut s = [_mm256_setzero_si256(); 4];
@@ -260,7 +257,7 @@ mod x86 {
                             for (h, s) in s.chunks_exact_mut(2).enumerate() {
                                 for (e, s) in s.iter_mut().enumerate() {
                                     let cc = 16 * p + 8 * h + 2 * c + e;
-                                    *s = I::dpbusd(*s, load32(&g.codes[cc]), four(cc));
+                                    *s = I::dpbusd(*s, load32(&g.codes[cc]), q8k_four(y, cc));
                                 }
                             }
                         }
@@ -351,9 +348,7 @@ pub fn decode8(rows: [&[u8]; 8], out: &mut [Group8]) {
                     (*lo, *hi) = (q & 0xF, q >> 4);
                 }
             }
-            for (codes, four) in g.codes.iter_mut().zip(values.chunks_exact(4)) {
-                codes[4 * r..4 * r + 4].copy_from_slice(four);
-            }
+            put_lane8(&mut g.codes, r, &values);
         }
     }
 }
@@ -374,8 +369,7 @@ fn group_scalar(w: &[Group8], acts: [&[u8]; 4]) -> [[f32; 8]; 4] {
             let (mut acc, mut acc_min) = (0f32, 0f32);
             for (g, yb) in w.iter().zip(act.chunks_exact(Q8K_BYTES)) {
                 let y = Q8kBlock::new(yb);
-                let yd = f32::from_le_bytes([yb[0], yb[1], yb[2], yb[3]]);
-                let (d, dmin) = (g.d[r] * yd, g.dmin[r] * yd);
+                let (d, dmin) = (g.d[r] * y.d, g.dmin[r] * y.d);
                 for p in 0..4 {
                     let sub = |j: usize| {
                         (0..32).map(|l| g.codes[(32 * j + l) / 4][4 * r + l % 4] as i32 * y.q(32 * j + l)).sum::<i32>()
@@ -646,23 +640,12 @@ mod tests {
 
     #[test]
     fn decoded_groups_equal_repacked_gemm() {
+        use crate::formats::q8_k;
+        use crate::test_rng::quantized_rows;
         let mut next = crate::test_rng::uniform(0x4b);
         for blocks in [1usize, 3] {
-            let row = |next: &mut dyn FnMut() -> f32| {
-                let x: Vec<f32> = (0..QK_K * blocks).map(|_| next() * 3.0).collect();
-                let mut w = vec![0u8; BLOCK_BYTES * blocks];
-                quantize(&x, &mut w);
-                w
-            };
-            let ws: Vec<Vec<u8>> = (0..8).map(|_| row(&mut next)).collect();
-            let mut acts: Vec<Vec<u8>> = (0..4)
-                .map(|_| {
-                    let x: Vec<f32> = (0..QK_K * blocks).map(|_| next()).collect();
-                    let mut a = vec![0u8; Q8K_BYTES * blocks];
-                    super::super::q8_k::quantize(&x, &mut a);
-                    a
-                })
-                .collect();
+            let ws = quantized_rows(&mut next, 8, QK_K * blocks, 3.0, BLOCK_BYTES * blocks, quantize);
+            let mut acts = quantized_rows(&mut next, 4, QK_K * blocks, 1.0, Q8K_BYTES * blocks, q8_k::quantize);
             // −128 activation bytes (bsums left as they are: the kernels read them, not recompute).
             acts[2][4..4 + 40].fill(0x80);
             let mut group = vec![Group8::default(); blocks];

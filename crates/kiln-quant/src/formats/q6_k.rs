@@ -8,7 +8,8 @@
 
 use super::common::{fma_kernel, isa_kernel};
 use super::kquant_common::{
-    GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int, put_f16, tiled_step,
+    GROUP_MAX_EPS, Q8kBlock, acc_scaled, f16_at, f16_round_trip, make_qx_quants, nearest_int, put_f16, put_lane8,
+    q8k_bsum, tiled_step,
 };
 use super::q8_k::BLOCK_BYTES as Q8K_BYTES;
 use crate::{Dot, GgmlType, QK_K, TypeTraits, UnsafeDotFn};
@@ -162,7 +163,7 @@ mod x86 {
     use crate::formats::common::dot_entry_points;
     use crate::formats::common::x86::Isa;
     use crate::formats::common::x86::{hsum_f32x8, load32};
-    use crate::formats::kquant_common::x86::{load128, load256, pair_scales};
+    use crate::formats::kquant_common::x86::{load128, load256, pair_scales, q8k_four};
 
     /// The SIMD dot product: the 6-bit quants are assembled unsigned (`0..64`) with shifts and
     /// masks, multiplied with `maddubs` and by the group scales with `I::dpwssd` (`madd` + add
@@ -279,11 +280,10 @@ mod x86 {
                     for j in 0..QK_K / 16 {
                         let mut s = [_mm256_setzero_si256(); 2];
                         for c in 4 * j..4 * j + 4 {
-                            let four = i32::from_le_bytes([y[4 + 4 * c], y[5 + 4 * c], y[6 + 4 * c], y[7 + 4 * c]]);
-                            s[c % 2] = I::dpbusd(s[c % 2], load32(&g.codes[c]), _mm256_set1_epi32(four));
+                            s[c % 2] = I::dpbusd(s[c % 2], load32(&g.codes[c]), q8k_four(y, c));
                         }
-                        let bsum = i16::from_le_bytes([y[4 + QK_K + 2 * j], y[5 + QK_K + 2 * j]]) as i32;
-                        let group = _mm256_sub_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_set1_epi32(32 * bsum));
+                        let group =
+                            _mm256_sub_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_set1_epi32(32 * q8k_bsum(y, j)));
                         let scales = _mm256_loadu_si256(g.scales[j].as_ptr().cast());
                         isum = _mm256_add_epi32(isum, _mm256_mullo_epi32(group, scales));
                     }
@@ -346,9 +346,7 @@ pub fn decode8(rows: [&[u8]; 8], out: &mut [Group8]) {
     for (r, row) in rows.iter().enumerate() {
         for (x, g) in row.chunks_exact(BLOCK_BYTES).zip(out.iter_mut()) {
             let values = unpack(x).map(|a| (a + 32) as u8);
-            for (codes, four) in g.codes.iter_mut().zip(values.chunks_exact(4)) {
-                codes[4 * r..4 * r + 4].copy_from_slice(four);
-            }
+            put_lane8(&mut g.codes, r, &values);
             for (j, s) in g.scales.iter_mut().enumerate() {
                 s[r] = x[SC + j] as i8 as i32;
             }
@@ -523,24 +521,12 @@ mod tests {
 
     #[test]
     fn decoded_groups_equal_tiled() {
+        use crate::formats::q8_k;
+        use crate::test_rng::quantized_rows;
         let mut next = crate::test_rng::uniform(0x66);
         for blocks in [1usize, 3] {
-            let ws: Vec<Vec<u8>> = (0..8)
-                .map(|_| {
-                    let x: Vec<f32> = (0..QK_K * blocks).map(|_| next() * 3.0).collect();
-                    let mut w = vec![0u8; BLOCK_BYTES * blocks];
-                    quantize(&x, &mut w);
-                    w
-                })
-                .collect();
-            let acts: Vec<Vec<u8>> = (0..4)
-                .map(|_| {
-                    let x: Vec<f32> = (0..QK_K * blocks).map(|_| next()).collect();
-                    let mut a = vec![0u8; Q8K_BYTES * blocks];
-                    super::super::q8_k::quantize(&x, &mut a);
-                    a
-                })
-                .collect();
+            let ws = quantized_rows(&mut next, 8, QK_K * blocks, 3.0, BLOCK_BYTES * blocks, quantize);
+            let acts = quantized_rows(&mut next, 4, QK_K * blocks, 1.0, Q8K_BYTES * blocks, q8_k::quantize);
             let mut group = vec![Group8::default(); blocks];
             decode8(std::array::from_fn(|r| ws[r].as_slice()), &mut group);
             let got = gemm_group8x4(&group, std::array::from_fn(|i| acts[i].as_slice()));
